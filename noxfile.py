@@ -1,0 +1,80 @@
+"""Sessions for developers and CI: `nox -l` lists them; `nox -s NAME -- ARGS` passes ARGS on."""
+
+import json
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2024.4.15"
+nox.options.sessions = ["tests", "parity", "lint"]
+nox.options.reuse_venv = "yes"
+
+# constraints.txt pins the known-good set, torch's CPU build among them (built for 3.11).
+PYTHON = "3.11"
+CONSTRAINTS = ("-c", "constraints.txt")
+PYTEST = ("pytest", "--strict-config", "--strict-markers")
+PARITY_REPORT = Path(".nox") / "parity-report.json"
+
+
+def install(session: nox.Session, extras: str) -> None:
+    session.install(*CONSTRAINTS, "-e", f".[{extras}]")
+
+
+def print_versions(session: nox.Session) -> None:
+    session.run("parity", "env")
+
+
+def run_parity_cases(session: nox.Session, *options: str) -> None:
+    """Run the parity cases, print the report, and fail if nothing was compared."""
+    PARITY_REPORT.unlink(missing_ok=True)
+    session.run(*PYTEST, "tests/parity", "-m", "parity", f"--parity-report={PARITY_REPORT}",
+                *options,
+                *session.posargs)
+    records = json.loads(PARITY_REPORT.read_text())["records"]
+    if not records:
+        session.error("the parity cases ran but compared nothing: no parity record was written")
+    session.log(f"{len(records)} parity comparisons, report in {PARITY_REPORT}")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole test suite on CPU (benchmarks run once each, untimed)."""
+    install(session, "torch,jax,bench,dev")
+    print_versions(session)
+    session.run(*PYTEST, "--benchmark-disable", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def parity(session: nox.Session) -> None:
+    """The main job: run the parity cases on CPU and print the parity report."""
+    install(session, "torch,jax")
+    print_versions(session)
+    run_parity_cases(session, "--parity-device=cpu")
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff and mypy over the code; the plugin's --help without torch or jax installed."""
+    install(session, "dev")
+    session.run("ruff", "check", "pytest_parity", "tests", "noxfile.py", "conftest.py")
+    session.run("mypy")
+    help_text = session.run("pytest", "--help", silent=True)
+    if "--parity-device=DEVICE" not in (help_text or ""):
+        session.error("pytest --help lists no parity options where torch and jax are absent")
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks (pytest-benchmark), timed, with their JSON in .benchmarks/."""
+    install(session, "torch,jax,bench")
+    print_versions(session)
+    session.run(*PYTEST, "tests/benchmarks", "--benchmark-only",
+                "--benchmark-json=.benchmarks/bench.json", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def gpu(session: nox.Session) -> None:
+    """The parity cases on the GPU (--parity-device=gpu); a usage error where there is none."""
+    install(session, "torch,jax")
+    print_versions(session)
+    run_parity_cases(session, "--parity-device=gpu")

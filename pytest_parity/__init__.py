@@ -1,0 +1,36 @@
+"""pytest-parity: numerical parity tests between PyTorch models and their JAX/Flax ports.
+
+The public names are imported on first use, so that loading the pytest plugin (which
+imports this package) stays light: no numpy, torch or jax until a test needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_parity.compare import ParityResult, assert_close
+    from pytest_parity.tolerance import DEFAULT_TOLERANCES, Tolerance
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_TOLERANCES",
+    "ParityResult",
+    "Tolerance",
+    "assert_close",
+]
+
+_MODULE_OF = {
+    "DEFAULT_TOLERANCES": "pytest_parity.tolerance",
+    "ParityResult": "pytest_parity.compare",
+    "Tolerance": "pytest_parity.tolerance",
+    "assert_close": "pytest_parity.compare",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'pytest_parity' has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULE_OF[name]), name)

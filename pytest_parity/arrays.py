@@ -1,0 +1,34 @@
+"""Turn torch tensors, jax arrays and numpy arrays into numpy without importing a framework."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+
+def _is_torch_tensor(value: Any) -> bool:
+    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
+
+
+def _torch_to_numpy(tensor: Any) -> np.ndarray:
+    tensor = tensor.detach().cpu()
+    if str(tensor.dtype) == "torch.bfloat16":
+        # numpy has no bfloat16; reinterpret the bits as ml_dtypes' bfloat16, exactly.
+        import torch
+
+        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return tensor.numpy()
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A numpy array holding exactly the values of a torch tensor, jax array or array-like."""
+    if _is_torch_tensor(value):
+        return _torch_to_numpy(value)
+    return np.asarray(value)
+
+
+def dtype_name(array: np.ndarray) -> str:
+    """'float32', 'bfloat16', ... (ml_dtypes' types print their own names)."""
+    return str(array.dtype)

@@ -1,0 +1,50 @@
+"""Versions and devices of the frameworks, printed first by every nox session (`parity env`)."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+
+def _torch_lines() -> list[str]:
+    try:
+        import torch
+    except ImportError:
+        return ["torch: not installed"]
+    devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})"
+                         for i in range(torch.cuda.device_count())]
+    lines = [f"torch {torch.__version__}: devices {', '.join(devices)}"]
+    try:
+        from pytest_parity.torchvision_compat import import_torchvision, workaround_applied
+
+        torchvision = import_torchvision()
+        note = " (op schemas defined by pytest_parity.torchvision_compat)"
+        lines.append(f"torchvision {torchvision.__version__}{note if workaround_applied() else ''}")
+    except ImportError:
+        lines.append("torchvision: not installed")
+    return lines
+
+
+def _jax_lines() -> list[str]:
+    try:
+        import jax
+    except ImportError:
+        return ["jax: not installed"]
+    devices = ", ".join(f"{d.platform}:{d.id} ({d.device_kind})" for d in jax.devices())
+    lines = [f"jax {jax.__version__}: default backend {jax.default_backend()}, devices {devices}"]
+    try:
+        lines.append(f"flax {metadata.version('flax')}")
+    except metadata.PackageNotFoundError:
+        lines.append("flax: not installed")
+    return lines
+
+
+def describe() -> str:
+    """Python, numpy, h5py, torch (+torchvision) and jax (+flax) versions, with their devices."""
+    lines = [f"python {platform.python_version()} on {platform.machine()}"]
+    for distribution in ("pytest-parity", "numpy", "h5py", "ml_dtypes"):
+        try:
+            lines.append(f"{distribution} {metadata.version(distribution)}")
+        except metadata.PackageNotFoundError:
+            lines.append(f"{distribution}: not installed")
+    return "\n".join(lines + _torch_lines() + _jax_lines())

@@ -1,0 +1,70 @@
+"""The parity report: a table after the run, and the same records as JSON for CI dashboards.
+
+JSON schema (`--parity-report=FILE`):
+    {"schema": "pytest-parity-report/1",
+     "versions": {"torch": "2.13.0+cpu" | null, ...},
+     "records": [{"test": nodeid, "device": "cpu" | null, "dtype": "float32" | null,
+                  "name", "shape", "actual_dtype", "expected_dtype", "max_abs", "max_rel",
+                  "worst_index", "rtol", "atol", "n_failing", "size", "margin", "passed"}, ...]}
+Records are sorted by test id and comparison name, so runs with and without xdist compare equal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "pytest-parity-report/1"
+_VERSIONED = ("torch", "torchvision", "jax", "jaxlib", "flax", "numpy", "h5py", "pytest-parity")
+
+
+def installed_versions() -> dict[str, str | None]:
+    """Versions of the frameworks, read from package metadata (nothing is imported)."""
+    versions: dict[str, str | None] = {}
+    for distribution in _VERSIONED:
+        try:
+            versions[distribution] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            versions[distribution] = None
+    return versions
+
+
+def _fmt(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:.2e}"
+
+
+def format_table(report_records: list[dict[str, Any]]) -> list[str]:
+    """One line per comparison, worst margin first."""
+    rows = [("test", "device", "dtype", "max abs", "max rel", "rtol", "atol", "margin", "verdict")]
+    for record in sorted(report_records, key=lambda r: -r["margin"]):
+        name = record["name"]
+        test = record["test"] if name == "output" else f"{record['test']}::{name}"
+        rows.append((
+            test, record["device"] or "-", record["dtype"] or record["actual_dtype"],
+            _fmt(record["max_abs"]), _fmt(record["max_rel"]), f"{record['rtol']:g}",
+            f"{record['atol']:g}", f"{record['margin']:.3g}",
+            "PASS" if record["passed"] else "FAIL",
+        ))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in rows]
+
+
+def write_json(path: Path, report_records: list[dict[str, Any]]) -> None:
+    """Write the report atomically: a temporary file beside it, then a rename."""
+    ordered = sorted(report_records, key=lambda r: (r["test"], r["name"]))
+    document = {"schema": SCHEMA, "versions": installed_versions(), "records": ordered}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(document, stream, indent=1)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise

@@ -1,0 +1,65 @@
+"""The default tolerance per dtype: one table, used unless a caller gives rtol/atol.
+
+torch.testing and JAX's test utilities disagree; the choices below are for comparing *two
+frameworks* against each other, where summation order and fused kernels differ.
+
+    dtype     torch.testing   jax test_util   chosen (rtol, atol)
+    float64   1e-7, 1e-7      1e-15, 1e-15    1e-7, 1e-7
+    float32   1.3e-6, 1e-5    1e-6, 1e-6      1.3e-6, 1e-5
+    float16   1e-3, 1e-5      1e-3, 1e-3      1e-3, 1e-3
+    bfloat16  1.6e-2, 1e-5    1e-2, 1e-2      1.6e-2, 1e-2
+
+- float64: jax's is for one backend against itself; two frameworks need torch's.
+- float32: torch's. A sum of k float32 terms carries ~k * 6e-8 relative error, so an absolute
+  1e-6 fails correct ports of layers with wide reductions near zero-mean outputs.
+- float16/bfloat16: jax's atol. Their spacing near 1 is 9.8e-4 and 7.8e-3; an absolute 1e-5
+  holds only for outputs near zero, and values one rounding step apart must pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """An element passes when |actual - expected| <= atol + rtol * |expected|."""
+
+    rtol: float
+    atol: float
+
+    def __post_init__(self) -> None:
+        if self.rtol < 0 or self.atol < 0:
+            raise ValueError(f"tolerances must be >= 0, got rtol={self.rtol}, atol={self.atol}")
+
+
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "float64": Tolerance(rtol=1e-7, atol=1e-7),
+    "float32": Tolerance(rtol=1.3e-6, atol=1e-5),
+    "float16": Tolerance(rtol=1e-3, atol=1e-3),
+    "bfloat16": Tolerance(rtol=1.6e-2, atol=1e-2),
+}
+
+# Integers and booleans must match exactly.
+EXACT = Tolerance(rtol=0.0, atol=0.0)
+
+# When two dtypes meet, the less precise one sets the tolerance.
+_PRECISION_ORDER = ["bfloat16", "float16", "float32", "float64"]
+
+
+def default_tolerance(*dtype_names: str) -> Tolerance:
+    """The default tolerance for comparing arrays of these dtypes (the least precise wins)."""
+    floating = [name for name in dtype_names if name in DEFAULT_TOLERANCES]
+    if not floating:
+        return EXACT
+    least_precise = min(floating, key=_PRECISION_ORDER.index)
+    return DEFAULT_TOLERANCES[least_precise]
+
+
+def resolve(rtol: float | None, atol: float | None, *dtype_names: str) -> Tolerance:
+    """The default for the dtypes, with whichever of rtol/atol the caller gave."""
+    default = default_tolerance(*dtype_names)
+    return Tolerance(
+        rtol=default.rtol if rtol is None else rtol,
+        atol=default.atol if atol is None else atol,
+    )

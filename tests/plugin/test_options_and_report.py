@@ -1,0 +1,135 @@
+"""The plugin as a user meets it, run through pytester."""
+
+import json
+
+import pytest
+
+from pytest_parity import devices
+
+CASES = """
+import numpy as np
+import pytest
+from pytest_parity import assert_close
+
+def test_device_case(parity_device):
+    assert_close(np.ones(3), np.ones(3) + 1e-9, name="ones")
+
+@pytest.mark.parity
+def test_marked_two_comparisons():
+    assert_close(np.zeros(2), np.zeros(2), name="first")
+    assert_close(np.zeros(2), np.zeros(2), name="second")
+
+def test_plain_is_not_reported():
+    assert_close(np.zeros(2), np.zeros(2))
+"""
+
+
+def test_help_lists_the_parity_group(pytester):
+    result = pytester.runpytest_subprocess("--help")
+    result.stdout.fnmatch_lines([
+        "numerical parity between torch and jax/flax:",
+        "  --parity-device=DEVICE",
+        "*device of parity cases: cpu, gpu, all (cpu and gpu; gpu*",
+        "  --parity-report=FILE*",
+    ])
+    assert result.ret == 0
+
+
+def test_bad_device_fails_before_any_test_runs(pytester):
+    pytester.makepyfile(CASES)
+    result = pytester.runpytest_subprocess("--parity-device=cuda")
+    result.stderr.fnmatch_lines([
+        "*argument --parity-device: Could not parse value: 'cuda'. Expected one of "
+        "cpu, gpu, all, auto, e.g. '--parity-device=cpu'.",
+    ])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.no_fnmatch_line("*passed*")
+
+
+@pytest.mark.skipif(not devices.gpu_problems(), reason="a GPU is present for torch and jax")
+def test_gpu_without_a_gpu_is_a_usage_error_naming_the_framework(pytester):
+    pytester.makepyfile(CASES)
+    result = pytester.runpytest_subprocess("--parity-device=gpu")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "ERROR: --parity-device=gpu cannot run here: *sees no GPU*Use --parity-device=cpu*"])
+
+
+@pytest.mark.parametrize(
+    ("problems", "expected"),
+    [(["torch 9 sees no GPU"], "torch 9 sees no GPU"),
+     (["jax 9 sees no GPU"], "jax 9 sees no GPU")],
+    ids=["torch-lacks", "jax-lacks"],
+)
+def test_gpu_error_names_whichever_framework_lacks_one(pytester, monkeypatch, problems, expected):
+    monkeypatch.setattr(devices, "gpu_problems", lambda: problems)
+    pytester.makepyfile(CASES)
+    result = pytester.runpytest("--parity-device=gpu")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert expected in "\n".join(result.errlines)
+
+
+def test_all_runs_cpu_and_skips_gpu_with_the_reason(pytester, monkeypatch):
+    monkeypatch.setattr(devices, "gpu_problems", lambda: ["torch 9 sees no GPU"])
+    pytester.makepyfile(CASES)
+    result = pytester.inline_run("--parity-device=all")
+    passed, skipped, failed = result.listoutcomes()
+    assert [report.nodeid.split("::")[1] for report in skipped] == ["test_device_case[gpu]"]
+    assert skipped[0].longrepr[2] == "Skipped: torch 9 sees no GPU"
+    assert "test_device_case[cpu]" in {report.nodeid.split("::")[1] for report in passed}
+    assert not failed
+
+
+def test_auto_picks_gpu_only_when_both_see_one(pytester, monkeypatch):
+    pytester.makepyfile(CASES)
+    monkeypatch.setattr(devices, "gpu_problems", lambda: ["jax 9 sees no GPU"])
+    pytester.runpytest("--parity-device=auto", "-v").stdout.fnmatch_lines(
+        ["*test_device_case[[]cpu[]] PASSED*"])
+    monkeypatch.setattr(devices, "gpu_problems", lambda: [])
+    pytester.runpytest("--parity-device=auto", "-v", "--co").stdout.fnmatch_lines(
+        ["*test_device_case[[]gpu[]]*"])
+
+
+def test_summary_and_json_hold_every_parity_comparison(pytester):
+    pytester.makepyfile(CASES)
+    result = pytester.runpytest_subprocess("--parity-report=out/report.json")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines([
+        "*= parity report: 3 comparisons =*",
+        "test*device*dtype*max abs*max rel*rtol*atol*margin*verdict",
+    ])
+    records = json.loads((pytester.path / "out" / "report.json").read_text())["records"]
+    assert [(r["test"].split("::")[1], r["name"], r["device"]) for r in records] == [
+        ("test_device_case[cpu]", "ones", "cpu"),
+        ("test_marked_two_comparisons", "first", None),
+        ("test_marked_two_comparisons", "second", None),
+    ]
+
+
+def test_xdist_reports_the_same_records_as_a_plain_run(pytester):
+    pytest.importorskip("xdist")
+    pytester.makepyfile(CASES)
+    pytester.runpytest_subprocess("--parity-report=plain.json").assert_outcomes(passed=3)
+    pytester.runpytest_subprocess("-n", "2", "--parity-report=xdist.json").assert_outcomes(
+        passed=3)
+    plain, xdist = (json.loads((pytester.path / name).read_text())["records"]
+                    for name in ("plain.json", "xdist.json"))
+    assert plain == xdist and len(plain) == 3
+
+
+def test_failing_parity_case_is_reported_as_fail(pytester):
+    pytester.makepyfile("""
+        import numpy as np
+        import pytest
+        from pytest_parity import assert_close
+
+        @pytest.mark.parity
+        def test_off():
+            assert_close(np.ones(4), np.zeros(4), name="logits")
+    """)
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "E *AssertionError: [[]parity[]] logits: values are not sufficiently close",
+        "*test_off*logits*FAIL",
+    ])
