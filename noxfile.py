@@ -28,8 +28,7 @@ def run_parity_cases(session: nox.Session, *options: str) -> None:
     """Run the parity cases, print the report, and fail if nothing was compared."""
     PARITY_REPORT.unlink(missing_ok=True)
     session.run(*PYTEST, "tests/parity", "-m", "parity", f"--parity-report={PARITY_REPORT}",
-                *options,
-                *session.posargs)
+                *options, *session.posargs)
     records = json.loads(PARITY_REPORT.read_text())["records"]
     if not records:
         session.error("the parity cases ran but compared nothing: no parity record was written")
