@@ -1,0 +1,256 @@
+"""Canonical checkpoints: framework-neutral HDF5 files, one group per module, layouts declared.
+
+The format is described in docs/checkpoint-format.md. Reading never executes code, writing is
+atomic (a temporary file beside the target, then a link that refuses to replace a file), and an
+existing file is replaced only when asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import ml_dtypes
+import numpy as np
+
+from pytest_parity.errors import CheckpointError
+
+FORMAT_NAME = "pytest-parity-checkpoint"
+FORMAT_VERSION = 1
+# Stored as raw bits because HDF5 has no such type; the dataset's `dtype` attribute says so.
+_STORED_AS_BITS = {"bfloat16": (ml_dtypes.bfloat16, np.uint16)}
+_SUPPORTED_DTYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "float16", "bfloat16",
+                     "float32", "float64"}
+
+
+@dataclass
+class Checkpoint:
+    """A model's tensors under canonical paths ('layer1/block0/conv1/kernel'), with layouts."""
+
+    architecture: str
+    arrays: dict[str, np.ndarray]
+    layouts: dict[str, str]
+    source: str = "unknown"
+    written_by: dict[str, str] = field(default_factory=dict)
+
+    def digest(self) -> str:
+        return content_digest(self.arrays)
+
+
+def content_digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """sha256 over each tensor's name, shape, dtype and bytes, in sorted name order."""
+    sha = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        header = f"{name}\0{array.shape}\0{array.dtype}\0"
+        sha.update(header.encode())
+        sha.update(array.tobytes())
+    return sha.hexdigest()
+
+
+def _writer_versions() -> dict[str, str]:
+    from pytest_parity.report import installed_versions
+
+    return {name: version for name, version in installed_versions().items() if version}
+
+
+def _check_writable(checkpoint: Checkpoint) -> list[str]:
+    problems = []
+    if not checkpoint.architecture or "/" in checkpoint.architecture:
+        problems.append(f"architecture {checkpoint.architecture!r} must be a non-empty name "
+                        "without '/'")
+    for name, array in checkpoint.arrays.items():
+        if not name or name.startswith("/") or name.endswith("/") or "//" in name:
+            problems.append(f"{name!r}: a canonical path is 'group/.../name', without empty parts")
+        if str(np.asarray(array).dtype) not in _SUPPORTED_DTYPES:
+            problems.append(f"{name}: dtype {np.asarray(array).dtype} is not one of "
+                            f"{sorted(_SUPPORTED_DTYPES)}")
+        if name not in checkpoint.layouts:
+            problems.append(f"{name}: no layout declared (e.g. 'HWIO', 'IO', 'C', 'scalar')")
+    problems.extend(f"{name}: layout declared for a tensor that is not in the checkpoint"
+                    for name in checkpoint.layouts if name not in checkpoint.arrays)
+    groups = {"/".join(parts[:depth]) for parts in (name.split("/") for name in checkpoint.arrays)
+              for depth in range(1, len(parts))}
+    problems.extend(f"{name}: is both a tensor and a group of tensors"
+                    for name in sorted(groups & checkpoint.arrays.keys()))
+    return problems
+
+
+def _write_file(path: Path, checkpoint: Checkpoint) -> None:
+    with h5py.File(path, "w") as h5:
+        h5.attrs["format"] = FORMAT_NAME
+        h5.attrs["format_version"] = FORMAT_VERSION
+        h5.attrs["architecture"] = checkpoint.architecture
+        h5.attrs["source"] = checkpoint.source
+        h5.attrs["written_by"] = json.dumps(checkpoint.written_by or _writer_versions())
+        h5.attrs["digest"] = checkpoint.digest()
+        root = h5.create_group(checkpoint.architecture)
+        for name in sorted(checkpoint.arrays):
+            array = np.asarray(checkpoint.arrays[name])
+            dtype_name = str(array.dtype)
+            stored = array.view(_STORED_AS_BITS[dtype_name][1]) if dtype_name in _STORED_AS_BITS \
+                else array
+            dataset = root.create_dataset(name, data=stored)
+            dataset.attrs["layout"] = checkpoint.layouts[name]
+            dataset.attrs["dtype"] = dtype_name
+
+
+def save(path: str | Path, checkpoint: Checkpoint, *, overwrite: bool = False) -> Path:
+    """Write a checkpoint atomically; an existing file is replaced only with overwrite=True.
+
+    Raises:
+        CheckpointError: the checkpoint is not writable as is, or the file exists.
+    """
+    path = Path(path)
+    problems = _check_writable(checkpoint)
+    if problems:
+        raise CheckpointError(path, problems)
+    if path.exists() and not overwrite:
+        raise CheckpointError(path, ["the file exists; pass overwrite=True to replace it"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        _write_file(Path(temporary), checkpoint)
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)  # fails, atomically, if the file appeared meanwhile
+    except FileExistsError:
+        raise CheckpointError(path, ["the file exists; pass overwrite=True to replace it"]) \
+            from None
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
+
+
+def _datasets(group: h5py.Group, prefix: str = "") -> Iterator[tuple[str, h5py.Dataset]]:
+    for name, item in group.items():
+        if isinstance(item, h5py.Group):
+            yield from _datasets(item, f"{prefix}{name}/")
+        else:
+            yield f"{prefix}{name}", item
+
+
+def _read_array(name: str, dataset: h5py.Dataset, problems: list[str]) -> np.ndarray | None:
+    dtype_name = dataset.attrs.get("dtype", str(dataset.dtype))
+    if "layout" not in dataset.attrs:
+        problems.append(f"{name}: no 'layout' attribute")
+    array = dataset[()]
+    array = np.asarray(array)
+    if dtype_name in _STORED_AS_BITS:
+        real_dtype, bits = _STORED_AS_BITS[dtype_name]
+        if array.dtype != bits:
+            problems.append(f"{name}: declared {dtype_name} but stored as {array.dtype}")
+            return None
+        return array.view(real_dtype)
+    if str(array.dtype) != dtype_name:
+        problems.append(f"{name}: declared {dtype_name} but stored as {array.dtype}")
+        return None
+    return array
+
+
+def _read_header(h5: h5py.File, architecture: str | None) -> tuple[str, list[str]]:
+    # Python values, so that messages print 99, not np.int64(99).
+    attrs = {key: getattr(value, "item", lambda v=value: v)() for key, value in h5.attrs.items()}
+    if attrs.get("format") != FORMAT_NAME:
+        return "", [f"not a {FORMAT_NAME} file (root attribute format={attrs.get('format')!r})"]
+    problems = []
+    if attrs.get("format_version") != FORMAT_VERSION:
+        problems.append(f"format version {attrs.get('format_version')!r} is not supported; "
+                        f"this pytest-parity reads version {FORMAT_VERSION}")
+    name = str(attrs.get("architecture", ""))
+    if architecture is not None and name != architecture:
+        problems.append(f"architecture {name!r} where {architecture!r} was expected")
+    groups = list(h5.keys())
+    if groups != [name]:
+        problems.append(f"the root must hold one group named {name!r}, found {groups}")
+    return name, problems
+
+
+def load(path: str | Path, *, architecture: str | None = None) -> Checkpoint:
+    """Read a checkpoint and verify its format, root group and digest.
+
+    Raises:
+        CheckpointError: the file is missing, not HDF5, truncated, of another format or
+            version, or its contents do not match its digest; every problem is listed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, ["no such file"])
+    try:
+        with h5py.File(path, "r") as h5:
+            name, problems = _read_header(h5, architecture)
+            if problems:
+                raise CheckpointError(path, problems)
+            arrays: dict[str, np.ndarray] = {}
+            layouts: dict[str, str] = {}
+            for key, dataset in _datasets(h5[name]):
+                array = _read_array(key, dataset, problems)
+                if array is not None:
+                    arrays[key] = array
+                    layouts[key] = str(dataset.attrs.get("layout", ""))
+            checkpoint = Checkpoint(name, arrays, layouts, str(h5.attrs.get("source", "")),
+                                    json.loads(h5.attrs.get("written_by", "{}")))
+            stored_digest = h5.attrs.get("digest")
+    except OSError as error:
+        raise CheckpointError(path, [f"not a readable HDF5 file ({error})"]) from None
+    if not problems and checkpoint.digest() != stored_digest:
+        problems.append(f"content digest {checkpoint.digest()[:12]}… does not match the "
+                        f"recorded {str(stored_digest)[:12]}…: the file is corrupt or was edited")
+    if problems:
+        raise CheckpointError(path, problems)
+    return checkpoint
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What a model expects under one canonical path."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    layout: str
+
+
+class NonFiniteWarning(UserWarning):
+    """A checkpoint tensor holds NaN or Inf values."""
+
+
+def verify(checkpoint: Checkpoint, expected: Mapping[str, TensorSpec],
+           path: str | Path = "<memory>") -> None:
+    """Check a checkpoint against a model's expected tensors; list every problem at once.
+
+    Non-finite values are a warning (NonFiniteWarning), not an error.
+
+    Raises:
+        CheckpointError: missing or unexpected keys, or a shape, layout or dtype mismatch.
+    """
+    import warnings
+
+    problems = [f"{name}: missing (expected {spec.shape} {spec.dtype}, layout {spec.layout})"
+                for name, spec in sorted(expected.items()) if name not in checkpoint.arrays]
+    problems += [f"{name}: unexpected key (shape {checkpoint.arrays[name].shape})"
+                 for name in sorted(checkpoint.arrays) if name not in expected]
+    for name, spec in sorted(expected.items()):
+        if name not in checkpoint.arrays:
+            continue
+        array, layout = checkpoint.arrays[name], checkpoint.layouts.get(name, "")
+        if tuple(array.shape) != tuple(spec.shape) or layout != spec.layout:
+            problems.append(f"{name}: shape {tuple(array.shape)} layout {layout or '?'} where "
+                            f"{tuple(spec.shape)} layout {spec.layout} was expected")
+        if str(array.dtype) != spec.dtype:
+            problems.append(f"{name}: dtype {array.dtype} where {spec.dtype} was expected")
+        if array.dtype.kind == "f" or str(array.dtype) == "bfloat16":
+            bad = int(np.count_nonzero(~np.isfinite(array.astype(np.float32))))
+            if bad:
+                warnings.warn(f"[parity] {path}: {name}: {bad} of {array.size} values are NaN "
+                              "or Inf", NonFiniteWarning, stacklevel=2)
+    if problems:
+        raise CheckpointError(path, problems)

@@ -1,0 +1,24 @@
+"""The plugin's own error types: each names the file and the keys at fault."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class ParityError(Exception):
+    """Base of every error pytest-parity raises on bad input."""
+
+
+class CheckpointError(ParityError):
+    """A checkpoint file cannot be read, or its contents are not what was expected.
+
+    Every problem found is listed, not only the first.
+    """
+
+    def __init__(self, path: str | Path, problems: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.problems = list(problems)
+        count = f"{len(self.problems)} problems" if len(self.problems) > 1 else "1 problem"
+        lines = [f"[parity] {self.path}: {count}"] + [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
