@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 
@@ -13,17 +14,50 @@ def _env(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect(arguments: argparse.Namespace) -> int:
+    from pytest_parity.checkpoint import load
+    from pytest_parity.inspection import describe_tree, list_keys
+
+    checkpoint = load(arguments.file)
+    print("\n".join(list_keys(checkpoint) if arguments.keys else describe_tree(checkpoint)))
+    return 0
+
+
+def _diff(arguments: argparse.Namespace) -> int:
+    from pytest_parity.checkpoint import load
+    from pytest_parity.inspection import diff_lines
+
+    lines, differ = diff_lines(load(arguments.a), load(arguments.b))
+    print("\n".join(lines))
+    return 1 if differ else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parity", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     env = verbs.add_parser("env", help="print versions and devices of torch and jax")
     env.set_defaults(run=_env)
+    inspect = verbs.add_parser("inspect", help="show a canonical checkpoint's tensors")
+    inspect.add_argument("file", metavar="FILE")
+    inspect.add_argument("--keys", action="store_true", help="print a flat list of keys only")
+    inspect.set_defaults(run=_inspect)
+    diff = verbs.add_parser("diff", help="compare two canonical checkpoints tensor by tensor; "
+                                         "exit status 1 when they differ")
+    diff.add_argument("a", metavar="A")
+    diff.add_argument("b", metavar="B")
+    diff.set_defaults(run=_diff)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pytest_parity.errors import ParityError
+
     arguments = build_parser().parse_args(argv)
-    return int(arguments.run(arguments))
+    try:
+        return int(arguments.run(arguments))
+    except ParityError as error:
+        print(error, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from pytest_parity.cli import main
@@ -18,3 +19,40 @@ def test_unknown_verb_is_a_usage_error(capsys):
         main(["frobnicate"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def _write(path, arrays):
+    from pytest_parity.checkpoint import Checkpoint, save
+
+    return save(path, Checkpoint("tinynet", arrays, {name: "C" for name in arrays}))
+
+
+def test_inspect_shows_tree_layouts_and_totals(tmp_path, capsys):
+    path = _write(tmp_path / "a.h5", {"layer1/conv/kernel": np.zeros((3, 3, 2, 4), np.float32),
+                                      "fc/bias": np.zeros(10, np.float16)})
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("tinynet  (source: unknown, digest ")
+    assert out[1:] == ["  fc/", "    bias  [10] float16 C", "  layer1/", "    conv/",
+                       "      kernel  [3, 3, 2, 4] float32 C",
+                       "2 tensors, 82 values, 308 B"]
+    assert main(["inspect", "--keys", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "fc/bias [10] float16", "layer1/conv/kernel [3, 3, 2, 4] float32"]
+
+
+def test_diff_reports_differences_and_exits_1(tmp_path, capsys):
+    a = _write(tmp_path / "a.h5", {"w": np.zeros(3, np.float32), "only_a": np.zeros(1)})
+    b = _write(tmp_path / "b.h5", {"w": np.array([0, 0.5, 0], np.float32), "only_b": np.zeros(1)})
+    assert main(["diff", str(a), str(b)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "missing in B: only_a", "extra in B: only_b",
+        "w: max abs difference 5.000e-01  DIFFERS", "checkpoints differ"]
+    assert main(["diff", str(a), str(a)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "checkpoints are identical"
+
+
+def test_bad_file_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    (tmp_path / "x.h5").write_text("nope")
+    assert main(["inspect", str(tmp_path / "x.h5")]) == 2
+    assert capsys.readouterr().err.startswith(f"[parity] {tmp_path / 'x.h5'}: 1 problem")
