@@ -55,7 +55,9 @@ def parity(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff and mypy over the code; the plugin's --help without torch or jax installed."""
     install(session, "dev")
-    session.run("ruff", "check", "pytest_parity", "tests", "noxfile.py", "conftest.py")
+    print_versions(session)
+    session.run("ruff", "check", "pytest_parity", "tests", "noxfile.py", "conftest.py",
+                *session.posargs)
     session.run("mypy")
     help_text = session.run("pytest", "--help", silent=True)
     if "--parity-device=DEVICE" not in (help_text or ""):
