@@ -56,7 +56,7 @@ def lint(session: nox.Session) -> None:
     """ruff and mypy over the code; the plugin's --help without torch or jax installed."""
     install(session, "dev")
     print_versions(session)
-    session.run("ruff", "check", "pytest_parity", "tests", "noxfile.py", "conftest.py",
+    session.run("ruff", "check", "pytest_parity", "models", "tests", "noxfile.py", "conftest.py",
                 *session.posargs)
     session.run("mypy")
     help_text = session.run("pytest", "--help", silent=True)

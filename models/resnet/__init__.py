@@ -1,0 +1,1 @@
+"""The ResNet family: torchvision's ResNets and their canonical (Flax-shaped) checkpoint tree."""
