@@ -90,8 +90,21 @@ class Mapping:
                 return rule, found.groupdict()
         return None
 
-    def _unmatched(self, keys: Iterable[str], side: str) -> list[str]:
-        return [key for key in keys if self._match(key, side) is None]
+    def _resolve(self, keys: Iterable[str], side: str
+                 ) -> list[tuple[str, Rule, dict[str, str]]]:
+        """Each key with its rule and placeholder values; every key without a rule is listed."""
+        resolved, unmatched = [], []
+        for key in keys:
+            found = self._match(key, side)
+            if found is None:
+                unmatched.append(key)
+            else:
+                resolved.append((key, *found))
+        if unmatched:
+            what = "torch keys" if side == "torch" else "canonical paths"
+            raise MappingError(f"[parity] {self.architecture}: {len(unmatched)} {what} have "
+                               f"no rule: {', '.join(unmatched)}")
+        return resolved
 
     def torch_to_canonical(self, state: MappingType[str, np.ndarray]
                            ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -100,15 +113,10 @@ class Mapping:
         Raises:
             MappingError: listing every torch key no rule accounts for.
         """
-        unmatched = self._unmatched(state, "torch")
-        if unmatched:
-            raise MappingError(f"[parity] {self.architecture}: {len(unmatched)} torch keys have "
-                               f"no rule: {', '.join(unmatched)}")
         arrays, layouts = {}, {}
-        for key, value in state.items():
-            rule, groups = self._match(key, "torch")  # type: ignore[misc]
+        for key, rule, groups in self._resolve(state, "torch"):
             canonical = rule.canonical.format(**groups)
-            arrays[canonical] = rule.transform.forward(np.asarray(value))
+            arrays[canonical] = rule.transform.forward(np.asarray(state[key]))
             layouts[canonical] = rule.layout
         return arrays, layouts
 
@@ -118,12 +126,5 @@ class Mapping:
         Raises:
             MappingError: listing every canonical path no rule accounts for.
         """
-        unmatched = self._unmatched(arrays, "canonical")
-        if unmatched:
-            raise MappingError(f"[parity] {self.architecture}: {len(unmatched)} canonical paths "
-                               f"have no rule: {', '.join(unmatched)}")
-        state = {}
-        for path, value in arrays.items():
-            rule, groups = self._match(path, "canonical")  # type: ignore[misc]
-            state[rule.torch.format(**groups)] = rule.transform.inverse(np.asarray(value))
-        return state
+        return {rule.torch.format(**groups): rule.transform.inverse(np.asarray(arrays[path]))
+                for path, rule, groups in self._resolve(arrays, "canonical")}
