@@ -11,3 +11,5 @@ settings.register_profile(
 )
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
+
+import models.registry  # noqa: E402, F401  (registers the zoo's pairs for this repo's runs)

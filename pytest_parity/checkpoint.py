@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ import h5py
 import ml_dtypes
 import numpy as np
 
+from pytest_parity.atomic import write_atomically
 from pytest_parity.errors import CheckpointError
 
 FORMAT_NAME = "pytest-parity-checkpoint"
@@ -107,28 +106,11 @@ def save(path: str | Path, checkpoint: Checkpoint, *, overwrite: bool = False) -
     Raises:
         CheckpointError: the checkpoint is not writable as is, or the file exists.
     """
-    path = Path(path)
     problems = _check_writable(checkpoint)
     if problems:
         raise CheckpointError(path, problems)
-    if path.exists() and not overwrite:
-        raise CheckpointError(path, ["the file exists; pass overwrite=True to replace it"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        _write_file(Path(temporary), checkpoint)
-        if overwrite:
-            os.replace(temporary, path)
-        else:
-            os.link(temporary, path)  # fails, atomically, if the file appeared meanwhile
-    except FileExistsError:
-        raise CheckpointError(path, ["the file exists; pass overwrite=True to replace it"]) \
-            from None
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return path
+    return write_atomically(path, lambda temporary: _write_file(temporary, checkpoint),
+                            overwrite=overwrite)
 
 
 def _datasets(group: h5py.Group, prefix: str = "") -> Iterator[tuple[str, h5py.Dataset]]:

@@ -3,7 +3,9 @@
 Rules take patterns: `layer{i}.{j}.conv1.weight` <-> `layer{i}/block{j}/conv1/kernel`, where each
 `{name}` stands for a whole number and must appear on both sides. A rule's Flax path is its
 collection (`params`, `batch_stats`) followed by the canonical path; a rule without a
-collection is a buffer that only torch keeps (e.g. BatchNorm's `num_batches_tracked`).
+collection is a buffer that only torch keeps (e.g. BatchNorm's `num_batches_tracked`), absent
+from Flax variables. A fused rule maps one torch tensor to several canonical paths through a
+`Split` (torch's `in_proj_weight` <-> Flax's query, key and value).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from collections.abc import Iterable
 from collections.abc import Mapping as MappingType
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
 from pytest_parity.errors import ParityError
-from pytest_parity.transforms import Identity, Transform
+from pytest_parity.transforms import Identity, Split, Transform
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
@@ -36,31 +39,49 @@ def _pattern(template: str) -> re.Pattern[str]:
 
 @dataclass(frozen=True)
 class Rule:
-    """One correspondence; `layout` is the canonical tensor's declared layout."""
+    """One correspondence; `layout` is the canonical tensor's declared layout.
 
-    canonical: str
+    `canonical` is one path, or several when `split` cuts the torch tensor into pieces; each
+    piece then goes through `transform`.
+    """
+
+    canonical: str | tuple[str, ...]
     torch: str
     layout: str
     collection: str | None = "params"
     transform: Transform = field(default_factory=Identity)
+    split: Split | None = None
 
     def __post_init__(self) -> None:
-        names = set(_PLACEHOLDER.findall(self.canonical))
-        if names != set(_PLACEHOLDER.findall(self.torch)):
-            raise MappingError(f"rule {self.torch!r} <-> {self.canonical!r}: the placeholders "
-                               "must be the same on both sides")
+        where = f"rule {self.torch!r} <-> {self.canonical!r}"
+        fused = isinstance(self.canonical, tuple)
+        if fused != (self.split is not None) or (
+                self.split is not None and self.split.parts != len(self.canonical)):
+            raise MappingError(f"{where}: several canonical paths need a Split into as many "
+                               "parts, and a Split needs several canonical paths")
+        names = set(_PLACEHOLDER.findall(self.torch))
+        if any(set(_PLACEHOLDER.findall(path)) != names for path in self.canonical_paths):
+            raise MappingError(f"{where}: the placeholders must be the same on both sides")
+
+    @property
+    def canonical_paths(self) -> tuple[str, ...]:
+        return self.canonical if isinstance(self.canonical, tuple) else (self.canonical,)
 
     @cached_property
     def torch_pattern(self) -> re.Pattern[str]:
         return _pattern(self.torch)
 
     @cached_property
-    def canonical_pattern(self) -> re.Pattern[str]:
-        return _pattern(self.canonical)
+    def canonical_patterns(self) -> tuple[re.Pattern[str], ...]:
+        return tuple(_pattern(path) for path in self.canonical_paths)
 
-    @property
-    def flax(self) -> str | None:
-        return f"{self.collection}/{self.canonical}" if self.collection else None
+    def to_canonical(self, array: np.ndarray) -> list[np.ndarray]:
+        pieces = self.split.forward(array) if self.split else [array]
+        return [self.transform.forward(piece) for piece in pieces]
+
+    def to_torch(self, pieces: list[np.ndarray]) -> np.ndarray:
+        restored = [self.transform.inverse(np.asarray(piece)) for piece in pieces]
+        return self.split.inverse(restored) if self.split else restored[0]
 
 
 def batch_norm_rules(torch_prefix: str, canonical_prefix: str) -> list[Rule]:
@@ -75,24 +96,56 @@ def batch_norm_rules(torch_prefix: str, canonical_prefix: str) -> list[Rule]:
     ]
 
 
+def flatten(tree: MappingType[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict of arrays (Flax variables) as {'params/conv1/kernel': array}."""
+    flat: dict[str, Any] = {}
+    for name, value in tree.items():
+        if isinstance(value, MappingType):
+            flat.update(flatten(value, f"{prefix}{name}/"))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def unflatten(flat: MappingType[str, Any]) -> dict[str, Any]:
+    """The inverse of `flatten`."""
+    tree: dict[str, Any] = {}
+    for path, value in flat.items():
+        *groups, name = path.split("/")
+        node = tree
+        for group in groups:
+            node = node.setdefault(group, {})
+        node[name] = value
+    return tree
+
+
 @dataclass(frozen=True)
 class Mapping:
-    """The rules of one architecture; converts torch state dicts to canonical arrays and back."""
+    """The rules of one architecture: torch state dict <-> canonical arrays <-> Flax variables.
+
+    Arrays are numpy arrays on every side; the frameworks' own types are made elsewhere.
+    """
 
     architecture: str
     rules: tuple[Rule, ...]
 
-    def _match(self, key: str, side: str) -> tuple[Rule, dict[str, str]] | None:
+    def _match(self, key: str, side: str) -> tuple[Rule, int, dict[str, str]] | None:
         for rule in self.rules:
-            pattern = rule.torch_pattern if side == "torch" else rule.canonical_pattern
-            found = pattern.match(key)
-            if found:
-                return rule, found.groupdict()
+            patterns = (rule.torch_pattern,) if side == "torch" else rule.canonical_patterns
+            for piece, pattern in enumerate(patterns):
+                found = pattern.match(key)
+                if found:
+                    return rule, piece, found.groupdict()
         return None
 
+    def rule_for(self, canonical_path: str) -> Rule | None:
+        """The rule that accounts for a canonical path, if any."""
+        found = self._match(canonical_path, "canonical")
+        return found[0] if found else None
+
     def _resolve(self, keys: Iterable[str], side: str
-                 ) -> list[tuple[str, Rule, dict[str, str]]]:
-        """Each key with its rule and placeholder values; every key without a rule is listed."""
+                 ) -> list[tuple[str, Rule, int, dict[str, str]]]:
+        """Each key with its rule, piece and placeholder values; keys without a rule are listed."""
         resolved, unmatched = [], []
         for key in keys:
             found = self._match(key, side)
@@ -114,17 +167,66 @@ class Mapping:
             MappingError: listing every torch key no rule accounts for.
         """
         arrays, layouts = {}, {}
-        for key, rule, groups in self._resolve(state, "torch"):
-            canonical = rule.canonical.format(**groups)
-            arrays[canonical] = rule.transform.forward(np.asarray(state[key]))
-            layouts[canonical] = rule.layout
+        for key, rule, _, groups in self._resolve(state, "torch"):
+            paths = [path.format(**groups) for path in rule.canonical_paths]
+            for path, array in zip(paths, rule.to_canonical(np.asarray(state[key])), strict=True):
+                arrays[path] = array
+                layouts[path] = rule.layout
         return arrays, layouts
 
     def canonical_to_torch(self, arrays: MappingType[str, np.ndarray]) -> dict[str, np.ndarray]:
         """A torch state dict (as numpy arrays) from canonical arrays.
 
         Raises:
-            MappingError: listing every canonical path no rule accounts for.
+            MappingError: listing every canonical path no rule accounts for, and every piece
+                of a fused tensor that is missing.
         """
-        return {rule.torch.format(**groups): rule.transform.inverse(np.asarray(arrays[path]))
-                for path, rule, groups in self._resolve(arrays, "canonical")}
+        fused: dict[str, tuple[Rule, dict[str, str]]] = {}
+        for _, rule, _, groups in self._resolve(arrays, "canonical"):
+            fused.setdefault(rule.torch.format(**groups), (rule, groups))
+        state, missing = {}, []
+        for key, (rule, groups) in fused.items():
+            paths = [path.format(**groups) for path in rule.canonical_paths]
+            absent = [path for path in paths if path not in arrays]
+            if absent:
+                missing.append(f"{key} needs {', '.join(absent)}")
+                continue
+            state[key] = rule.to_torch([arrays[path] for path in paths])
+        if missing:
+            raise MappingError(f"[parity] {self.architecture}: fused tensors lack pieces: "
+                               + "; ".join(missing))
+        return state
+
+    def canonical_to_flax(self, arrays: MappingType[str, np.ndarray]) -> dict[str, Any]:
+        """Nested Flax variables ({'params': ..., 'batch_stats': ...}) from canonical arrays.
+
+        Buffers only torch keeps (rules without a collection) are left out.
+        """
+        flat = {}
+        for path, rule, _, _ in self._resolve(arrays, "canonical"):
+            if rule.collection is not None:
+                flat[f"{rule.collection}/{path}"] = arrays[path]
+        return unflatten(flat)
+
+    def flax_to_canonical(self, variables: MappingType[str, Any]
+                          ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """Canonical arrays and layouts from Flax variables (nested dicts of arrays).
+
+        Raises:
+            MappingError: a variable that no rule accounts for, or one in the wrong collection.
+        """
+        by_path: dict[str, tuple[str, Any]] = {}
+        for flax_path, value in flatten(variables).items():
+            collection, _, path = flax_path.partition("/")
+            by_path[path] = (collection, value)
+        arrays, layouts, misplaced = {}, {}, []
+        for path, rule, _, _ in self._resolve(by_path, "canonical"):
+            collection, value = by_path[path]
+            if collection != rule.collection:
+                misplaced.append(f"{collection}/{path} (expected in {rule.collection!r})")
+            arrays[path] = np.asarray(value)
+            layouts[path] = rule.layout
+        if misplaced:
+            raise MappingError(f"[parity] {self.architecture}: variables in the wrong "
+                               f"collection: {', '.join(misplaced)}")
+        return arrays, layouts

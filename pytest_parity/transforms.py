@@ -1,7 +1,9 @@
 """The few layout transforms a weight mapping needs, each with its exact inverse.
 
 A transform turns the torch-side array into the canonical one (`forward`) and back
-(`inverse`). All are pure reindexing, so a round trip is bit-exact.
+(`inverse`). All are pure reindexing, so a round trip is bit-exact. `Split` is the one
+transform between one torch tensor and several canonical ones (a fused `in_proj_weight`
+and the separate query/key/value of a Flax attention); it is applied before the others.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ class Transpose:
 
 
 @dataclass(frozen=True)
-class SplitAxis:
-    """Split one axis into several (e.g. 768 -> 12 heads x 64); the inverse merges them."""
+class Reshape:
+    """Reshape one axis into several (768 -> 12 heads x 64); the inverse merges them back."""
 
     axis: int
     sizes: tuple[int, ...]
@@ -54,7 +56,7 @@ class SplitAxis:
 class Chain:
     """Apply transforms in order; the inverse applies their inverses in reverse order."""
 
-    steps: tuple[Identity | Transpose | SplitAxis, ...]
+    steps: tuple[Identity | Transpose | Reshape, ...]
 
     def forward(self, array: np.ndarray) -> np.ndarray:
         for step in self.steps:
@@ -67,7 +69,25 @@ class Chain:
         return array
 
 
-Transform = Identity | Transpose | SplitAxis | Chain
+@dataclass(frozen=True)
+class Split:
+    """Split one tensor into `parts` equal pieces along `axis`; the inverse concatenates."""
+
+    axis: int
+    parts: int
+
+    def forward(self, array: np.ndarray) -> list[np.ndarray]:
+        if array.shape[self.axis] % self.parts:
+            raise ValueError(f"cannot split shape {array.shape} into {self.parts} equal parts "
+                             f"along axis {self.axis}")
+        return [np.ascontiguousarray(piece)
+                for piece in np.split(array, self.parts, axis=self.axis)]
+
+    def inverse(self, pieces: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(pieces, axis=self.axis)
+
+
+Transform = Identity | Transpose | Reshape | Chain
 
 OIHW_TO_HWIO = Transpose((2, 3, 1, 0))
 OUT_IN_TO_IN_OUT = Transpose((1, 0))

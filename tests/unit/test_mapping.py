@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from pytest_parity.mapping import Mapping, MappingError, Rule
-from pytest_parity.transforms import Chain, SplitAxis, Transpose
+from pytest_parity.transforms import Chain, Reshape, Transpose
 
 
 @given(data=st.data())
@@ -15,15 +15,15 @@ def test_transforms_invert_exactly(data):
     moved_last = array.shape[perm[-1]]
     divisor = data.draw(st.sampled_from([d for d in range(1, moved_last + 1)
                                          if moved_last % d == 0]))
-    transform = Chain((Transpose(perm), SplitAxis(-1, (divisor, moved_last // divisor))))
+    transform = Chain((Transpose(perm), Reshape(-1, (divisor, moved_last // divisor))))
     restored = transform.inverse(transform.forward(array))
     assert restored.shape == array.shape
     assert restored.tobytes() == np.ascontiguousarray(array).tobytes()
 
 
-def test_split_axis_inverse_merges_the_axes():
+def test_reshape_inverse_merges_the_axes():
     array = np.arange(2 * 12, dtype=np.float32).reshape(2, 12)
-    split = SplitAxis(1, (3, 4))
+    split = Reshape(1, (3, 4))
     assert split.forward(array).shape == (2, 3, 4)
     assert np.array_equal(split.inverse(split.forward(array)), array)
 

@@ -1,0 +1,118 @@
+"""Checkpoints to and from each framework, checked against the pair's models on every step.
+
+torch state dicts are checked against the torch model's keys and shapes (built on the meta
+device, so for free); Flax variables against the Flax module's structure (`jax.eval_shape`).
+Every problem is listed at once, naming the file (or `<memory>`) and the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping as MappingType
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pytest_parity.arrays import to_numpy
+from pytest_parity.checkpoint import Checkpoint, TensorSpec, verify
+from pytest_parity.errors import CheckpointError
+from pytest_parity.registry import Pair
+
+MEMORY = "<memory>"
+
+
+@cache
+def _torch_shapes(pair: Pair) -> dict[str, tuple[tuple[int, ...], str]]:
+    from pytest_parity.torch_files import expected_state_shapes
+
+    return expected_state_shapes(pair.torch_model)
+
+
+@cache
+def flax_spec(pair: Pair) -> dict[str, TensorSpec]:
+    """The canonical tensors the pair's Flax module holds, from `jax.eval_shape` of its init."""
+    from pytest_parity.flax_variables import canonical_spec, expected_variables
+
+    return canonical_spec(pair.mapping, expected_variables(pair.flax_model(),
+                                                           pair.flax_input_shape))
+
+
+def check_torch_state(state: MappingType[str, np.ndarray], pair: Pair,
+                      path: str | Path = MEMORY) -> None:
+    """Compare a torch state dict with the pair's torch model: keys, shapes, dtypes.
+
+    Raises:
+        CheckpointError: every missing, unexpected, misshaped or mistyped key.
+    """
+    expected = _torch_shapes(pair)
+    problems = [f"{key}: missing (expected {shape} {dtype})"
+                for key, (shape, dtype) in expected.items() if key not in state]
+    problems += [f"{key}: unexpected key (shape {tuple(np.shape(state[key]))})"
+                 for key in state if key not in expected]
+    for key, (shape, dtype) in expected.items():
+        if key in state and tuple(state[key].shape) != shape:
+            problems.append(f"{key}: shape {tuple(state[key].shape)} where {shape} was expected "
+                            f"(torch layout of {pair.name})")
+        elif key in state and str(state[key].dtype) != dtype and dtype != "int64":
+            problems.append(f"{key}: dtype {state[key].dtype} where {dtype} was expected")
+    if problems:
+        raise CheckpointError(path, problems)
+
+
+def checkpoint_from_torch(state: MappingType[str, Any], pair: Pair, *,
+                          source: str = "torch", path: str | Path = MEMORY) -> Checkpoint:
+    """A canonical checkpoint from a torch state dict (tensors or numpy arrays)."""
+    arrays = {key: to_numpy(value) for key, value in state.items()}
+    check_torch_state(arrays, pair, path)
+    canonical, layouts = pair.mapping.torch_to_canonical(arrays)
+    return Checkpoint(pair.name, canonical, layouts, source)
+
+
+def checkpoint_to_torch(checkpoint: Checkpoint, pair: Pair,
+                        path: str | Path = MEMORY) -> dict[str, np.ndarray]:
+    """A torch state dict (numpy arrays) from a canonical checkpoint, checked against the model.
+
+    Buffers only torch keeps and that the checkpoint lacks (BatchNorm's
+    `num_batches_tracked`, absent from checkpoints written from Flax) are left to torch's
+    `load_state_dict`, which fills them.
+    """
+    state = pair.mapping.canonical_to_torch(checkpoint.arrays)
+    expected = _torch_shapes(pair)
+    torch_only = {key for key in expected if key not in state
+                  and key.endswith("num_batches_tracked")}
+    check_torch_state({**state, **{key: np.zeros((), np.int64) for key in torch_only}}, pair,
+                      path)
+    return state
+
+
+def checkpoint_from_flax(variables: MappingType[str, Any], pair: Pair, *,
+                         source: str = "flax") -> Checkpoint:
+    """A canonical checkpoint from Flax variables ({'params': ..., 'batch_stats': ...})."""
+    arrays, layouts = pair.mapping.flax_to_canonical(_numpy_tree(variables))
+    checkpoint = Checkpoint(pair.name, arrays, layouts, source)
+    verify(checkpoint, flax_spec(pair))
+    return checkpoint
+
+
+def _numpy_tree(tree: Any) -> Any:
+    if isinstance(tree, MappingType):
+        return {key: _numpy_tree(value) for key, value in tree.items()}
+    return to_numpy(tree)
+
+
+def checkpoint_to_flax(checkpoint: Checkpoint, pair: Pair,
+                       path: str | Path = MEMORY) -> dict[str, Any]:
+    """Flax variables (nested dicts of numpy arrays) from a checkpoint, checked with eval_shape.
+
+    Raises:
+        CheckpointError: missing, unexpected, misshaped (shape and layout shown) or mistyped
+            tensors, all listed.
+    """
+    kept = {}
+    for name, array in checkpoint.arrays.items():
+        rule = pair.mapping.rule_for(name)
+        if rule is None or rule.collection is not None:
+            kept[name] = array
+    verify(Checkpoint(checkpoint.architecture, kept, checkpoint.layouts), flax_spec(pair), path)
+    return pair.mapping.canonical_to_flax(kept)

@@ -1,0 +1,101 @@
+"""Registered pairs: an architecture's name -> its torch model, Flax model, mapping, input.
+
+A repository registers its pairs with `register(Pair(...))` in a module named by its
+pyproject (`[tool.parity] zoo = ["models.registry"]`) or by an entry point in the
+`pytest_parity.zoo` group; `get(name)` imports those modules the first time a name is not
+yet known. Factories are called lazily, so registering imports neither torch nor jax.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from pytest_parity.errors import ParityError
+from pytest_parity.mapping import Mapping
+
+ENTRY_POINT_GROUP = "pytest_parity.zoo"
+
+
+class UnknownArchitecture(ParityError):
+    """A name that no registered pair carries."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One architecture in both frameworks.
+
+    `input_shape` is the torch (NCHW) shape of one example batch; the Flax model takes the
+    same batch as NHWC.
+    """
+
+    name: str
+    torch_model: Callable[[], Any]
+    flax_model: Callable[[], Any]
+    mapping: Mapping
+    input_shape: tuple[int, ...]
+
+    @property
+    def flax_input_shape(self) -> tuple[int, ...]:
+        batch, channels, height, width = self.input_shape
+        return (batch, height, width, channels)
+
+
+_PAIRS: dict[str, Pair] = {}
+_state = {"zoo_loaded": False}
+
+
+def register(pair: Pair) -> Pair:
+    _PAIRS[pair.name] = pair
+    return pair
+
+
+def _project_zoo_modules(start: Path) -> tuple[Path | None, list[str]]:
+    for directory in (start, *start.parents):
+        pyproject = directory / "pyproject.toml"
+        if pyproject.is_file():
+            with pyproject.open("rb") as handle:
+                config = tomllib.load(handle).get("tool", {}).get("parity", {})
+            return directory, list(config.get("zoo", []))
+    return None, []
+
+
+def load_zoo(start: Path | None = None) -> None:
+    """Import the modules that register pairs: entry points, then the project's pyproject."""
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        entry_point.load()
+    root, modules = _project_zoo_modules((start or Path.cwd()).resolve())
+    if root is not None and modules and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    for module in modules:
+        importlib.import_module(module)
+    _state["zoo_loaded"] = True
+
+
+def get(name: str) -> Pair:
+    """The pair registered under `name`.
+
+    Raises:
+        UnknownArchitecture: naming the registered architectures.
+    """
+    if name not in _PAIRS and not _state["zoo_loaded"]:
+        load_zoo()
+    if name not in _PAIRS:
+        known = ", ".join(sorted(_PAIRS)) or "none"
+        raise UnknownArchitecture(
+            f"[parity] unknown architecture {name!r}; registered: {known}. Register pairs in a "
+            f"module listed under [tool.parity] zoo in pyproject.toml, or in the "
+            f"{ENTRY_POINT_GROUP!r} entry point group.")
+    return _PAIRS[name]
+
+
+def names() -> list[str]:
+    if not _state["zoo_loaded"]:
+        load_zoo()
+    return sorted(_PAIRS)

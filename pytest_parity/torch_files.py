@@ -1,0 +1,124 @@
+"""torch state dicts on disk (.pt/.pth/.bin and .safetensors), read without unpickling code.
+
+`.pt` files are read with `torch.load(weights_only=True)`, which refuses any pickled object
+that is not a tensor or a plain container; `.safetensors` holds no code at all. Writes are
+atomic and never replace a file unless asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pytest_parity.arrays import to_numpy
+from pytest_parity.atomic import write_atomically
+from pytest_parity.errors import CheckpointError
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
+SAFETENSORS_SUFFIX = ".safetensors"
+# Wrappers that training scripts put around a state dict.
+_WRAPPER_KEYS = ("state_dict", "model")
+
+
+def is_torch_file(path: str | Path) -> bool:
+    return Path(path).suffix in (*PICKLE_SUFFIXES, SAFETENSORS_SUFFIX)
+
+
+def _refusal(error: Exception) -> str:
+    detail = next((line.strip() for line in str(error).splitlines()
+                   if "GLOBAL" in line or "Unsupported" in line), str(error).splitlines()[0])
+    return (f"refused to unpickle: the file holds more than tensors ({detail}); pytest-parity "
+            "reads torch files only with torch.load(weights_only=True)")
+
+
+def _unwrap(path: Path, content: Any) -> Mapping[str, Any]:
+    import torch
+
+    if isinstance(content, Mapping) and not all(isinstance(value, torch.Tensor)
+                                                for value in content.values()):
+        wrapped = next((content[key] for key in _WRAPPER_KEYS
+                        if isinstance(content.get(key), Mapping)), None)
+        content = content if wrapped is None else wrapped
+    if not isinstance(content, Mapping):
+        raise CheckpointError(path, [f"holds a {type(content).__name__}, not a state dict "
+                                     "(a dict of tensor name -> tensor)"])
+    problems = [f"{key}: a {type(value).__name__}, not a tensor"
+                for key, value in content.items() if not isinstance(value, torch.Tensor)]
+    if problems:
+        raise CheckpointError(path, problems)
+    return content
+
+
+def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
+    """A torch state dict from a file, as numpy arrays (bfloat16 kept via ml_dtypes).
+
+    Raises:
+        CheckpointError: missing, unreadable, not a state dict, or holding pickled code.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, ["no such file"])
+    try:
+        if path.suffix == SAFETENSORS_SUFFIX:
+            from safetensors.torch import load_file
+
+            content: Any = load_file(path)
+        else:
+            content = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(path, [_refusal(error)]) from None
+    except Exception as error:  # torch and safetensors raise many types for a corrupt file
+        raise CheckpointError(path, [f"not a readable torch file ({type(error).__name__}: "
+                                     f"{str(error).splitlines()[0] if str(error) else ''})"]
+                              ) from None
+    return {key: to_numpy(value) for key, value in _unwrap(path, content).items()}
+
+
+def to_torch(array: np.ndarray) -> Any:
+    """A torch tensor with exactly the array's values (bfloat16 included)."""
+    import torch
+
+    if str(array.dtype) == "bfloat16":
+        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def write_state_dict(path: str | Path, state: Mapping[str, np.ndarray], *,
+                     overwrite: bool = False) -> Path:
+    """Write a state dict as .safetensors or .pt (by suffix), atomically.
+
+    Raises:
+        CheckpointError: an unsupported suffix, or the file exists and overwrite is False.
+    """
+    import torch
+
+    path = Path(path)
+    tensors = {key: to_torch(np.asarray(value)) for key, value in state.items()}
+    if path.suffix == SAFETENSORS_SUFFIX:
+        from safetensors.torch import save_file
+
+        return write_atomically(path, lambda temporary: save_file(tensors, str(temporary)),
+                                overwrite=overwrite)
+    if path.suffix in PICKLE_SUFFIXES:
+        return write_atomically(path, lambda temporary: torch.save(tensors, temporary),
+                                overwrite=overwrite)
+    raise CheckpointError(path, [f"unsupported suffix {path.suffix!r}; a torch state dict is "
+                                 f"written as {', '.join(PICKLE_SUFFIXES)} or "
+                                 f"{SAFETENSORS_SUFFIX}"])
+
+
+def expected_state_shapes(model_factory: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Each state dict key's (shape, dtype) of a torch model, built on the meta device (free)."""
+    import torch
+
+    with torch.device("meta"):
+        model = model_factory()
+    return {key: (tuple(value.shape), str(value.dtype).removeprefix("torch."))
+            for key, value in model.state_dict().items()}
