@@ -32,6 +32,15 @@ def _diff(arguments: argparse.Namespace) -> int:
     return 1 if differ else 0
 
 
+def _convert(arguments: argparse.Namespace) -> int:
+    from pytest_parity.convert_file import convert_file, read_key_list
+
+    keys = read_key_list(arguments.keys) if arguments.keys else None
+    print(convert_file(arguments.source, arguments.target, architecture=arguments.arch,
+                       keys=keys, overwrite=arguments.overwrite))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parity", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -41,6 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("file", metavar="FILE")
     inspect.add_argument("--keys", action="store_true", help="print a flat list of keys only")
     inspect.set_defaults(run=_inspect)
+    convert = verbs.add_parser(
+        "convert", help="convert between torch state dicts, Flax variables, canonical .h5, "
+                        ".npz and .json",
+        description="torch .pt/.pth/.safetensors or Flax .msgpack -> canonical .h5 (needs "
+                    "--arch); canonical .h5 -> .pt/.safetensors, .msgpack, .npz, .json or a "
+                    "smaller .h5. The architectures are those registered by the project's "
+                    "[tool.parity] zoo modules.")
+    convert.add_argument("source", metavar="SRC")
+    convert.add_argument("target", metavar="DST")
+    convert.add_argument("--arch", metavar="NAME",
+                         help="registered architecture (default: the one a .h5 declares)")
+    convert.add_argument("--keys", metavar="FILE",
+                         help="keep only the keys listed in FILE, one per line")
+    convert.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    convert.set_defaults(run=_convert)
     diff = verbs.add_parser("diff", help="compare two canonical checkpoints tensor by tensor; "
                                          "exit status 1 when they differ")
     diff.add_argument("a", metavar="A")

@@ -39,15 +39,17 @@ def flax_spec(pair: Pair) -> dict[str, TensorSpec]:
 
 
 def check_torch_state(state: MappingType[str, np.ndarray], pair: Pair,
-                      path: str | Path = MEMORY) -> None:
+                      path: str | Path = MEMORY, *, complete: bool = True) -> None:
     """Compare a torch state dict with the pair's torch model: keys, shapes, dtypes.
+
+    With `complete=False` (a selection of keys) absent keys are not reported.
 
     Raises:
         CheckpointError: every missing, unexpected, misshaped or mistyped key.
     """
     expected = _torch_shapes(pair)
     problems = [f"{key}: missing (expected {shape} {dtype})"
-                for key, (shape, dtype) in expected.items() if key not in state]
+                for key, (shape, dtype) in expected.items() if complete and key not in state]
     problems += [f"{key}: unexpected key (shape {tuple(np.shape(state[key]))})"
                  for key in state if key not in expected]
     for key, (shape, dtype) in expected.items():
@@ -60,17 +62,17 @@ def check_torch_state(state: MappingType[str, np.ndarray], pair: Pair,
         raise CheckpointError(path, problems)
 
 
-def checkpoint_from_torch(state: MappingType[str, Any], pair: Pair, *,
-                          source: str = "torch", path: str | Path = MEMORY) -> Checkpoint:
+def checkpoint_from_torch(state: MappingType[str, Any], pair: Pair, *, source: str = "torch",
+                          path: str | Path = MEMORY, complete: bool = True) -> Checkpoint:
     """A canonical checkpoint from a torch state dict (tensors or numpy arrays)."""
     arrays = {key: to_numpy(value) for key, value in state.items()}
-    check_torch_state(arrays, pair, path)
+    check_torch_state(arrays, pair, path, complete=complete)
     canonical, layouts = pair.mapping.torch_to_canonical(arrays)
     return Checkpoint(pair.name, canonical, layouts, source)
 
 
-def checkpoint_to_torch(checkpoint: Checkpoint, pair: Pair,
-                        path: str | Path = MEMORY) -> dict[str, np.ndarray]:
+def checkpoint_to_torch(checkpoint: Checkpoint, pair: Pair, path: str | Path = MEMORY, *,
+                        complete: bool = True) -> dict[str, np.ndarray]:
     """A torch state dict (numpy arrays) from a canonical checkpoint, checked against the model.
 
     Buffers only torch keeps and that the checkpoint lacks (BatchNorm's
@@ -82,7 +84,7 @@ def checkpoint_to_torch(checkpoint: Checkpoint, pair: Pair,
     torch_only = {key for key in expected if key not in state
                   and key.endswith("num_batches_tracked")}
     check_torch_state({**state, **{key: np.zeros((), np.int64) for key in torch_only}}, pair,
-                      path)
+                      path, complete=complete)
     return state
 
 

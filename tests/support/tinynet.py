@@ -1,0 +1,47 @@
+"""A registered pair small enough for error-path tests: conv, BatchNorm, linear head."""
+
+from __future__ import annotations
+
+from pytest_parity.mapping import Mapping, Rule, batch_norm_rules
+from pytest_parity.registry import Pair, register
+from pytest_parity.transforms import OIHW_TO_HWIO, OUT_IN_TO_IN_OUT
+
+MAPPING = Mapping("tinynet", (
+    Rule("conv1/kernel", "conv1.weight", "HWIO", transform=OIHW_TO_HWIO),
+    *batch_norm_rules("bn1", "bn1"),
+    Rule("fc/kernel", "fc.weight", "IO", transform=OUT_IN_TO_IN_OUT),
+    Rule("fc/bias", "fc.bias", "O"),
+))
+
+
+def torch_tinynet():
+    import torch
+
+    class TinyNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(3, 4, 3, padding=1, bias=False)
+            self.bn1 = torch.nn.BatchNorm2d(4)
+            self.fc = torch.nn.Linear(4, 10)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.bn1(self.conv1(x))).mean(dim=(2, 3)))
+
+    return TinyNet()
+
+
+def flax_tinynet():
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    class TinyNet(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Conv(4, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="conv1")(x)
+            x = nn.relu(nn.BatchNorm(use_running_average=True, epsilon=1e-5, name="bn1")(x))
+            return nn.Dense(10, name="fc")(jnp.mean(x, axis=(1, 2)))
+
+    return TinyNet()
+
+
+TINYNET = register(Pair("tinynet", torch_tinynet, flax_tinynet, MAPPING, (1, 3, 8, 8)))
