@@ -46,7 +46,7 @@ def content_digest(arrays: Mapping[str, np.ndarray]) -> str:
     """sha256 over each tensor's name, shape, dtype and bytes, in sorted name order."""
     sha = hashlib.sha256()
     for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
+        array = np.asarray(arrays[name], order="C")
         header = f"{name}\0{array.shape}\0{array.dtype}\0"
         sha.update(header.encode())
         sha.update(array.tobytes())

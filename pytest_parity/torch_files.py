@@ -86,8 +86,9 @@ def to_torch(array: np.ndarray) -> Any:
     import torch
 
     if str(array.dtype) == "bfloat16":
-        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(array))
+        return torch.from_numpy(np.asarray(array, order="C").view(np.int16)).view(torch.bfloat16)
+    # order='C', not ascontiguousarray, which turns a scalar into shape (1,).
+    return torch.from_numpy(np.asarray(array, order="C"))
 
 
 def write_state_dict(path: str | Path, state: Mapping[str, np.ndarray], *,

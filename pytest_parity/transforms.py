@@ -29,10 +29,10 @@ class Transpose:
     perm: tuple[int, ...]
 
     def forward(self, array: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(np.transpose(array, self.perm))
+        return np.asarray(np.transpose(array, self.perm), order="C")
 
     def inverse(self, array: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(np.transpose(array, np.argsort(self.perm)))
+        return np.asarray(np.transpose(array, np.argsort(self.perm)), order="C")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class Split:
         if array.shape[self.axis] % self.parts:
             raise ValueError(f"cannot split shape {array.shape} into {self.parts} equal parts "
                              f"along axis {self.axis}")
-        return [np.ascontiguousarray(piece)
+        return [np.asarray(piece, order="C")
                 for piece in np.split(array, self.parts, axis=self.axis)]
 
     def inverse(self, pieces: list[np.ndarray]) -> np.ndarray:
