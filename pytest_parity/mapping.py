@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.errors import ParityError
+from pytest_parity.threads import thread_map
 from pytest_parity.transforms import Identity, Split, Transform
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -166,12 +167,15 @@ class Mapping:
         Raises:
             MappingError: listing every torch key no rule accounts for.
         """
+        resolved = self._resolve(state, "torch")
+        # The transposes copy most of the model's bytes; numpy releases the GIL while copying.
+        converted = thread_map(lambda item: item[1].to_canonical(np.asarray(state[item[0]])),
+                               resolved)
         arrays, layouts = {}, {}
-        for key, rule, _, groups in self._resolve(state, "torch"):
-            paths = [path.format(**groups) for path in rule.canonical_paths]
-            for path, array in zip(paths, rule.to_canonical(np.asarray(state[key])), strict=True):
-                arrays[path] = array
-                layouts[path] = rule.layout
+        for (_, rule, _, groups), pieces in zip(resolved, converted, strict=True):
+            for path, array in zip(rule.canonical_paths, pieces, strict=True):
+                arrays[path.format(**groups)] = array
+                layouts[path.format(**groups)] = rule.layout
         return arrays, layouts
 
     def canonical_to_torch(self, arrays: MappingType[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -184,18 +188,21 @@ class Mapping:
         fused: dict[str, tuple[Rule, dict[str, str]]] = {}
         for _, rule, _, groups in self._resolve(arrays, "canonical"):
             fused.setdefault(rule.torch.format(**groups), (rule, groups))
-        state, missing = {}, []
+        missing = []
         for key, (rule, groups) in fused.items():
-            paths = [path.format(**groups) for path in rule.canonical_paths]
-            absent = [path for path in paths if path not in arrays]
+            absent = [path.format(**groups) for path in rule.canonical_paths
+                      if path.format(**groups) not in arrays]
             if absent:
                 missing.append(f"{key} needs {', '.join(absent)}")
-                continue
-            state[key] = rule.to_torch([arrays[path] for path in paths])
         if missing:
             raise MappingError(f"[parity] {self.architecture}: fused tensors lack pieces: "
                                + "; ".join(missing))
-        return state
+
+        def to_torch(item: tuple[str, tuple[Rule, dict[str, str]]]) -> np.ndarray:
+            rule, groups = item[1]
+            return rule.to_torch([arrays[path.format(**groups)] for path in rule.canonical_paths])
+
+        return dict(zip(fused, thread_map(to_torch, fused.items()), strict=True))
 
     def canonical_to_flax(self, arrays: MappingType[str, np.ndarray]) -> dict[str, Any]:
         """Nested Flax variables ({'params': ..., 'batch_stats': ...}) from canonical arrays.

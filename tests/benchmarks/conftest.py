@@ -1,0 +1,36 @@
+"""Prints each conversion's time as a ratio to its baseline measured in the same run.
+
+Ratios, not absolute times, because shared machines drift; the gate that fails a run on a
+ratio belongs to the benchmark gates (issue 7). Both the ratio of minimums (least noisy) and
+of medians are shown.
+"""
+
+import re
+
+# (step, timed benchmark, baseline benchmark, target ratio)
+RATIOS = [
+    ("torch -> .h5", "test_torch_to_h5", "test_raw_h5py_write", 1.2),
+    (".h5 -> Flax", "test_h5_to_flax", "test_raw_h5py_read", 1.2),
+    ("torch -> Flax in memory", "test_torch_to_flax_in_memory", "test_plain_copy", 2.0),
+]
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or session.disabled or not session.benchmarks:
+        return
+    stats = {bench.name: bench.stats for bench in session.benchmarks if not bench.has_error}
+    params = sorted({match.group(1) for name in stats
+                     if (match := re.search(r"\[(.+)\]$", name))})
+    lines = []
+    for param in params:
+        for step, timed, baseline, target in RATIOS:
+            a, b = stats.get(f"{timed}[{param}]"), stats.get(f"{baseline}[{param}]")
+            if a is None or b is None:
+                continue
+            lines.append(f"{param:10s} {step:24s} {a.min / b.min:6.2f}x {a.median / b.median:6.2f}x"
+                         f"   target <= {target}x   ({a.min * 1e3:.0f} ms vs {b.min * 1e3:.0f} ms)")
+    if lines:
+        terminalreporter.section("parity conversion ratios (min, median)")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -1,0 +1,103 @@
+"""What checkpoint conversion costs next to the least any conversion must do.
+
+For ResNet-50 and ViT-B/16, in one run: torch state dict -> canonical .h5 next to a raw h5py
+write of the same arrays; .h5 -> Flax variables next to a raw h5py read; torch state dict ->
+Flax variables in memory next to a plain copy of every array. Targets: file steps within
+1.2x of raw h5py, the in-memory conversion within 2x of the plain copy; the ratios are
+printed at the end of the run (tests/benchmarks/conftest.py).
+"""
+
+import h5py
+import pytest
+
+from pytest_parity import registry
+from pytest_parity.checkpoint import load, save
+
+pytest.importorskip("pytest_benchmark")
+torch = pytest.importorskip("torch")
+pytest.importorskip("flax")
+
+ROUNDS = 5
+
+
+@pytest.fixture(scope="module", params=["resnet50", "vit_b_16"])
+def pair(request):
+    return registry.get(request.param)
+
+
+@pytest.fixture(scope="module")
+def state(pair):
+    torch.manual_seed(0)
+    return pair.torch_model().state_dict()
+
+
+@pytest.fixture(scope="module")
+def canonical_file(pair, state, tmp_path_factory):
+    from pytest_parity.convert import checkpoint_from_torch, flax_spec
+
+    flax_spec(pair)  # the module's structure is traced once per session, not per conversion
+    path = tmp_path_factory.mktemp(pair.name) / f"{pair.name}.h5"
+    return save(path, checkpoint_from_torch(state, pair))
+
+
+def _raw_write(path, arrays):
+    with h5py.File(path, "w") as h5:
+        for key, array in arrays.items():
+            h5.create_dataset(key, data=array)
+
+
+def _raw_read(path):
+    with h5py.File(path, "r") as h5:
+        arrays = {}
+        h5.visititems(lambda name, item: arrays.__setitem__(name, item[()])
+                      if isinstance(item, h5py.Dataset) else None)
+        return arrays
+
+
+def _run(benchmark, pair, group, function, *args):
+    benchmark.group = f"{pair.name}: {group}"
+    return benchmark.pedantic(function, args, rounds=ROUNDS, warmup_rounds=1)
+
+
+def test_torch_to_h5(benchmark, pair, state, canonical_file, tmp_path):
+    from pytest_parity.convert import checkpoint_from_torch
+
+    def convert():
+        save(tmp_path / "out.h5", checkpoint_from_torch(state, pair), overwrite=True)
+
+    _run(benchmark, pair, "write", convert)
+    assert load(tmp_path / "out.h5").digest() == load(canonical_file).digest()
+
+
+def test_raw_h5py_write(benchmark, pair, state, tmp_path):
+    arrays = {key: value.numpy() for key, value in state.items()}
+    _run(benchmark, pair, "write", _raw_write, tmp_path / "raw.h5", arrays)
+
+
+def test_h5_to_flax(benchmark, pair, canonical_file):
+    from pytest_parity.convert import checkpoint_to_flax
+
+    def convert():
+        return checkpoint_to_flax(load(canonical_file), pair, canonical_file)
+
+    variables = _run(benchmark, pair, "read", convert)
+    assert set(variables) <= {"params", "batch_stats"}
+
+
+def test_raw_h5py_read(benchmark, pair, canonical_file):
+    arrays = _run(benchmark, pair, "read", _raw_read, canonical_file)
+    assert len(arrays) == len(load(canonical_file).arrays)
+
+
+def test_torch_to_flax_in_memory(benchmark, pair, state, canonical_file):
+    from pytest_parity.convert import checkpoint_from_torch, checkpoint_to_flax
+
+    variables = _run(benchmark, pair, "in memory",
+                     lambda: checkpoint_to_flax(checkpoint_from_torch(state, pair), pair))
+    assert "params" in variables
+
+
+def test_plain_copy(benchmark, pair, state):
+    copies = _run(benchmark, pair, "in memory",
+                  lambda: {key: value.numpy().copy() for key, value in state.items()})
+    assert len(copies) == len(state)
