@@ -11,6 +11,7 @@ import re
 RATIOS = [
     ("torch -> .h5", "test_torch_to_h5", "test_raw_h5py_write", 1.2),
     (".h5 -> Flax", "test_h5_to_flax", "test_raw_h5py_read", 1.2),
+    (".h5 -> Flax, no digest", "test_h5_to_flax_digest_unverified", "test_raw_h5py_read", 1.2),
     ("torch -> Flax in memory", "test_torch_to_flax_in_memory", "test_plain_copy", 2.0),
 ]
 
