@@ -6,13 +6,14 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pytest_parity.errors import CheckpointError
 
 _EXISTS = "the file exists; pass overwrite=True (CLI: --overwrite) to replace it"
 
 
-def write_atomically(path: str | Path, write: Callable[[Path], None], *,
+def write_atomically(path: str | Path, write: Callable[[Path], Any], *,
                      overwrite: bool = False) -> Path:
     """Call `write(temporary_path)`, then move the result to `path` in one step.
 

@@ -46,7 +46,7 @@ class Checkpoint:
 
 def tensor_digest(array: np.ndarray) -> bytes:
     """sha256 of one tensor's bytes in C order (hashlib releases the GIL: runs in threads)."""
-    return hashlib.sha256(np.asarray(array, order="C").reshape(-1).view(np.uint8)).digest()
+    return hashlib.sha256(np.asarray(array, order="C").reshape(-1).view(np.uint8).data).digest()
 
 
 def combine_digests(arrays: Mapping[str, np.ndarray], tensor_digests: Mapping[str, bytes]
