@@ -27,7 +27,8 @@ def print_versions(session: nox.Session) -> None:
 def run_parity_cases(session: nox.Session, *options: str) -> None:
     """Run the parity cases, print the report, and fail if nothing was compared."""
     PARITY_REPORT.unlink(missing_ok=True)
-    session.run(*PYTEST, "tests/parity", "-m", "parity", f"--parity-report={PARITY_REPORT}",
+    session.run(*PYTEST, "tests/parity", "tests/zoo", "-m", "parity",
+                f"--parity-report={PARITY_REPORT}",
                 *options, *session.posargs)
     records = json.loads(PARITY_REPORT.read_text())["records"]
     if not records:

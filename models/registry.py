@@ -13,6 +13,14 @@ from models.vit.mapping import vit_mapping
 from pytest_parity.registry import Pair, register
 
 IMAGENET_INPUT = (1, 3, 224, 224)
+# Trainable parameters (BatchNorm running statistics excluded), torchvision's own figures;
+# tests hold both the torch and the Flax side of every registered pair to them.
+PARAM_COUNTS = {
+    "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
+    "resnet101": 44_549_160, "resnet152": 60_192_808,
+    "vit_ti_16": 5_717_416, "vit_b_16": 86_567_656, "vit_b_32": 88_224_232,
+    "vit_l_16": 304_326_632,
+}
 RESNETS = {"resnet18": "ResNet18", "resnet34": "ResNet34", "resnet50": "ResNet50",
            "resnet101": "ResNet101", "resnet152": "ResNet152"}
 # name: (torchvision builder, Flax partial, patch size, layers, heads, hidden, mlp)
