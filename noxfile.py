@@ -47,7 +47,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def parity(session: nox.Session) -> None:
     """The main job: run the parity cases on CPU and print the parity report."""
-    install(session, "torch,jax")
+    install(session, "torch,jax,zoo")
     print_versions(session)
     run_parity_cases(session, "--parity-device=cpu")
 
@@ -80,3 +80,13 @@ def gpu(session: nox.Session) -> None:
     install(session, "torch,jax")
     print_versions(session)
     run_parity_cases(session, "--parity-device=gpu")
+
+
+@nox.session(python=PYTHON, default=False)
+def golden(session: nox.Session) -> None:
+    """Rewrite the zoo's golden outputs (reference_outputs/) with provenance; never under CI."""
+    install(session, "torch,jax,zoo")
+    print_versions(session)
+    names = session.run("python", "-c", "from models.registry import GOLDEN_MODELS; "
+                        "print(' '.join(GOLDEN_MODELS))", silent=True).split()
+    session.run("parity", "golden", *names, *(session.posargs or ["--update"]))

@@ -6,6 +6,7 @@ factory is called.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from models.resnet.mapping import resnet_mapping
@@ -13,6 +14,9 @@ from models.vit.mapping import vit_mapping
 from pytest_parity.registry import Pair, register
 
 IMAGENET_INPUT = (1, 3, 224, 224)
+# The zoo models held to golden outputs in reference_outputs/: the full-size ResNet-50 and
+# ViT-B/16, and the small configurations that make the same checks fast.
+GOLDEN_MODELS = ("resnet18", "resnet50", "vit_ti_16", "vit_b_16")
 # Trainable parameters (BatchNorm running statistics excluded), torchvision's own figures;
 # tests hold both the torch and the Flax side of every registered pair to them.
 PARAM_COUNTS = {
@@ -65,12 +69,17 @@ def _flax_vit(flax_name: str) -> Any:
     return getattr(flax_model, flax_name)()
 
 
+def _golden(name: str) -> Any:
+    from models.golden import compute
+
+    return compute(name)
+
+
 for _name, _flax_name in RESNETS.items():
-    register(Pair(_name, lambda n=_name: _torch_resnet(n), lambda f=_flax_name: _flax_resnet(f),
-                  resnet_mapping(_name), IMAGENET_INPUT))
+    register(Pair(_name, partial(_torch_resnet, _name), partial(_flax_resnet, _flax_name),
+                  resnet_mapping(_name), IMAGENET_INPUT, golden=partial(_golden, _name)))
 
 for _name, (_builder, _flax_name, *_config) in VITS.items():
-    register(Pair(_name, lambda b=_builder, c=tuple(_config): _torch_vit(b, *c),
-                  lambda f=_flax_name: _flax_vit(f),
+    register(Pair(_name, partial(_torch_vit, _builder, *_config), partial(_flax_vit, _flax_name),
                   vit_mapping(_name, num_heads=_config[2], hidden_dim=_config[3]),
-                  IMAGENET_INPUT))
+                  IMAGENET_INPUT, golden=partial(_golden, _name)))

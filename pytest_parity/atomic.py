@@ -13,6 +13,12 @@ from pytest_parity.errors import CheckpointError
 _EXISTS = "the file exists; pass overwrite=True (CLI: --overwrite) to replace it"
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def write_atomically(path: str | Path, write: Callable[[Path], Any], *,
                      overwrite: bool = False) -> Path:
     """Call `write(temporary_path)`, then move the result to `path` in one step.
@@ -31,6 +37,7 @@ def write_atomically(path: str | Path, write: Callable[[Path], Any], *,
     os.close(handle)
     try:
         write(Path(temporary))
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; files are the user's
         if overwrite:
             os.replace(temporary, path)
         else:

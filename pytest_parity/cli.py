@@ -41,6 +41,23 @@ def _convert(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _golden(arguments: argparse.Namespace) -> int:
+    from pytest_parity import golden, registry
+    from pytest_parity.errors import ParityError
+
+    names = arguments.names or [name for name in registry.names()
+                                if registry.get(name).golden is not None]
+    for name in names:
+        pair = registry.get(name)
+        if pair.golden is None:
+            raise ParityError(f"[parity] {name}: its pair registers no golden factory")
+        outputs, manifest = pair.golden()
+        for path in golden.write(arguments.dir, name, outputs, manifest,
+                                 update=arguments.update):
+            print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parity", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -65,6 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="keep only the keys listed in FILE, one per line")
     convert.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     convert.set_defaults(run=_convert)
+    golden = verbs.add_parser(
+        "golden", help="write golden outputs of the original implementation, with provenance",
+        description="Compute each pair's golden outputs with its original implementation and "
+                    "write NAME.npz and NAME.json (provenance) to DIR. Refuses under CI=true; "
+                    "existing files are rewritten only with --update.")
+    golden.add_argument("names", metavar="NAME", nargs="*",
+                        help="registered pairs (default: every pair with a golden factory)")
+    golden.add_argument("--dir", default="reference_outputs", help="default: reference_outputs")
+    golden.add_argument("--update", action="store_true", help="rewrite existing golden files")
+    golden.set_defaults(run=_golden)
     diff = verbs.add_parser("diff", help="compare two canonical checkpoints tensor by tensor; "
                                          "exit status 1 when they differ")
     diff.add_argument("a", metavar="A")

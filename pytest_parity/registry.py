@@ -32,7 +32,8 @@ class Pair:
     """One architecture in both frameworks.
 
     `input_shape` is the torch (NCHW) shape of one example batch; the Flax model takes the
-    same batch as NHWC.
+    same batch as NHWC. `golden`, where given, computes the original implementation's outputs
+    and their provenance for `parity golden` (see pytest_parity.golden).
     """
 
     name: str
@@ -40,6 +41,7 @@ class Pair:
     flax_model: Callable[[], Any]
     mapping: Mapping
     input_shape: tuple[int, ...]
+    golden: Callable[[], tuple[dict[str, Any], dict[str, Any]]] | None = None
 
     @property
     def flax_input_shape(self) -> tuple[int, ...]:

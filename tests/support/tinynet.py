@@ -44,4 +44,20 @@ def flax_tinynet():
     return TinyNet()
 
 
-TINYNET = register(Pair("tinynet", torch_tinynet, flax_tinynet, MAPPING, (1, 3, 8, 8)))
+def tinynet_golden():
+    """Outputs of the torch TinyNet (seed 0) on a seeded batch, as a golden factory returns."""
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    model = torch_tinynet().eval()
+    images = np.random.RandomState(1).normal(0, 1, (2, 3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(images)).numpy()
+    return {"random": logits}, {"source": "tests.support.tinynet", "device": "cpu",
+                                "dtype": "float32", "checkpoint": {"digest": "0" * 64},
+                                "outputs": {"random": {"input": "RandomState(1) (2, 3, 8, 8)"}}}
+
+
+TINYNET = register(Pair("tinynet", torch_tinynet, flax_tinynet, MAPPING, (1, 3, 8, 8),
+                        golden=tinynet_golden))

@@ -13,6 +13,7 @@ class LoadedPair:
     torch_model: Any
     flax_model: Any
     flax_variables: Any
+    checkpoint_digest: str = ""
 
     def torch_logits(self, images_nchw: np.ndarray) -> np.ndarray:
         import torch
@@ -49,7 +50,7 @@ def zoo_pair(request):
             model.load_state_dict({key: torch.from_numpy(value) for key, value
                                    in checkpoint_to_torch(checkpoint, pair).items()})
             loaded[name] = LoadedPair(name, model, pair.flax_model(),
-                                      checkpoint_to_flax(checkpoint, pair))
+                                      checkpoint_to_flax(checkpoint, pair), checkpoint.digest())
         return loaded[name]
 
     return load

@@ -49,7 +49,8 @@ def test_mutations_of_the_flax_port_are_detected(zoo_pair, random_images, monkey
         patch_code(monkeypatch)
     if edit_variables:
         edit_variables(variables)
-    mutated = type(pair)(name, pair.torch_model, registry.get(name).flax_model(), variables)
+    mutated = type(pair)(name, pair.torch_model, registry.get(name).flax_model(), variables,
+                         pair.checkpoint_digest)
     with pytest.raises(AssertionError, match=r"^\[parity\]"):
         assert_close(mutated.flax_logits(random_images), pair.torch_logits(random_images),
                      name=f"{name} logits ({mutation})")

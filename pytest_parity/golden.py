@@ -1,0 +1,125 @@
+"""Golden outputs of an original implementation, with provenance, never silently rewritten.
+
+A model's golden outputs are two files in the golden directory (`reference_outputs/`):
+`NAME.npz` (one array per named input: `photo`, `random`, ...) and `NAME.json`, the
+manifest: which implementation and versions computed them, on which device and dtype, from
+which checkpoint (its digest) and which inputs (their digests and how they were made).
+Writing refuses under `CI=true`, and replaces existing files only with `update=True`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pytest_parity.atomic import write_atomically
+from pytest_parity.errors import ParityError
+
+GOLDEN_FORMAT = "pytest-parity-golden/1"
+
+
+class GoldenError(ParityError):
+    """Golden outputs that are missing, unreadable, refused, or belong to other inputs."""
+
+
+@dataclass
+class Golden:
+    outputs: dict[str, np.ndarray]
+    manifest: dict[str, Any]
+
+
+def array_digest(array: np.ndarray) -> str:
+    """sha256 over an array's shape, dtype and C-order bytes (pins an input or a checkpoint)."""
+    array = np.asarray(array, order="C")
+    sha = hashlib.sha256(f"{array.shape}\0{array.dtype}\0".encode())
+    sha.update(array.reshape(-1).view(np.uint8).data)
+    return sha.hexdigest()
+
+
+def paths(directory: str | Path, name: str) -> tuple[Path, Path]:
+    return Path(directory) / f"{name}.npz", Path(directory) / f"{name}.json"
+
+
+def write(directory: str | Path, name: str, outputs: Mapping[str, np.ndarray],
+          manifest: Mapping[str, Any], *, update: bool = False) -> list[Path]:
+    """Write NAME.npz and NAME.json atomically.
+
+    Raises:
+        GoldenError: under CI=true (CI never writes goldens), or the files exist and `update`
+            is False.
+    """
+    arrays_path, manifest_path = paths(directory, name)
+    if os.environ.get("CI") == "true":
+        raise GoldenError(f"[parity] {arrays_path}: refusing to write golden outputs under "
+                          "CI=true; regenerate them on a workstation and commit them")
+    existing = [str(path) for path in (arrays_path, manifest_path) if path.exists()]
+    if existing and not update:
+        raise GoldenError(f"[parity] {', '.join(existing)}: golden outputs exist; pass "
+                          "--update (parity golden) to rewrite them, then review the diff")
+    buffer = io.BytesIO()
+    arrays: dict[str, Any] = {key: np.asarray(value) for key, value in outputs.items()}
+    np.savez(buffer, **arrays)
+    document = {"format": GOLDEN_FORMAT, "model": name, **manifest,
+                "outputs": {key: {**manifest.get("outputs", {}).get(key, {}),
+                                  "shape": list(np.shape(value)),
+                                  "dtype": str(np.asarray(value).dtype),
+                                  "digest": array_digest(np.asarray(value))}
+                            for key, value in outputs.items()}}
+    write_atomically(arrays_path, lambda tmp: tmp.write_bytes(buffer.getvalue()), overwrite=update)
+    write_atomically(manifest_path, lambda tmp: tmp.write_text(
+        json.dumps(document, indent=1, sort_keys=True) + "\n"), overwrite=update)
+    return [arrays_path, manifest_path]
+
+
+def read(directory: str | Path, name: str) -> Golden:
+    """Read a model's golden outputs and manifest.
+
+    Raises:
+        GoldenError: a file is missing or unreadable, or an array does not match its manifest.
+    """
+    arrays_path, manifest_path = paths(directory, name)
+    for path in (arrays_path, manifest_path):
+        if not path.is_file():
+            raise GoldenError(f"[parity] {path}: no golden outputs for {name!r}; write them "
+                              f"with `parity golden {name}` (or `nox -s golden`)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        with np.load(arrays_path, allow_pickle=False) as npz:
+            outputs = {key: npz[key] for key in npz.files}
+    except (ValueError, OSError) as error:
+        raise GoldenError(f"[parity] {arrays_path}: unreadable golden outputs ({error})"
+                          ) from None
+    problems = [f"{key}: not the array its manifest describes"
+                for key, output in outputs.items()
+                if manifest.get("outputs", {}).get(key, {}).get("digest") != array_digest(output)]
+    if manifest.get("format") != GOLDEN_FORMAT or problems:
+        raise GoldenError(f"[parity] {arrays_path}: " + ("; ".join(problems) or
+                                                        f"not a {GOLDEN_FORMAT} manifest"))
+    return Golden(outputs, manifest)
+
+
+def provenance_problems(golden: Golden, checkpoint_digest: str,
+                        input_digests: Mapping[str, str]) -> list[str]:
+    """Why these goldens do not belong to this checkpoint and these inputs, if they do not.
+
+    A mismatch here is not a parity failure: the goldens were computed from something else.
+    """
+    problems = []
+    recorded = golden.manifest.get("checkpoint", {}).get("digest")
+    if recorded != checkpoint_digest:
+        problems.append(f"checkpoint digest {checkpoint_digest[:12]}… but the goldens were "
+                        f"computed from {str(recorded)[:12]}…")
+    for key, digest in input_digests.items():
+        recorded = golden.manifest.get("outputs", {}).get(key, {}).get("input_digest")
+        if recorded != digest:
+            problems.append(f"input {key!r} digest {digest[:12]}… but the goldens were computed "
+                            f"from {str(recorded)[:12]}…")
+    return problems
