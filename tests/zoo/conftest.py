@@ -1,5 +1,6 @@
 """Zoo pairs loaded from their seeded checkpoints, once per session (and per xdist worker)."""
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,19 +16,29 @@ class LoadedPair:
     flax_variables: Any
     checkpoint_digest: str = ""
 
-    def torch_logits(self, images_nchw: np.ndarray) -> np.ndarray:
+    def torch_logits(self, images_nchw: np.ndarray, dtype: str = "float32") -> np.ndarray:
+        """Logits of the torch model (a bfloat16 copy for dtype='bfloat16'), as numpy."""
         import torch
 
+        from pytest_parity.arrays import to_numpy
+
+        model = self.torch_model
+        if dtype == "bfloat16":
+            model = copy.deepcopy(model).to(torch.bfloat16)
         with torch.no_grad():
-            return self.torch_model(torch.from_numpy(images_nchw)).numpy()
+            return to_numpy(model(torch.from_numpy(images_nchw).to(getattr(torch, dtype))))
 
-    def flax_logits(self, images_nchw: np.ndarray, flax_model: Any = None) -> np.ndarray:
+    def flax_logits(self, images_nchw: np.ndarray, flax_model: Any = None,
+                    dtype: str = "float32") -> np.ndarray:
+        """Logits of the Flax model (computing and holding its weights in `dtype`)."""
         import jax
+        import jax.numpy as jnp
 
-        model = flax_model or self.flax_model
+        model = (flax_model or self.flax_model).clone(dtype=jnp.dtype(dtype))
+        variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), self.flax_variables)
         # NCHW (torch) -> NHWC (Flax): the one place the layouts of inputs differ.
-        return np.asarray(jax.jit(model.apply)(self.flax_variables,
-                                               images_nchw.transpose(0, 2, 3, 1)))
+        images = jnp.asarray(images_nchw.transpose(0, 2, 3, 1), dtype)
+        return np.asarray(jax.jit(model.apply)(variables, images))
 
 
 @pytest.fixture(scope="session")
