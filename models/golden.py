@@ -18,7 +18,9 @@ RANDOM_INPUT_SHAPE = (2, 3, 224, 224)
 
 def golden_inputs(name: str) -> dict[str, tuple[np.ndarray, str]]:
     """Each named input batch (NCHW float32) with a description of how it was made."""
-    photo = preprocessing.torchvision_preprocess(name, preprocessing.photo())
+    preprocess = registry.get(name).preprocess
+    assert preprocess is not None, f"{name}: the zoo registers every pair with its preprocessing"
+    photo = preprocess(preprocessing.photo())
     random = np.random.RandomState(1).normal(0.0, 1.0, RANDOM_INPUT_SHAPE).astype(np.float32)
     return {
         "photo": (photo, f"grace_hopper.jpg from matplotlib {version('matplotlib')}, "

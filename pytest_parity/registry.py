@@ -12,7 +12,8 @@ import importlib
 import sys
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping as MappingType
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,16 @@ class UnknownArchitecture(ParityError):
     """A name that no registered pair carries."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one object per name
 class Pair:
     """One architecture in both frameworks.
 
     `input_shape` is the torch (NCHW) shape of one example batch; the Flax model takes the
-    same batch as NHWC. `golden`, where given, computes the original implementation's outputs
-    and their provenance for `parity golden` (see pytest_parity.golden).
+    same batch as NHWC. `preprocess` turns an image (PIL) into such a batch the way the
+    original implementation does. `tolerances` overrides the per-dtype defaults of
+    pytest_parity.tolerance for this pair's outputs: {"bfloat16": {"rtol": ..., "atol": ...}}.
+    `golden`, where given, computes the original implementation's outputs and their
+    provenance for `parity golden` (see pytest_parity.golden).
     """
 
     name: str
@@ -41,7 +45,13 @@ class Pair:
     flax_model: Callable[[], Any]
     mapping: Mapping
     input_shape: tuple[int, ...]
+    preprocess: Callable[[Any], Any] | None = None
+    tolerances: MappingType[str, MappingType[str, float]] = field(default_factory=dict)
     golden: Callable[[], tuple[dict[str, Any], dict[str, Any]]] | None = None
+
+    def tolerance(self, dtype: str) -> dict[str, float]:
+        """The pair's rtol/atol for outputs of `dtype` ({} where the defaults apply)."""
+        return dict(self.tolerances.get(dtype, {}))
 
     @property
     def flax_input_shape(self) -> tuple[int, ...]:

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+KEEP_LOADED = 3
+
 
 @dataclass
 class LoadedPair:
@@ -54,7 +56,11 @@ def zoo_pair(request):
     loaded: dict[str, LoadedPair] = {}
 
     def load(name: str) -> LoadedPair:
-        if name not in loaded:
+        if name in loaded:
+            loaded[name] = loaded.pop(name)  # most recently used last
+        else:
+            while len(loaded) >= KEEP_LOADED:  # ViT-L/16 alone holds ~2.5 GB in both frameworks
+                loaded.pop(next(iter(loaded)))
             pair = registry.get(name)
             checkpoint = seeded_checkpoint(pair, seed=0, cache_dir=cache_dir)
             model = pair.torch_model().eval()
