@@ -58,6 +58,12 @@ class Pair:
         batch, channels, height, width = self.input_shape
         return (batch, height, width, channels)
 
+    @staticmethod
+    def to_flax_input(batch_nchw: Any) -> Any:
+        """A torch-layout (NCHW) image batch as the Flax models take it (NHWC): the one place
+        where the two layouts of inputs meet."""
+        return batch_nchw.transpose(0, 2, 3, 1)
+
 
 _PAIRS: dict[str, Pair] = {}
 _state = {"zoo_loaded": False}

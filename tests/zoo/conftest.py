@@ -36,10 +36,11 @@ class LoadedPair:
         import jax
         import jax.numpy as jnp
 
+        from pytest_parity.registry import Pair
+
         model = (flax_model or self.flax_model).clone(dtype=jnp.dtype(dtype))
         variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), self.flax_variables)
-        # NCHW (torch) -> NHWC (Flax): the one place the layouts of inputs differ.
-        images = jnp.asarray(images_nchw.transpose(0, 2, 3, 1), dtype)
+        images = jnp.asarray(Pair.to_flax_input(images_nchw), dtype)
         return np.asarray(jax.jit(model.apply)(variables, images))
 
 
