@@ -1,7 +1,8 @@
 """Zoo pairs loaded from their seeded checkpoints, once per session (and per xdist worker)."""
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ class LoadedPair:
     flax_model: Any
     flax_variables: Any
     checkpoint_digest: str = ""
+    compiled: dict[str, Any] = field(default_factory=dict)
 
     def torch_logits(self, images_nchw: np.ndarray, dtype: str = "float32") -> np.ndarray:
         """Logits of the torch model (a bfloat16 copy for dtype='bfloat16'), as numpy."""
@@ -38,10 +40,15 @@ class LoadedPair:
 
         from pytest_parity.registry import Pair
 
-        model = (flax_model or self.flax_model).clone(dtype=jnp.dtype(dtype))
+        if flax_model is not None:  # a one-off (mutated) model: compiled for this call only
+            apply = jax.jit(flax_model.clone(dtype=jnp.dtype(dtype)).apply)
+        else:  # compiled once per dtype; jax reuses it for every input shape seen before
+            if dtype not in self.compiled:
+                self.compiled[dtype] = jax.jit(self.flax_model.clone(dtype=jnp.dtype(dtype)).apply)
+            apply = self.compiled[dtype]
         variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), self.flax_variables)
         images = jnp.asarray(Pair.to_flax_input(images_nchw), dtype)
-        return np.asarray(jax.jit(model.apply)(variables, images))
+        return np.asarray(apply(variables, images))
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +85,17 @@ def zoo_pair(request):
 def random_images():
     """A seeded batch of 2 ImageNet-sized images (NCHW), from numpy's frozen legacy stream."""
     return np.random.RandomState(1).normal(0.0, 1.0, (2, 3, 224, 224)).astype(np.float32)
+
+
+def pytest_collection_modifyitems(items):
+    """Run the zoo's tests model by model, so that each model is loaded once (the pair cache
+    keeps only KEEP_LOADED models); other tests keep their places and order."""
+    zoo_dir = Path(__file__).parent
+    slots = [index for index, item in enumerate(items) if zoo_dir in Path(item.path).parents]
+
+    def model(item):
+        callspec = getattr(item, "callspec", None)
+        return str(callspec.params.get("name", "")) if callspec else ""
+
+    for slot, item in zip(slots, sorted((items[i] for i in slots), key=model), strict=True):
+        items[slot] = item
