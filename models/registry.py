@@ -14,9 +14,6 @@ from models.vit.mapping import vit_mapping
 from pytest_parity.registry import Pair, register
 
 IMAGENET_INPUT = (1, 3, 224, 224)
-# Every zoo model is held to golden outputs in reference_outputs/.
-GOLDEN_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                 "vit_ti_16", "vit_b_16", "vit_b_32", "vit_l_16")
 # Trainable parameters (BatchNorm running statistics excluded), torchvision's own figures;
 # tests hold both the torch and the Flax side of every registered pair to them.
 PARAM_COUNTS = {

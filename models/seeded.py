@@ -25,15 +25,17 @@ GENERATOR_VERSION = 1
 RESIDUAL_BRANCH_SCALE = (0.05, 0.25)
 
 
-def _module_kinds(pair: Pair) -> dict[str, str]:
-    """Each state-dict key's owning module class name (on the meta device: no memory)."""
+def _state_layout(pair: Pair) -> dict[str, tuple[str, tuple[int, ...], str]]:
+    """Each state-dict key's owning module class name, shape and dtype, in the model's order
+    (built once on the meta device: no memory, no init)."""
     import torch
 
     with torch.device("meta"):
         model = pair.torch_model()
     modules = dict(model.named_modules())
-    return {key: type(modules.get(key.rpartition(".")[0], model)).__name__
-            for key in model.state_dict()}
+    return {key: (type(modules.get(key.rpartition(".")[0], model)).__name__,
+                  tuple(value.shape), str(value.dtype).removeprefix("torch."))
+            for key, value in model.state_dict().items()}
 
 
 def _ends_residual_branch(key: str, has_bn3: bool) -> bool:
@@ -67,15 +69,11 @@ def _draw(key: str, kind: str, shape: tuple[int, ...], rng: np.random.RandomStat
 
 def seeded_state_dict(pair: Pair, seed: int = 0) -> dict[str, np.ndarray]:
     """The pair's torch state dict (numpy, float32), drawn deterministically from `seed`."""
-    from pytest_parity.torch_files import expected_state_shapes
-
-    kinds = _module_kinds(pair)
-    shapes = expected_state_shapes(pair.torch_model)
-    has_bn3 = any(".bn3." in key for key in shapes)
+    layout = _state_layout(pair)
+    has_bn3 = any(".bn3." in key for key in layout)
     rng = np.random.RandomState(seed)
     state: dict[str, Any] = {}
-    for key in shapes:  # the model's own order: stable, and part of the stream
-        shape, dtype = shapes[key]
-        value = _draw(key, kinds[key], shape, rng, has_bn3)
+    for key, (kind, shape, dtype) in layout.items():  # the model's order is part of the stream
+        value = _draw(key, kind, shape, rng, has_bn3)
         state[key] = np.asarray(value, dtype=np.int64 if dtype == "int64" else np.float32)
     return state

@@ -29,6 +29,11 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def c_order_bytes(array: np.ndarray) -> memoryview:
+    """An array's bytes in C order, without a copy where it already is (hashing input)."""
+    return np.asarray(array, order="C").reshape(-1).view(np.uint8).data
+
+
 def dtype_name(array: np.ndarray) -> str:
     """'float32', 'bfloat16', ... (ml_dtypes' types print their own names)."""
     return str(array.dtype)

@@ -18,6 +18,7 @@ import h5py
 import ml_dtypes
 import numpy as np
 
+from pytest_parity.arrays import c_order_bytes
 from pytest_parity.atomic import write_atomically
 from pytest_parity.errors import CheckpointError
 from pytest_parity.threads import submit, thread_map
@@ -46,7 +47,7 @@ class Checkpoint:
 
 def tensor_digest(array: np.ndarray) -> bytes:
     """sha256 of one tensor's bytes in C order (hashlib releases the GIL: runs in threads)."""
-    return hashlib.sha256(np.asarray(array, order="C").reshape(-1).view(np.uint8).data).digest()
+    return hashlib.sha256(c_order_bytes(array)).digest()
 
 
 def combine_digests(arrays: Mapping[str, np.ndarray], tensor_digests: Mapping[str, bytes]

@@ -17,6 +17,7 @@ import numpy as np
 from pytest_parity.arrays import to_numpy
 from pytest_parity.checkpoint import Checkpoint, TensorSpec, verify
 from pytest_parity.errors import CheckpointError
+from pytest_parity.mapping import flatten, unflatten
 from pytest_parity.registry import Pair
 
 MEMORY = "<memory>"
@@ -75,32 +76,28 @@ def checkpoint_to_torch(checkpoint: Checkpoint, pair: Pair, path: str | Path = M
                         complete: bool = True) -> dict[str, np.ndarray]:
     """A torch state dict (numpy arrays) from a canonical checkpoint, checked against the model.
 
-    Buffers only torch keeps and that the checkpoint lacks (BatchNorm's
-    `num_batches_tracked`, absent from checkpoints written from Flax) are left to torch's
-    `load_state_dict`, which fills them.
+    Buffers only torch keeps (rules without a Flax collection, e.g. BatchNorm's
+    `num_batches_tracked`) that the checkpoint lacks, as checkpoints written from Flax do, are
+    left to torch's `load_state_dict`, which fills them.
     """
     state = pair.mapping.canonical_to_torch(checkpoint.arrays)
-    expected = _torch_shapes(pair)
-    torch_only = {key for key in expected if key not in state
-                  and key.endswith("num_batches_tracked")}
-    check_torch_state({**state, **{key: np.zeros((), np.int64) for key in torch_only}}, pair,
-                      path, complete=complete)
+    torch_only = {}
+    for key, (shape, dtype) in _torch_shapes(pair).items():
+        rule = pair.mapping.rule_for(key, "torch")
+        if key not in state and rule is not None and rule.collection is None:
+            torch_only[key] = np.zeros(shape, dtype)
+    check_torch_state({**state, **torch_only}, pair, path, complete=complete)
     return state
 
 
 def checkpoint_from_flax(variables: MappingType[str, Any], pair: Pair, *,
                          source: str = "flax") -> Checkpoint:
     """A canonical checkpoint from Flax variables ({'params': ..., 'batch_stats': ...})."""
-    arrays, layouts = pair.mapping.flax_to_canonical(_numpy_tree(variables))
+    arrays, layouts = pair.mapping.flax_to_canonical(
+        unflatten({path: to_numpy(value) for path, value in flatten(variables).items()}))
     checkpoint = Checkpoint(pair.name, arrays, layouts, source)
     verify(checkpoint, flax_spec(pair))
     return checkpoint
-
-
-def _numpy_tree(tree: Any) -> Any:
-    if isinstance(tree, MappingType):
-        return {key: _numpy_tree(value) for key, value in tree.items()}
-    return to_numpy(tree)
 
 
 def checkpoint_to_flax(checkpoint: Checkpoint, pair: Pair,

@@ -23,13 +23,7 @@ def expected_variables(module: Any, input_shape: tuple[int, ...],
     example = jax.ShapeDtypeStruct(input_shape, np.dtype(input_dtype))
     shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), example)
     return {path: (tuple(leaf.shape), str(leaf.dtype))
-            for path, leaf in flatten(_plain_dicts(shapes)).items()}
-
-
-def _plain_dicts(tree: Any) -> Any:
-    if isinstance(tree, MappingType):
-        return {key: _plain_dicts(value) for key, value in tree.items()}
-    return tree
+            for path, leaf in flatten(shapes).items()}
 
 
 def canonical_spec(mapping: Mapping, expected: MappingType[str, tuple[tuple[int, ...], str]]

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pytest_parity.arrays import c_order_bytes
 from pytest_parity.atomic import write_atomically
 from pytest_parity.errors import ParityError
 
@@ -38,9 +39,9 @@ class Golden:
 
 def array_digest(array: np.ndarray) -> str:
     """sha256 over an array's shape, dtype and C-order bytes (pins an input or a checkpoint)."""
-    array = np.asarray(array, order="C")
+    array = np.asarray(array)
     sha = hashlib.sha256(f"{array.shape}\0{array.dtype}\0".encode())
-    sha.update(array.reshape(-1).view(np.uint8).data)
+    sha.update(c_order_bytes(array))
     return sha.hexdigest()
 
 

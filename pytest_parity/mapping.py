@@ -139,9 +139,9 @@ class Mapping:
                     return rule, piece, found.groupdict()
         return None
 
-    def rule_for(self, canonical_path: str) -> Rule | None:
-        """The rule that accounts for a canonical path, if any."""
-        found = self._match(canonical_path, "canonical")
+    def rule_for(self, key: str, side: str = "canonical") -> Rule | None:
+        """The rule that accounts for a canonical path (or, with side='torch', a torch key)."""
+        found = self._match(key, side)
         return found[0] if found else None
 
     def _resolve(self, keys: Iterable[str], side: str

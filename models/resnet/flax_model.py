@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -39,44 +39,51 @@ class Downsample(nn.Module):
         return self.norm(name="bn")(x)
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 convolutions (ResNet-18/34)."""
+class ResidualBlock(nn.Module):
+    """What both block kinds share: their settings, and the shortcut added to the branch."""
 
     planes: int
     stride: int
     norm: Callable[..., nn.Module]
     dtype: Any = jnp.float32
-    expansion = 1
+    expansion: ClassVar[int] = 1
+
+
+def _add_shortcut(block: ResidualBlock, x: jnp.ndarray, branch: jnp.ndarray) -> jnp.ndarray:
+    """relu(shortcut(x) + branch); the shortcut projects wherever the shape changes.
+
+    Called from a block's compact __call__, so the Downsample is that block's submodule.
+    """
+    out = block.planes * block.expansion
+    if block.stride != 1 or x.shape[-1] != out:
+        x = Downsample(out, block.stride, block.norm, block.dtype, name="downsample")(x)
+    return nn.relu(x + branch)
+
+
+class BasicBlock(ResidualBlock):
+    """Two 3x3 convolutions (ResNet-18/34)."""
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         y = nn.relu(self.norm(name="bn1")(_conv(self.planes, 3, self.stride, "conv1",
                                                 self.dtype)(x)))
         y = self.norm(name="bn2")(_conv(self.planes, 3, 1, "conv2", self.dtype)(y))
-        if self.stride != 1 or x.shape[-1] != self.planes:
-            x = Downsample(self.planes, self.stride, self.norm, self.dtype, name="downsample")(x)
-        return nn.relu(x + y)
+        return _add_shortcut(self, x, y)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualBlock):
     """1x1 reduce, strided 3x3, 1x1 expand by 4 (ResNet-50/101/152, torchvision v1.5)."""
 
-    planes: int
-    stride: int
-    norm: Callable[..., nn.Module]
-    dtype: Any = jnp.float32
-    expansion = 4
+    expansion: ClassVar[int] = 4
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        out = self.planes * self.expansion
         y = nn.relu(self.norm(name="bn1")(_conv(self.planes, 1, 1, "conv1", self.dtype)(x)))
         y = nn.relu(self.norm(name="bn2")(_conv(self.planes, 3, self.stride, "conv2",
                                                 self.dtype)(y)))
-        y = self.norm(name="bn3")(_conv(out, 1, 1, "conv3", self.dtype)(y))
-        if self.stride != 1 or x.shape[-1] != out:
-            x = Downsample(out, self.stride, self.norm, self.dtype, name="downsample")(x)
-        return nn.relu(x + y)
+        y = self.norm(name="bn3")(_conv(self.planes * self.expansion, 1, 1, "conv3",
+                                        self.dtype)(y))
+        return _add_shortcut(self, x, y)
 
 
 class Stage(nn.Module):

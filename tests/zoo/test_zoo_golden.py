@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.golden import golden_inputs
-from models.registry import GOLDEN_MODELS
+from models.registry import PARAM_COUNTS
 from pytest_parity import assert_close, golden, registry
 
 REFERENCE_OUTPUTS = Path(__file__).resolve().parents[2] / "reference_outputs"
@@ -19,7 +19,7 @@ def _top(logits, k):
     return np.argsort(-logits, axis=-1)[:, :k].tolist()
 
 
-@pytest.mark.parametrize("name", GOLDEN_MODELS)
+@pytest.mark.parametrize("name", sorted(PARAM_COUNTS))  # every zoo model
 def test_torchvision_and_flax_match_the_golden_logits(zoo_pair, name, parity_device):
     if parity_device != "cpu":
         pytest.skip("the goldens are float32 CPU logits; devices are compared in test_zoo_parity")
