@@ -10,6 +10,7 @@ import numpy as np
 from models import preprocessing
 from models.checkpoints import seeded_checkpoint
 from pytest_parity import registry
+from pytest_parity.checkpoint import Checkpoint
 from pytest_parity.golden import array_digest
 
 CHECKPOINT_SEED = 0
@@ -40,6 +41,15 @@ def compute(name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     model = pair.torch_model().eval()
     model.load_state_dict({key: torch.from_numpy(value)
                            for key, value in checkpoint_to_torch(checkpoint, pair).items()})
+    return torchvision_outputs(name, model, checkpoint)
+
+
+def torchvision_outputs(name: str, model: Any, checkpoint: Checkpoint
+                        ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A loaded torchvision model's float32 CPU logits for each golden input, and their
+    provenance (the checkpoint's digest, each input's description and digest)."""
+    import torch
+
     outputs, described = {}, {}
     for key, (images, description) in golden_inputs(name).items():
         with torch.no_grad():

@@ -7,6 +7,7 @@ factory is called.
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from models.resnet.mapping import resnet_mapping
@@ -86,6 +87,13 @@ def _preprocess(name: str, image: Any) -> Any:
     return torchvision_preprocess(name, image)
 
 
+def _seeded_checkpoint(name: str, seed: int, cache_dir: Path) -> Any:
+    from models.checkpoints import seeded_checkpoint
+    from pytest_parity.registry import get
+
+    return seeded_checkpoint(get(name), seed, cache_dir)
+
+
 def _golden(name: str) -> Any:
     from models.golden import compute
 
@@ -96,10 +104,12 @@ for _name, _flax_name in RESNETS.items():
     register(Pair(_name, partial(_torch_resnet, _name), partial(_flax_resnet, _flax_name),
                   resnet_mapping(_name), IMAGENET_INPUT, preprocess=partial(_preprocess, _name),
                   tolerances=DEEP_RESNET_TOLERANCES if _name in ("resnet101", "resnet152")
-                  else ZOO_TOLERANCES, golden=partial(_golden, _name)))
+                  else ZOO_TOLERANCES, golden=partial(_golden, _name),
+                  checkpoint=partial(_seeded_checkpoint, _name)))
 
 for _name, (_builder, _flax_name, *_config) in VITS.items():
     register(Pair(_name, partial(_torch_vit, _builder, *_config), partial(_flax_vit, _flax_name),
                   vit_mapping(_name, num_heads=_config[2], hidden_dim=_config[3]),
                   IMAGENET_INPUT, preprocess=partial(_preprocess, _name),
-                  tolerances=ZOO_TOLERANCES, golden=partial(_golden, _name)))
+                  tolerances=ZOO_TOLERANCES, golden=partial(_golden, _name),
+                  checkpoint=partial(_seeded_checkpoint, _name)))

@@ -10,23 +10,27 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pytest_parity.compare import ParityResult, assert_close
+    from pytest_parity.compare import Comparison, ParityResult, assert_close, assert_trees_close
     from pytest_parity.tolerance import DEFAULT_TOLERANCES, Tolerance
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_TOLERANCES",
+    "Comparison",
     "ParityResult",
     "Tolerance",
     "assert_close",
+    "assert_trees_close",
 ]
 
 _MODULE_OF = {
     "DEFAULT_TOLERANCES": "pytest_parity.tolerance",
+    "Comparison": "pytest_parity.compare",
     "ParityResult": "pytest_parity.compare",
     "Tolerance": "pytest_parity.tolerance",
     "assert_close": "pytest_parity.compare",
+    "assert_trees_close": "pytest_parity.compare",
 }
 
 

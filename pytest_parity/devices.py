@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from functools import cache
+from importlib.util import find_spec
+
+INSTALL_HINT = {"torch": "pip install 'pytest-parity[torch]'",
+                "jax": "pip install 'pytest-parity[jax]'"}
 
 
 @cache
@@ -34,6 +38,25 @@ def jax_gpu_problem() -> str | None:
 def gpu_problems() -> list[str]:
     """What stops a GPU parity case here; empty when both frameworks see a GPU."""
     return [problem for problem in (torch_gpu_problem(), jax_gpu_problem()) if problem]
+
+
+def missing_frameworks() -> list[str]:
+    """Why a parity case cannot run at all here: torch or jax not installed (nothing imported)."""
+    return [f"{name} is not installed ({hint})" for name, hint in INSTALL_HINT.items()
+            if find_spec(name) is None]
+
+
+def dtype_problem(device: str, dtype: str) -> str | None:
+    """Why `dtype` cannot run on `device` here, or None if it can (bfloat16 needs a GPU of
+    compute capability 8.0 or later in torch)."""
+    if device == "gpu" and dtype == "bfloat16":
+        import torch
+
+        if not torch.cuda.is_bf16_supported(including_emulation=False):
+            major, minor = torch.cuda.get_device_capability()
+            return (f"torch: bfloat16 is not supported on {torch.cuda.get_device_name()} "
+                    f"(compute capability {major}.{minor} < 8.0)")
+    return None
 
 
 def resolve_devices(requested: str) -> list[str]:

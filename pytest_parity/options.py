@@ -1,18 +1,66 @@
-"""Parse the plugin's option values at the door, so a bad value fails before any test runs."""
+"""Parse the plugin's option values at the door, so a bad value fails before any test runs.
+
+Every parser raises argparse.ArgumentTypeError with the bad value and a valid example; the
+same parsers read the ini options, where the plugin turns the error into a usage error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 
 DEVICE_CHOICES = ("cpu", "gpu", "all", "auto")
+DTYPE_CHOICES = ("float32", "bfloat16", "float16", "float64")
+NUMERICS_CHOICES = ("pinned", "default")
+
+
+def _bad(value: object, expected: str, example: str) -> argparse.ArgumentTypeError:
+    return argparse.ArgumentTypeError(
+        f"Could not parse value: {value!r}. Expected {expected}, e.g. '{example}'.")
 
 
 def parse_device(value: str) -> str:
     """`--parity-device`: one of cpu, gpu, all, auto."""
     device = value.strip().lower()
     if device not in DEVICE_CHOICES:
-        raise argparse.ArgumentTypeError(
-            f"Could not parse value: {value!r}. Expected one of {', '.join(DEVICE_CHOICES)}, "
-            "e.g. '--parity-device=cpu'."
-        )
+        raise _bad(value, f"one of {', '.join(DEVICE_CHOICES)}", "--parity-device=cpu")
     return device
+
+
+def parse_dtypes(value: str) -> tuple[str, ...]:
+    """`--parity-dtype`: a comma-separated list of float32, bfloat16, float16, float64."""
+    names = [name.strip().lower() for name in value.split(",")]
+    if not names or any(name not in DTYPE_CHOICES for name in names):
+        raise _bad(value, f"a comma-separated list of {', '.join(DTYPE_CHOICES)}",
+                   "--parity-dtype=float32,bfloat16")
+    return tuple(dict.fromkeys(names))  # in the order given, without repeats
+
+
+def parse_tolerance(value: str) -> float:
+    """`--parity-rtol` / `--parity-atol`: a finite number >= 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number >= 0):
+        raise _bad(value, "a finite number >= 0", "--parity-atol=1e-5")
+    return number
+
+
+def parse_seed(value: str) -> int:
+    """`--parity-seed`: an integer in [0, 2**32)."""
+    try:
+        seed = int(value)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed < 2**32:
+        raise _bad(value, "an integer from 0 to 2**32 - 1", "--parity-seed=0")
+    return seed
+
+
+def parse_numerics(value: str) -> str:
+    """`--parity-numerics`: pinned (reproducible settings) or default (the frameworks' own)."""
+    numerics = value.strip().lower()
+    if numerics not in NUMERICS_CHOICES:
+        raise _bad(value, f"one of {', '.join(NUMERICS_CHOICES)}", "--parity-numerics=pinned")
+    return numerics

@@ -1,7 +1,8 @@
-"""The pytest plugin: options, the `parity` marker, device fixtures and the parity report.
+"""The pytest plugin: options, the `parity` marker and its cases, pinned numerics, fixtures,
+and the parity report.
 
 Kept thin and light: importing it imports neither torch nor jax (nor numpy); the frameworks
-load when a parity test first needs them.
+load when a parity case first needs them.
 """
 
 from __future__ import annotations
@@ -11,74 +12,99 @@ from typing import Any
 
 import pytest
 
-from pytest_parity import options, records
+from pytest_parity import cases, numerics, records
 from pytest_parity import report as parity_report
+from pytest_parity.fixtures import (  # noqa: F401 (pytest finds fixtures by module attribute)
+    golden,
+    parity_checkpoint,
+    parity_device,
+    parity_dtype,
+    parity_pair,
+    parity_seed,
+)
 
 RECORDS_PROPERTY = "parity_records"
+settings_key = pytest.StashKey[cases.Settings]()
 devices_key = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("parity", "numerical parity between torch and jax/flax")
-    group.addoption(
-        "--parity-device", metavar="DEVICE", type=options.parse_device, default=None,
-        help="device of parity cases: cpu, gpu, all (cpu and gpu; gpu skipped where absent) "
-             "or auto (gpu when torch and jax both see one). Default: the parity_device ini "
-             "value, else cpu.",
-    )
+    for dest, ini, parse, default, text in cases.OPTIONS:
+        metavar = dest.removeprefix("parity_").upper()
+        group.addoption(f"--{dest.replace('_', '-')}", dest=dest, metavar=metavar, type=parse,
+                        default=None, help=f"{text} ini: {ini}.")
+        parser.addini(ini, f"default for --{dest.replace('_', '-')}", default=default)
     group.addoption(
         "--parity-report", metavar="FILE", default=None,
         help="write every parity comparison of the run to FILE as JSON. Default: none.",
     )
-    parser.addini("parity_device", "default for --parity-device", default="cpu")
+    group.addoption(
+        "--parity-update-golden", action="store_true", default=False,
+        help="rewrite golden outputs that differ or are missing (the test still fails, for "
+             "review). Never under CI=true.",
+    )
+    parser.addini("parity_golden_dir", "directory of golden outputs, relative to the rootdir",
+                  default="reference_outputs")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "parity: a numerical parity case between a torch model and its jax/flax port.",
+        "parity(devices=None, dtypes=None, rtol=None, atol=None): a numerical parity case "
+        "between a torch model and its jax/flax port; limits its devices and dtypes and sets "
+        "its tolerance (a number or {dtype: number}).",
     )
-    requested = config.getoption("parity_device") or options.parse_device(
-        config.getini("parity_device"))
+    settings = cases.read_settings(config)
     from pytest_parity import devices
 
     try:
-        config.stash[devices_key] = devices.resolve_devices(requested)
+        config.stash[devices_key] = devices.resolve_devices(settings.device)
     except RuntimeError as error:
         raise pytest.UsageError(str(error)) from None
+    config.stash[settings_key] = settings
+    numerics.prepare_process(settings.numerics)
     config.pluginmanager.register(ReportCollector(config), "parity-report")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "parity_device" in metafunc.fixturenames:
-        devices: list[str] = metafunc.config.stash[devices_key]
-        metafunc.parametrize("parity_device", devices, indirect=True)
-
-
-@pytest.fixture
-def parity_device(request: pytest.FixtureRequest) -> str:
-    """The device of this parity case: 'cpu' or 'gpu' (skipped where a framework lacks one)."""
-    device: str = getattr(request, "param", "cpu")
-    if device == "gpu":
-        from pytest_parity import devices
-
-        problems = devices.gpu_problems()
-        if problems:
-            pytest.skip("; ".join(problems))
-    return device
+    try:
+        spec = cases.read_marker(metafunc.definition.get_closest_marker("parity"))
+    except ValueError as error:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: {error}") from None
+    argnames = [name for name in ("parity_device", "parity_dtype")
+                if name in metafunc.fixturenames]
+    if argnames:
+        settings = metafunc.config.stash[settings_key]
+        metafunc.parametrize(
+            argnames, cases.case_params(metafunc.config.stash[devices_key], settings.dtypes,
+                                        spec, argnames), indirect=True)
 
 
 def is_parity_case(item: pytest.Item) -> bool:
     """Marked `parity`, or using a parity fixture: its comparisons go into the report."""
     fixtures = getattr(item, "fixturenames", ())
-    return item.get_closest_marker("parity") is not None or "parity_device" in fixtures
+    return item.get_closest_marker("parity") is not None or "parity_device" in fixtures \
+        or "parity_dtype" in fixtures
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    if not is_parity_case(item):
+        return (yield)
+    settings = item.config.stash[settings_key]
+    with numerics.applied(settings.numerics, settings.seed):
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
     if not is_parity_case(item):
         return (yield)
-    with records.collecting() as found:
+    settings = item.config.stash[settings_key]
+    layers = [cases.read_marker(item.get_closest_marker("parity")).layer(), *settings.layers()]
+    with numerics.applied(settings.numerics, settings.seed), \
+            records.collecting(layers) as found:
         try:
             return (yield)
         finally:
@@ -116,5 +142,9 @@ class ReportCollector:
                 terminalreporter.write_line(line)
         path = self.config.getoption("parity_report")
         if path:
-            parity_report.write_json(Path(path), self.records)
+            settings = self.config.stash[settings_key]
+            parity_report.write_json(
+                Path(path), self.records,
+                {**settings.to_record(), "devices": self.config.stash[devices_key],
+                 "numerics": numerics.describe(settings.numerics, settings.seed)})
             terminalreporter.write_line(f"parity report written to {path}")

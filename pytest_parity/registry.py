@@ -37,7 +37,10 @@ class Pair:
     original implementation does. `tolerances` overrides the per-dtype defaults of
     pytest_parity.tolerance for this pair's outputs: {"bfloat16": {"rtol": ..., "atol": ...}}.
     `golden`, where given, computes the original implementation's outputs and their
-    provenance for `parity golden` (see pytest_parity.golden).
+    provenance for `parity golden` (see pytest_parity.golden). `checkpoint(seed, cache_dir)`,
+    where given, returns the pair's canonical checkpoint for a seed (the zoo's seeded,
+    realistic weights); without it the `parity_pair` fixture uses the torch model's own
+    initialisation under torch.manual_seed(seed).
     """
 
     name: str
@@ -48,6 +51,7 @@ class Pair:
     preprocess: Callable[[Any], Any] | None = None
     tolerances: MappingType[str, MappingType[str, float]] = field(default_factory=dict)
     golden: Callable[[], tuple[dict[str, Any], dict[str, Any]]] | None = None
+    checkpoint: Callable[[int, Path], Any] | None = None
 
     def tolerance(self, dtype: str) -> dict[str, float]:
         """The pair's rtol/atol for outputs of `dtype` ({} where the defaults apply)."""

@@ -1,12 +1,17 @@
 """The parity report: a table after the run, and the same records as JSON for CI dashboards.
 
-JSON schema (`--parity-report=FILE`):
-    {"schema": "pytest-parity-report/1",
+JSON schema (`--parity-report=FILE`), also in docs/report-schema.md:
+    {"schema": "pytest-parity-report/2",
      "versions": {"torch": "2.13.0+cpu" | null, ...},
+     "settings": {"device": "cpu", "devices": ["cpu"], "dtypes": ["float32"], "rtol": null,
+                  "atol": null, "seed": 0, "numerics": {"mode": "pinned", ...}},
      "records": [{"test": nodeid, "device": "cpu" | null, "dtype": "float32" | null,
-                  "name", "shape", "actual_dtype", "expected_dtype", "max_abs", "max_rel",
-                  "worst_index", "rtol", "atol", "n_failing", "size", "margin", "passed"}, ...]}
-Records are sorted by test id and comparison name, so runs with and without xdist compare equal.
+                  "name", "leaves", "failing_leaves", "worst_leaf", "shape", "actual_dtype",
+                  "expected_dtype", "max_abs", "max_rel", "worst_index", "rtol", "atol",
+                  "tolerance_from", "n_failing", "size", "n_masked", "margin", "passed"}, ...]}
+One record per assert_close call: a tree's figures are its worst leaf's (max_abs, max_rel,
+margin over all leaves; counts summed). Records are sorted by test id and comparison name, so
+runs with and without xdist compare equal.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-SCHEMA = "pytest-parity-report/1"
+SCHEMA = "pytest-parity-report/2"
 _VERSIONED = ("torch", "torchvision", "jax", "jaxlib", "flax", "numpy", "h5py", "pytest-parity")
 
 
@@ -40,14 +45,15 @@ def _fmt(value: float) -> str:
 
 def format_table(report_records: list[dict[str, Any]]) -> list[str]:
     """One line per comparison, worst margin first."""
-    rows = [("test", "device", "dtype", "max abs", "max rel", "rtol", "atol", "margin", "verdict")]
+    rows = [("test", "device", "dtype", "max abs", "max rel", "rtol", "atol", "from", "margin",
+             "verdict")]
     for record in sorted(report_records, key=lambda r: -r["margin"]):
         name = record["name"]
         test = record["test"] if name == "output" else f"{record['test']}::{name}"
         rows.append((
             test, record["device"] or "-", record["dtype"] or record["actual_dtype"],
             _fmt(record["max_abs"]), _fmt(record["max_rel"]), f"{record['rtol']:g}",
-            f"{record['atol']:g}", f"{record['margin']:.3g}",
+            f"{record['atol']:g}", record.get("tolerance_from", "-"), f"{record['margin']:.3g}",
             "PASS" if record["passed"] else "FAIL",
         ))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
@@ -55,10 +61,12 @@ def format_table(report_records: list[dict[str, Any]]) -> list[str]:
             for row in rows]
 
 
-def write_json(path: Path, report_records: list[dict[str, Any]]) -> None:
+def write_json(path: Path, report_records: list[dict[str, Any]],
+               settings: dict[str, Any] | None = None) -> None:
     """Write the report atomically: a temporary file beside it, then a rename."""
     ordered = sorted(report_records, key=lambda r: (r["test"], r["name"]))
-    document = {"schema": SCHEMA, "versions": installed_versions(), "records": ordered}
+    document = {"schema": SCHEMA, "versions": installed_versions(), "settings": settings or {},
+                "records": ordered}
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -14,10 +14,19 @@ frameworks* against each other, where summation order and fused kernels differ.
   1e-6 fails correct ports of layers with wide reductions near zero-mean outputs.
 - float16/bfloat16: jax's atol. Their spacing near 1 is 9.8e-4 and 7.8e-3; an absolute 1e-5
   holds only for outputs near zero, and values one rounding step apart must pass.
+
+The policy, each layer overriding the one before for whichever of rtol/atol it gives:
+    1. default  the table above, for the least precise dtype of the two arrays
+    2. pair     rtol/atol passed to assert_close (a pair's measured tolerance, e.g.
+                `registry.get(name).tolerance(dtype)`)
+    3. marker   `@pytest.mark.parity(rtol=..., atol=...)`: a number, or {dtype: number}
+    4. command line  `--parity-rtol` / `--parity-atol` (or the parity_rtol / parity_atol ini)
+The report names the layer that set each comparison's tolerance.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -56,10 +65,26 @@ def default_tolerance(*dtype_names: str) -> Tolerance:
     return DEFAULT_TOLERANCES[least_precise]
 
 
-def resolve(rtol: float | None, atol: float | None, *dtype_names: str) -> Tolerance:
-    """The default for the dtypes, with whichever of rtol/atol the caller gave."""
-    default = default_tolerance(*dtype_names)
-    return Tolerance(
-        rtol=default.rtol if rtol is None else rtol,
-        atol=default.atol if atol is None else atol,
-    )
+# A layer of the policy: its name, and its rtol and atol (None where it says nothing; a
+# {dtype: value} mapping where it differs by dtype).
+Layer = tuple[str, "float | Mapping[str, float] | None", "float | Mapping[str, float] | None"]
+
+
+def _for_dtype(value: float | Mapping[str, float] | None, dtype: str) -> float | None:
+    return value.get(dtype) if isinstance(value, Mapping) else value
+
+
+def resolve_layers(dtype_names: Sequence[str], layers: Sequence[Layer]) -> tuple[Tolerance, str]:
+    """The tolerance for arrays of these dtypes after the layers, in order, and the name of the
+    last layer that set rtol or atol ("default" when none did)."""
+    tolerance, source = default_tolerance(*dtype_names), "default"
+    floating = [name for name in dtype_names if name in DEFAULT_TOLERANCES]
+    dtype = min(floating, key=_PRECISION_ORDER.index) if floating else ""
+    for name, rtol, atol in layers:
+        rtol, atol = _for_dtype(rtol, dtype), _for_dtype(atol, dtype)
+        if rtol is None and atol is None:
+            continue
+        tolerance = Tolerance(rtol=tolerance.rtol if rtol is None else float(rtol),
+                              atol=tolerance.atol if atol is None else float(atol))
+        source = name
+    return tolerance, source

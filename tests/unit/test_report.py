@@ -13,7 +13,7 @@ def test_table_lists_worst_margin_first():
     lines = format_table([_record("t::a", 0.1), _record("t::b", 3.0, passed=False),
                           _record("t::c", 0.5, name="probs")])
     assert lines[0].split() == ["test", "device", "dtype", "max", "abs", "max", "rel", "rtol",
-                                "atol", "margin", "verdict"]
+                                "atol", "from", "margin", "verdict"]
     assert [line.split()[0] for line in lines[1:]] == ["t::b", "t::c::probs", "t::a"]
     assert lines[1].split()[-1] == "FAIL" and lines[3].split()[-1] == "PASS"
 

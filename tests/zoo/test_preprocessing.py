@@ -43,10 +43,11 @@ def test_a_wrong_resize_is_caught(photo):
                      torchvision_preprocess("resnet50", photo), **TOLERANCE)
 
 
-def test_both_preprocessings_give_the_same_top5(photo, zoo_pair):
+@pytest.mark.parity(devices=["cpu"], dtypes=["float32"])
+def test_both_preprocessings_give_the_same_top5(photo, parity_pair):
     from models.preprocessing import jax_preprocess, torchvision_preprocess
 
-    pair = zoo_pair("resnet50")
-    ours = pair.torch_logits(jax_preprocess(np.asarray(photo)))
-    theirs = pair.torch_logits(torchvision_preprocess("resnet50", photo))
+    pair = parity_pair("resnet50")
+    ours = pair.torch_forward(jax_preprocess(np.asarray(photo)))
+    theirs = pair.torch_forward(torchvision_preprocess("resnet50", photo))
     assert set(np.argsort(-ours[0])[:5]) == set(np.argsort(-theirs[0])[:5])

@@ -1,0 +1,158 @@
+"""The run's parity settings (command line over ini) and the cases a test expands to.
+
+A test that takes `parity_device` and/or `parity_dtype` (directly or through `parity_pair`)
+runs once per device and dtype that both the run (`--parity-device`, `--parity-dtype`) and
+its `parity` marker (`devices=`, `dtypes=`) allow; ids read `[cpu-float32]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_parity import options
+from pytest_parity.tolerance import Layer
+
+MARKER_DEVICES = ("cpu", "gpu")
+
+# option dest, ini name, parser, ini default, help (the ini's help names the option)
+OPTIONS: list[tuple[str, str, Callable[[str], Any], str, str]] = [
+    ("parity_device", "parity_devices", options.parse_device, "cpu",
+     "device of parity cases: cpu, gpu, all (cpu and gpu; gpu skipped where absent) or auto "
+     "(gpu when torch and jax both see one). Default: cpu."),
+    ("parity_dtype", "parity_dtypes", options.parse_dtypes, "float32",
+     "dtypes of parity cases, comma-separated: float32, bfloat16, float16, float64. "
+     "Default: float32."),
+    ("parity_rtol", "parity_rtol", options.parse_tolerance, "",
+     "relative tolerance of every comparison, over the pair's and the marker's."),
+    ("parity_atol", "parity_atol", options.parse_tolerance, "",
+     "absolute tolerance of every comparison, over the pair's and the marker's."),
+    ("parity_seed", "parity_seed", options.parse_seed, "0",
+     "seed of seeded checkpoints and of torch's generator in each case. Default: 0."),
+    ("parity_numerics", "parity_numerics", options.parse_numerics, "pinned",
+     "pinned (jax matmul precision highest, torch TF32 off, deterministic algorithms) or "
+     "default (the frameworks' fast defaults). Default: pinned."),
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: str
+    dtypes: tuple[str, ...]
+    rtol: float | None
+    atol: float | None
+    seed: int
+    numerics: str
+    update_golden: bool
+    golden_dir: Path
+
+    def layers(self) -> list[Layer]:
+        return [("command line", self.rtol, self.atol)]
+
+    def to_record(self) -> dict[str, Any]:
+        return {"device": self.device, "dtypes": list(self.dtypes), "rtol": self.rtol,
+                "atol": self.atol, "seed": self.seed, "numerics": self.numerics}
+
+
+def read_settings(config: pytest.Config) -> Settings:
+    """The command line's values, else the ini's (parsed by the same parsers).
+
+    Raises:
+        pytest.UsageError: an ini value does not parse; names the ini option.
+    """
+    values: dict[str, Any] = {}
+    for dest, ini, parse, _, _ in OPTIONS:
+        value = config.getoption(dest)
+        if value is None and config.getini(ini) != "":
+            try:
+                value = parse(config.getini(ini))
+            except argparse.ArgumentTypeError as error:
+                raise pytest.UsageError(f"ini option {ini}: {error}") from None
+        values[dest] = value
+    golden_dir = Path(config.getini("parity_golden_dir"))
+    return Settings(
+        device=values["parity_device"], dtypes=values["parity_dtype"],
+        rtol=values["parity_rtol"], atol=values["parity_atol"], seed=values["parity_seed"],
+        numerics=values["parity_numerics"],
+        update_golden=bool(config.getoption("parity_update_golden")),
+        golden_dir=golden_dir if golden_dir.is_absolute() else config.rootpath / golden_dir,
+    )
+
+
+@dataclass(frozen=True)
+class MarkerSpec:
+    """The arguments of `@pytest.mark.parity(devices=..., dtypes=..., rtol=..., atol=...)`."""
+
+    devices: tuple[str, ...] | None = None
+    dtypes: tuple[str, ...] | None = None
+    rtol: float | Mapping[str, float] | None = None
+    atol: float | Mapping[str, float] | None = None
+
+    def layer(self) -> Layer:
+        return ("marker", self.rtol, self.atol)
+
+
+def _names(value: Any, allowed: tuple[str, ...], argument: str) -> tuple[str, ...]:
+    names = (value,) if isinstance(value, str) else tuple(value)
+    unknown = [name for name in names if name not in allowed]
+    if unknown or not names:
+        raise ValueError(f"parity marker: {argument}={value!r}; each must be one of "
+                         f"{', '.join(allowed)}, e.g. {argument}=[{allowed[0]!r}]")
+    return names
+
+
+def _tolerance(value: Any, argument: str) -> float | Mapping[str, float] | None:
+    values = value.values() if isinstance(value, Mapping) else [value]
+    if value is not None and not all(isinstance(v, (int, float)) and v >= 0 for v in values):
+        raise ValueError(f"parity marker: {argument}={value!r}; expected a number >= 0 or "
+                         f"{{dtype: number}}, e.g. {argument}=1e-5")
+    return value
+
+
+def read_marker(marker: pytest.Mark | None) -> MarkerSpec:
+    """The marker's arguments, validated.
+
+    Raises:
+        ValueError: positional or unknown arguments, or a value that is not allowed.
+    """
+    if marker is None:
+        return MarkerSpec()
+    unknown = sorted(set(marker.kwargs) - {"devices", "dtypes", "rtol", "atol"})
+    if marker.args or unknown:
+        raise ValueError(f"parity marker takes only keyword arguments devices, dtypes, rtol, "
+                         f"atol; got {list(marker.args) + unknown}")
+    devices, dtypes = marker.kwargs.get("devices"), marker.kwargs.get("dtypes")
+    return MarkerSpec(
+        devices=None if devices is None else _names(devices, MARKER_DEVICES, "devices"),
+        dtypes=None if dtypes is None else _names(dtypes, options.DTYPE_CHOICES, "dtypes"),
+        rtol=_tolerance(marker.kwargs.get("rtol"), "rtol"),
+        atol=_tolerance(marker.kwargs.get("atol"), "atol"),
+    )
+
+
+def case_params(run_devices: list[str], run_dtypes: tuple[str, ...], spec: MarkerSpec,
+                argnames: list[str]) -> list[Any]:
+    """The parameter sets of a test over `argnames` (parity_device and/or parity_dtype)."""
+    axes = {
+        "parity_device": ("devices", run_devices, spec.devices, "--parity-device"),
+        "parity_dtype": ("dtypes", list(run_dtypes), spec.dtypes, "--parity-dtype"),
+    }
+    values: list[list[str]] = []
+    for argname in argnames:
+        what, run, allowed, option = axes[argname]
+        kept = [value for value in run if allowed is None or value in allowed]
+        if not kept:
+            reason = (f"the parity marker allows {what} {list(allowed or [])}; this run "
+                      f"selects {run} ({option})")
+            return [pytest.param(*[None] * len(argnames), id="none",
+                                 marks=pytest.mark.skip(reason=reason))]
+        values.append(kept)
+    combos: list[tuple[str, ...]] = [()]
+    for kept in values:
+        combos = [(*combo, value) for combo in combos for value in kept]
+    return [pytest.param(*combo, id="-".join(combo)) for combo in combos]

@@ -1,0 +1,65 @@
+"""The failure report of a comparison: every failing leaf, worst margin first.
+
+The format is pinned by tests (tests/unit/test_failure_report.py); for one leaf:
+
+    [parity] logits/0: values are not sufficiently close
+      shape (2, 3), dtypes float32 (actual) vs float32 (expected)
+      max abs error 5.000e-01, max rel error inf, worst at index (1, 2)
+      2 of 6 elements (33.33%) out of tolerance rtol=0, atol=0.1 (from pair); margin 5
+      1 position masked out
+      worst elements:
+        index   actual     expected   abs err    allowed
+        (1, 2)  5.000e-01  0.000e+00  5.000e-01  1.000e-01
+
+A tree with several failing leaves starts with one line that counts them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_parity.compare import Comparison, ParityResult
+
+PREFIX = "[parity]"
+
+
+def _table(rows: list[tuple[str, ...]], indent: str) -> list[str]:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+                               ).rstrip() for row in rows]
+
+
+def format_leaf(name: str, leaf: ParityResult) -> list[str]:
+    fraction = leaf.n_failing / leaf.size if leaf.size else 0.0
+    where = f"{name}/{leaf.path}" if leaf.path else name
+    lines = [
+        f"{PREFIX} {where}: values are not sufficiently close",
+        f"  shape {leaf.shape}, dtypes {leaf.actual_dtype} (actual) vs "
+        f"{leaf.expected_dtype} (expected)",
+        f"  max abs error {leaf.max_abs:.3e}, max rel error {leaf.max_rel:.3e}, "
+        f"worst at index {leaf.worst_index}",
+        f"  {leaf.n_failing} of {leaf.size} elements ({fraction:.2%}) out of tolerance "
+        f"rtol={leaf.rtol:g}, atol={leaf.atol:g} (from {leaf.tolerance_from}); "
+        f"margin {leaf.margin:.3g}",
+    ]
+    if leaf.n_masked:
+        lines.append(f"  {leaf.n_masked} position{'s' if leaf.n_masked > 1 else ''} masked out")
+    if leaf.worst:
+        rows = [("index", "actual", "expected", "abs err", "allowed")]
+        rows += [(str(e.index), f"{e.actual:.3e}", f"{e.expected:.3e}", f"{e.abs_err:.3e}",
+                  f"{e.allowed:.3e}") for e in leaf.worst]
+        lines += ["  worst elements:", *_table(rows, "    ")]
+    return lines
+
+
+def format_failure(comparison: Comparison) -> str:
+    """The message of a failed comparison."""
+    failing = comparison.failing
+    lines = []
+    if len(comparison.leaves) > 1:
+        lines.append(f"{PREFIX} {comparison.name}: {len(failing)} of {len(comparison.leaves)} "
+                     "leaves not sufficiently close (worst first)")
+    for leaf in failing:
+        lines += format_leaf(comparison.name, leaf)
+    return "\n".join(lines)

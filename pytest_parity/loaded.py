@@ -1,0 +1,126 @@
+"""A registered pair loaded from its canonical checkpoint onto one device, in one dtype.
+
+What `parity_pair("resnet50")` returns: the torch model (eval mode) and the Flax module, its
+variables and its jitted apply, both on the case's device and in the case's dtype.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pytest_parity.checkpoint import Checkpoint
+from pytest_parity.devices import jax_device, torch_device
+from pytest_parity.registry import Pair
+
+
+def checkpoint_for(pair: Pair, seed: int, cache_dir: Path) -> Checkpoint:
+    """The pair's checkpoint for `seed`: its own source where it registers one (the zoo's
+    seeded checkpoints), else the torch model's initialisation under torch.manual_seed(seed)."""
+    if pair.checkpoint is not None:
+        return pair.checkpoint(seed, cache_dir)
+    import torch
+
+    from pytest_parity.convert import checkpoint_from_torch
+
+    torch.manual_seed(seed)
+    state = pair.torch_model().state_dict()
+    return checkpoint_from_torch(state, pair, source=f"torch {torch.__version__} init, "
+                                                     f"torch.manual_seed({seed})")
+
+
+def _flax_module_in(module: Any, dtype: str) -> Any:
+    """The module computing in `dtype`, where it has a `dtype` attribute (Flax's convention)."""
+    import jax.numpy as jnp
+
+    return module.clone(dtype=jnp.dtype(dtype)) if hasattr(module, "dtype") else module
+
+
+@dataclass
+class LoadedPair:
+    pair: Pair
+    device: str
+    dtype: str
+    checkpoint: Checkpoint
+    torch_model: Any
+    flax_model: Any
+    flax_variables: Any
+    flax_apply: Callable[..., Any]  # jitted module.apply(variables, inputs)
+
+    @property
+    def name(self) -> str:
+        return self.pair.name
+
+    def torch_forward(self, inputs: np.ndarray) -> np.ndarray:
+        """The torch model's output on a torch-layout (NCHW) batch, cast to the dtype."""
+        import torch
+
+        from pytest_parity.arrays import to_numpy
+
+        tensor = torch.from_numpy(np.asarray(inputs, np.float32))
+        with torch.no_grad():
+            output = self.torch_model(tensor.to(torch_device(self.device),
+                                                getattr(torch, self.dtype)))
+        return to_numpy(output)
+
+    def flax_forward(self, inputs: np.ndarray) -> np.ndarray:
+        """The Flax model's output on the same torch-layout batch (made NHWC here)."""
+        import jax
+        import jax.numpy as jnp
+
+        batch = jax.device_put(jnp.asarray(self.pair.to_flax_input(np.asarray(inputs)),
+                                           self.dtype), jax_device(self.device))
+        return np.asarray(self.flax_apply(self.flax_variables, batch))
+
+
+def load_pair(pair: Pair, checkpoint: Checkpoint, device: str, dtype: str) -> LoadedPair:
+    """Both models of `pair` with the checkpoint's weights, on `device`, in `dtype`."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from pytest_parity.convert import checkpoint_to_flax, checkpoint_to_torch
+
+    model = pair.torch_model().eval()
+    model.load_state_dict({key: torch.from_numpy(value)
+                           for key, value in checkpoint_to_torch(checkpoint, pair).items()})
+    model = model.to(torch_device(device), getattr(torch, dtype))  # floating tensors only
+
+    def placed(array: np.ndarray) -> Any:
+        floating = np.issubdtype(array.dtype, np.floating)
+        return jax.device_put(jnp.asarray(array, dtype if floating else None),
+                              jax_device(device))
+
+    variables = jax.tree_util.tree_map(placed, checkpoint_to_flax(checkpoint, pair))
+    flax_model = _flax_module_in(pair.flax_model(), dtype)
+    return LoadedPair(pair, device, dtype, checkpoint, model, flax_model, variables,
+                      jax.jit(flax_model.apply))
+
+
+class PairCache:
+    """Loaded pairs by (name, device, dtype, seed), the most recent `keep` of them; one per
+    session (and per xdist worker): ViT-L/16 alone holds ~2.5 GB in both frameworks."""
+
+    def __init__(self, cache_dir: Path, keep: int = 3) -> None:
+        self.cache_dir = cache_dir
+        self.keep = keep
+        self.loaded: OrderedDict[tuple[str, str, str, int], LoadedPair] = OrderedDict()
+
+    def get(self, pair: Pair, device: str, dtype: str, seed: int) -> LoadedPair:
+        key = (pair.name, device, dtype, seed)
+        if key in self.loaded:
+            self.loaded.move_to_end(key)
+            return self.loaded[key]
+        while len(self.loaded) >= self.keep:
+            self.loaded.popitem(last=False)
+        same_checkpoint = [p.checkpoint for (name, *_, s), p in self.loaded.items()
+                           if (name, s) == (pair.name, seed)]
+        checkpoint = (same_checkpoint[0] if same_checkpoint
+                      else checkpoint_for(pair, seed, self.cache_dir))
+        self.loaded[key] = load_pair(pair, checkpoint, device, dtype)
+        return self.loaded[key]

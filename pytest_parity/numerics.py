@@ -1,0 +1,81 @@
+"""Reproducible numerics for each parity case, and what they were (for the report).
+
+`pinned` (the default): jax matmuls at precision "highest", torch's TF32 off for matmuls and
+convolutions (TF32 alone makes ~1e-3 disagreements on Ampere and later GPUs), float32 matmul
+precision "highest", cuDNN deterministic without autotuning, and torch's deterministic
+algorithms where they exist (warn only where they do not). `default` leaves every framework
+default alone, to test the fast settings users actually run with.
+
+Both modes seed torch's global generator with the case's seed (`--parity-seed`), so a layer
+built inside a test gets the same initial weights on every run. Settings are restored after
+the case. Frameworks are touched only if installed; importing this module imports neither.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from importlib.util import find_spec
+from typing import Any
+
+PINNED = {
+    "jax_default_matmul_precision": "highest",
+    "torch_allow_tf32": False,
+    "torch_float32_matmul_precision": "highest",
+    "torch_cudnn_deterministic": True,
+    "torch_cudnn_benchmark": False,
+    "torch_deterministic_algorithms": "on (warn only)",
+}
+
+
+def describe(mode: str, seed: int) -> dict[str, Any]:
+    """The settings a case runs with, as the report records them."""
+    settings: dict[str, Any] = {"mode": mode, "torch_seed": seed}
+    if mode == "pinned":
+        settings.update(PINNED)
+    return settings
+
+
+def prepare_process(mode: str) -> None:
+    """Process-wide settings that must precede CUDA initialisation (cuBLAS determinism)."""
+    if mode == "pinned":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+@contextmanager
+def _pinned_torch(seed: int, pinned: bool) -> Iterator[None]:
+    import torch
+
+    backends = torch.backends
+    saved = (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32,
+             torch.get_float32_matmul_precision(), backends.cudnn.deterministic,
+             backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.manual_seed(seed)
+    if pinned:
+        backends.cuda.matmul.allow_tf32 = backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+        backends.cudnn.deterministic, backends.cudnn.benchmark = True, False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved[2])  # first: it sets allow_tf32 too
+        (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32, _,
+         backends.cudnn.deterministic, backends.cudnn.benchmark, deterministic,
+         warn_only) = saved
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+@contextmanager
+def applied(mode: str, seed: int) -> Iterator[dict[str, Any]]:
+    """Run the block under the mode's settings; yields their description."""
+    with ExitStack() as stack:
+        if find_spec("torch") is not None:
+            stack.enter_context(_pinned_torch(seed, pinned=mode == "pinned"))
+        if mode == "pinned" and find_spec("jax") is not None:
+            import jax
+
+            stack.enter_context(jax.default_matmul_precision("highest"))
+        yield describe(mode, seed)
