@@ -14,6 +14,8 @@ PYTHON = "3.11"
 CONSTRAINTS = ("-c", "constraints.txt")
 PYTEST = ("pytest", "--strict-config", "--strict-markers")
 PARITY_REPORT = Path(".nox") / "parity-report.json"
+# Every dtype the zoo and the plugin's own cases are held to (markers narrow it per test).
+PARITY_DTYPES = "--parity-dtype=float32,bfloat16"
 
 
 def install(session: nox.Session, extras: str) -> None:
@@ -27,7 +29,7 @@ def print_versions(session: nox.Session) -> None:
 def run_parity_cases(session: nox.Session, *options: str) -> None:
     """Run the parity cases, print the report, and fail if nothing was compared."""
     PARITY_REPORT.unlink(missing_ok=True)
-    session.run(*PYTEST, "tests/parity", "tests/zoo", "-m", "parity",
+    session.run(*PYTEST, "tests/parity", "tests/zoo", "-m", "parity", PARITY_DTYPES,
                 f"--parity-report={PARITY_REPORT}",
                 *options, *session.posargs)
     records = json.loads(PARITY_REPORT.read_text())["records"]
@@ -41,7 +43,7 @@ def tests(session: nox.Session) -> None:
     """The whole test suite on CPU (benchmarks run once each, untimed)."""
     install(session, "torch,jax,bench,dev")
     print_versions(session)
-    session.run(*PYTEST, "--benchmark-disable", *session.posargs)
+    session.run(*PYTEST, "--benchmark-disable", PARITY_DTYPES, *session.posargs)
 
 
 @nox.session(python=PYTHON)

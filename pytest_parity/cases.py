@@ -8,7 +8,7 @@ its `parity` marker (`devices=`, `dtypes=`) allow; ids read `[cpu-float32]`.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,7 +136,7 @@ def read_marker(marker: pytest.Mark | None) -> MarkerSpec:
 
 
 def case_params(run_devices: list[str], run_dtypes: tuple[str, ...], spec: MarkerSpec,
-                argnames: list[str]) -> list[Any]:
+                argnames: Sequence[str]) -> list[Any]:
     """The parameter sets of a test over `argnames` (parity_device and/or parity_dtype)."""
     axes = {
         "parity_device": ("devices", run_devices, spec.devices, "--parity-device"),

@@ -16,6 +16,7 @@ A tree with several failing leaves starts with one line that counts them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 PREFIX = "[parity]"
 
 
-def _table(rows: list[tuple[str, ...]], indent: str) -> list[str]:
+def _table(rows: Sequence[tuple[str, ...]], indent: str) -> list[str]:
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     return [indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)
                                ).rstrip() for row in rows]
@@ -46,7 +47,7 @@ def format_leaf(name: str, leaf: ParityResult) -> list[str]:
     if leaf.n_masked:
         lines.append(f"  {leaf.n_masked} position{'s' if leaf.n_masked > 1 else ''} masked out")
     if leaf.worst:
-        rows = [("index", "actual", "expected", "abs err", "allowed")]
+        rows: list[tuple[str, ...]] = [("index", "actual", "expected", "abs err", "allowed")]
         rows += [(str(e.index), f"{e.actual:.3e}", f"{e.expected:.3e}", f"{e.abs_err:.3e}",
                   f"{e.allowed:.3e}") for e in leaf.worst]
         lines += ["  worst elements:", *_table(rows, "    ")]

@@ -58,9 +58,9 @@ def as_arrays(outputs: Any) -> dict[str, np.ndarray]:
     return {path or "output": to_numpy(leaf) for path, leaf in leaves(outputs).items()}
 
 
-def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with path.open("wb") as stream:  # a stream: given a path, np.savez appends ".npz"
-        np.savez(stream, **arrays)
+        np.savez(stream, **arrays)  # type: ignore[arg-type]  # numpy's stub: allow_pickle
 
 
 class GoldenFixture:
@@ -124,10 +124,12 @@ class GoldenFixture:
         return f"Obtained outputs saved to {obtained_path}. {UPDATE_HINT}"
 
     def _stored(self, name: str) -> golden_files.Golden | None:
+        """The stored goldens, or None; read under the file's lock (never half-written)."""
         __tracebackhide__ = True
-        if not any(path.exists() for path in golden_files.paths(self.directory, name)):
+        if not self._exists(name):
             return None
-        return self.read(name)
+        with locked(self.directory, name):
+            return self.read(name)
 
     def _check_provenance(self, stored: golden_files.Golden, manifest: Mapping[str, Any] | None,
                           arrays_path: Path) -> None:
@@ -150,7 +152,7 @@ class GoldenFixture:
         if self.in_ci:
             return False
         with locked(self.directory, name):
-            current = self._stored(name)
+            current = golden_files.read(self.directory, name) if self._exists(name) else None
             document = dict(current.manifest) if current else {}
             document.update({"source": f"pytest-parity golden fixture: {self.nodeid}",
                              **self.context, **(manifest or {})})
@@ -164,3 +166,6 @@ class GoldenFixture:
                 document.pop(key, None)
             golden_files.write(self.directory, name, outputs, document, update=True)
         return True
+
+    def _exists(self, name: str) -> bool:
+        return any(path.exists() for path in golden_files.paths(self.directory, name))

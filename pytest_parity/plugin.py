@@ -24,6 +24,7 @@ from pytest_parity.fixtures import (  # noqa: F401 (pytest finds fixtures by mod
 )
 
 RECORDS_PROPERTY = "parity_records"
+METAVARS = {"parity_dtype": "DTYPES", "parity_numerics": "MODE"}
 settings_key = pytest.StashKey[cases.Settings]()
 devices_key = pytest.StashKey[list[str]]()
 
@@ -31,7 +32,7 @@ devices_key = pytest.StashKey[list[str]]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("parity", "numerical parity between torch and jax/flax")
     for dest, ini, parse, default, text in cases.OPTIONS:
-        metavar = dest.removeprefix("parity_").upper()
+        metavar = METAVARS.get(dest, dest.removeprefix("parity_").upper())
         group.addoption(f"--{dest.replace('_', '-')}", dest=dest, metavar=metavar, type=parse,
                         default=None, help=f"{text} ini: {ini}.")
         parser.addini(ini, f"default for --{dest.replace('_', '-')}", default=default)
@@ -71,7 +72,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     try:
         spec = cases.read_marker(metafunc.definition.get_closest_marker("parity"))
     except ValueError as error:
-        raise pytest.UsageError(f"{metafunc.definition.nodeid}: {error}") from None
+        pytest.fail(f"{metafunc.definition.nodeid}: {error}", pytrace=False)
     argnames = [name for name in ("parity_device", "parity_dtype")
                 if name in metafunc.fixturenames]
     if argnames:

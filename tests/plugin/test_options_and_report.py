@@ -1,6 +1,7 @@
 """The plugin as a user meets it, run through pytester."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -24,15 +25,71 @@ def test_plain_is_not_reported():
 """
 
 
-def test_help_lists_the_parity_group(pytester):
+def test_help_lists_the_parity_group_as_pinned(pytester, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
     result = pytester.runpytest_subprocess("--help")
-    result.stdout.fnmatch_lines([
-        "numerical parity between torch and jax/flax:",
-        "  --parity-device=DEVICE",
-        "*device of parity cases: cpu, gpu, all (cpu and gpu; gpu*",
-        "  --parity-report=FILE*",
-    ])
     assert result.ret == 0
+    text = "\n".join(result.outlines)
+    block = text[text.index("numerical parity between torch and jax/flax:"):]
+    pinned = (Path(__file__).parent / "pinned" / "help.txt").read_text()
+    assert block[:len(pinned)] == pinned, "the options' help changed: update pinned/help.txt"
+    result.stdout.fnmatch_lines([
+        "  parity_devices (string):", "*default for --parity-device",
+        "  parity_dtypes (string):", "*default for --parity-dtype",
+        "  parity_rtol (string): default for --parity-rtol",
+        "  parity_atol (string): default for --parity-atol",
+        "  parity_seed (string): default for --parity-seed",
+        "  parity_numerics (string):", "*default for --parity-numerics",
+        "  parity_golden_dir (string):",
+    ])
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--parity-dtype=float32,int8", "argument --parity-dtype: Could not parse value: "
+         "'float32,int8'. Expected a comma-separated list of float32, bfloat16, float16, "
+         "float64, e.g. '--parity-dtype=float32,bfloat16'."),
+        ("--parity-rtol=-1", "argument --parity-rtol: Could not parse value: '-1'. Expected a "
+         "finite number >= 0, e.g. '--parity-atol=1e-5'."),
+        ("--parity-atol=tight", "argument --parity-atol: Could not parse value: 'tight'. "
+         "Expected a finite number >= 0, e.g. '--parity-atol=1e-5'."),
+        ("--parity-seed=1.5", "argument --parity-seed: Could not parse value: '1.5'. Expected "
+         "an integer from 0 to 2**32 - 1, e.g. '--parity-seed=0'."),
+        ("--parity-numerics=fast", "argument --parity-numerics: Could not parse value: 'fast'. "
+         "Expected one of pinned, default, e.g. '--parity-numerics=pinned'."),
+    ],
+    ids=["dtype", "rtol", "atol", "seed", "numerics"],
+)
+def test_bad_values_fail_before_any_test_runs_with_an_example(pytester, option, message):
+    pytester.makepyfile(CASES)
+    result = pytester.runpytest(option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in "\n".join(result.errlines)
+    result.stdout.no_fnmatch_line("*passed*")
+
+
+def test_bad_ini_value_is_a_usage_error_naming_the_ini_option(pytester):
+    pytester.makepyfile(CASES)
+    pytester.makeini("[pytest]\nparity_dtypes = float32,fp8\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "ini option parity_dtypes: Could not parse value: 'float32,fp8'" in \
+        "\n".join(result.errlines)
+
+
+def test_ini_sets_the_defaults_and_the_command_line_wins(pytester):
+    pytester.makepyfile(CASES)
+    pytester.makeini("[pytest]\nparity_dtypes = bfloat16,float32\nparity_seed = 7\n")
+    result = pytester.runpytest("-v", "--parity-report=r.json")
+    result.stdout.fnmatch_lines(["*test_device_case[[]cpu[]] PASSED*"])
+    assert json.loads((pytester.path / "r.json").read_text())["settings"]["seed"] == 7
+    pytester.makepyfile(test_dtypes="def test_dtype(parity_dtype): pass")
+    result = pytester.runpytest("-v", "test_dtypes.py")
+    result.stdout.fnmatch_lines(["*test_dtype[[]bfloat16[]] PASSED*",
+                                 "*test_dtype[[]float32[]] PASSED*"])
+    result = pytester.runpytest("-v", "test_dtypes.py", "--parity-dtype=float16")
+    result.stdout.fnmatch_lines(["*test_dtype[[]float16[]] PASSED*", "*1 passed*"])
 
 
 def test_bad_device_fails_before_any_test_runs(pytester):
@@ -96,7 +153,7 @@ def test_summary_and_json_hold_every_parity_comparison(pytester):
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines([
         "*= parity report: 3 comparisons =*",
-        "test*device*dtype*max abs*max rel*rtol*atol*margin*verdict",
+        "test*device*dtype*max abs*max rel*rtol*atol*from*margin*verdict",
     ])
     records = json.loads((pytester.path / "out" / "report.json").read_text())["records"]
     assert [(r["test"].split("::")[1], r["name"], r["device"]) for r in records] == [

@@ -1,0 +1,101 @@
+"""The `golden` fixture's review semantics, as pytest-regressions has them."""
+
+import json
+
+import numpy as np
+import pytest
+
+TEST = """
+import numpy as np
+
+def test_logits(golden):
+    golden.check({"logits": np.array([1.0, 2.0, 3.0]) * SCALE}, name="net")
+"""
+
+
+def _run(pytester, scale, *options):
+    pytester.makepyfile(test_net_golden=TEST.replace("SCALE", str(scale)))
+    return pytester.runpytest(*options)
+
+
+@pytest.fixture(autouse=True)
+def _not_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+
+
+def _stored(pytester):
+    with np.load(pytester.path / "reference_outputs" / "net.npz") as npz:
+        return npz["logits"].tolist()
+
+
+def test_a_missing_golden_is_written_and_the_test_fails(pytester):
+    result = _run(pytester, 1)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*reference_outputs/net.npz: no golden outputs [[]'logits'[]] for "
+                                 "test_net_golden.py::test_logits; written now: review and commit "
+                                 "them"])
+    assert _stored(pytester) == [1.0, 2.0, 3.0]
+    manifest = json.loads((pytester.path / "reference_outputs" / "net.json").read_text())
+    assert manifest["source"] == "pytest-parity golden fixture: test_net_golden.py::test_logits"
+    assert (manifest["device"], manifest["dtype"], manifest["seed"]) == ("cpu", "float32", 0)
+    _run(pytester, 1).assert_outcomes(passed=1)
+
+
+def test_a_mismatch_fails_with_the_report_and_saves_the_obtained_outputs(pytester):
+    _run(pytester, 1)
+    result = _run(pytester, 2)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*[[]parity[]] net vs golden/logits: values are not sufficiently close",
+        "*3 of 3 elements (100.00%) out of tolerance*",
+        "*Obtained outputs saved to *reference_outputs/net.obtained.npz. If the new outputs "
+        "are right: rerun with --parity-update-golden and review the diff.",
+    ])
+    assert _stored(pytester) == [1.0, 2.0, 3.0]
+    with np.load(pytester.path / "reference_outputs" / "net.obtained.npz") as npz:
+        assert npz["logits"].tolist() == [2.0, 4.0, 6.0]
+
+
+def test_update_flag_rewrites_and_still_fails_for_review(pytester):
+    _run(pytester, 1)
+    result = _run(pytester, 2, "--parity-update-golden")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*reference_outputs/net.npz rewritten (--parity-update-golden)"
+                                 ": review the diff and commit it."])
+    assert _stored(pytester) == [2.0, 4.0, 6.0]
+    _run(pytester, 2).assert_outcomes(passed=1)
+
+
+def test_nothing_is_written_under_ci(pytester, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    result = _run(pytester, 1, "--parity-update-golden")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*no golden outputs [[]'logits'[]] *; not written under CI=true*"])
+    assert not (pytester.path / "reference_outputs").exists() or \
+        not any((pytester.path / "reference_outputs").glob("net*"))
+    monkeypatch.delenv("CI")
+    _run(pytester, 1)
+    monkeypatch.setenv("CI", "true")
+    result = _run(pytester, 2, "--parity-update-golden")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["CI=true: nothing written. If the new outputs are right*"])
+    assert _stored(pytester) == [1.0, 2.0, 3.0]
+    assert not (pytester.path / "reference_outputs" / "net.obtained.npz").exists()
+
+
+def test_concurrent_writers_of_one_golden_file_keep_every_output(pytester):
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_many="""
+        import numpy as np
+        import pytest
+
+        @pytest.mark.parametrize("key", [f"k{i}" for i in range(12)])
+        def test_key(golden, key):
+            golden.check({key: np.full(3, float(key[1:]))}, name="shared")
+    """)
+    pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly").assert_outcomes(failed=12)
+    with np.load(pytester.path / "reference_outputs" / "shared.npz") as npz:
+        assert sorted(npz.files) == sorted(f"k{i}" for i in range(12))
+    manifest = json.loads((pytester.path / "reference_outputs" / "shared.json").read_text())
+    assert sorted(manifest["outputs"]) == sorted(f"k{i}" for i in range(12))
+    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=12)
