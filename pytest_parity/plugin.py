@@ -138,7 +138,9 @@ class ReportCollector:
         if hasattr(self.config, "workerinput"):
             return
         if self.records:
-            terminalreporter.write_sep("=", f"parity report: {len(self.records)} comparisons")
+            count = len(self.records)
+            terminalreporter.write_sep(
+                "=", f"parity report: {count} comparison{'' if count == 1 else 's'}")
             for line in parity_report.format_table(self.records):
                 terminalreporter.write_line(line)
         path = self.config.getoption("parity_report")

@@ -190,3 +190,29 @@ def test_failing_parity_case_is_reported_as_fail(pytester):
         "E *AssertionError: [[]parity[]] logits: values are not sufficiently close",
         "*test_off*logits*FAIL",
     ])
+
+
+def test_a_wrong_tree_reports_every_failing_leaf_worst_first(pytester):
+    pytester.makepyfile("""
+        import numpy as np
+        import pytest
+        from pytest_parity import assert_trees_close
+
+        @pytest.mark.parity
+        def test_tree():
+            expected = {"a": np.zeros(4), "b": np.zeros(4), "c": np.zeros(4), "d": np.zeros(4)}
+            actual = {"a": np.full(4, 1e-3), "b": np.zeros(4), "c": np.full(4, 1.0),
+                      "d": np.full(4, 1e-5)}
+            assert_trees_close(actual, expected, rtol=0, atol=1e-6, name="outputs")
+    """)
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    headers = [line.removeprefix("E   ").strip() for line in result.outlines
+               if "[parity] outputs" in line and line.startswith("E")]
+    assert headers == [
+        "AssertionError: [parity] outputs: 3 of 4 leaves not sufficiently close (worst first)",
+        "[parity] outputs/c: values are not sufficiently close",
+        "[parity] outputs/a: values are not sufficiently close",
+        "[parity] outputs/d: values are not sufficiently close",
+    ]
+    result.stdout.fnmatch_lines(["*test_tree::outputs*FAIL"])

@@ -1,0 +1,19 @@
+"""README's first example runs as written, in a repository of its own."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_layer_example_passes_and_is_reported(pytester):
+    pytest.importorskip("torch")
+    pytest.importorskip("flax")
+    example = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    pytester.makepyfile(test_readme=example)
+    result = pytester.runpytest("-k", "dense", "-v")
+    result.stdout.fnmatch_lines(["*test_dense_matches_linear[[]cpu[]] PASSED*",
+                                 "*= parity report: 1 comparison =*"])
+    result.assert_outcomes(passed=1, deselected=1)
