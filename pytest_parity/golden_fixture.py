@@ -101,7 +101,7 @@ class GoldenFixture:
                                               else "not written under CI=true; write them on a "
                                               "workstation and commit them"), pytrace=False)
         assert stored is not None
-        self._check_provenance(stored, manifest, arrays_path)
+        self._check_provenance(stored, name, obtained, manifest)
         expected = {key: stored.outputs[key] for key in obtained}
         try:
             return assert_close(obtained, expected, rtol=rtol, atol=atol, mask=mask,
@@ -131,8 +131,11 @@ class GoldenFixture:
         with locked(self.directory, name):
             return self.read(name)
 
-    def _check_provenance(self, stored: golden_files.Golden, manifest: Mapping[str, Any] | None,
-                          arrays_path: Path) -> None:
+    def _check_provenance(self, stored: golden_files.Golden, name: str,
+                          obtained: dict[str, np.ndarray],
+                          manifest: Mapping[str, Any] | None) -> None:
+        """Fail if the goldens were computed from another checkpoint or other inputs (with the
+        update flag: rewrite them from these, and fail for review)."""
         __tracebackhide__ = True
         if not manifest or "checkpoint" not in manifest:
             return
@@ -140,10 +143,14 @@ class GoldenFixture:
                   in manifest.get("outputs", {}).items() if "input_digest" in described}
         problems = golden_files.provenance_problems(stored, manifest["checkpoint"]["digest"],
                                                     inputs)
-        if problems and not self.update:
-            pytest.fail(f"[parity] {arrays_path}: the goldens belong to another checkpoint or "
-                        f"other inputs (not a parity failure): {'; '.join(problems)}. "
-                        + UPDATE_HINT, pytrace=False)
+        if not problems:
+            return
+        arrays_path, _ = golden_files.paths(self.directory, name)
+        rewritten = self.update and self._write(name, obtained, manifest)
+        pytest.fail(f"[parity] {arrays_path}: the goldens belong to another checkpoint or "
+                    f"other inputs (not a parity failure): {'; '.join(problems)}. "
+                    + (f"Rewritten ({UPDATE_FLAG}): review the diff and commit it." if rewritten
+                       else UPDATE_HINT), pytrace=False)
 
     def _write(self, name: str, obtained: dict[str, np.ndarray],
                manifest: Mapping[str, Any] | None) -> bool:

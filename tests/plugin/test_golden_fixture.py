@@ -99,3 +99,28 @@ def test_concurrent_writers_of_one_golden_file_keep_every_output(pytester):
     manifest = json.loads((pytester.path / "reference_outputs" / "shared.json").read_text())
     assert sorted(manifest["outputs"]) == sorted(f"k{i}" for i in range(12))
     pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=12)
+
+
+PROVENANCE_TEST = """
+import numpy as np
+
+def test_logits(golden):
+    manifest = {"checkpoint": {"digest": "DIGEST"}}
+    golden.check({"logits": np.ones(3)}, name="net", manifest=manifest)
+"""
+
+
+def test_goldens_of_another_checkpoint_fail_as_such_and_update_rewrites_them(pytester):
+    pytester.makepyfile(test_provenance=PROVENANCE_TEST.replace("DIGEST", "a" * 64))
+    pytester.runpytest()  # writes the goldens, computed from checkpoint aaaa...
+    pytester.runpytest().assert_outcomes(passed=1)
+    pytester.makepyfile(test_provenance=PROVENANCE_TEST.replace("DIGEST", "b" * 64))
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*the goldens belong to another checkpoint or other inputs (not"
+                                 " a parity failure): checkpoint digest bbbbbbbbbbbb… but the "
+                                 "goldens were computed from aaaaaaaaaaaa…*"])
+    result = pytester.runpytest("--parity-update-golden")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*Rewritten (--parity-update-golden): review the diff*"])
+    pytester.runpytest().assert_outcomes(passed=1)
