@@ -85,18 +85,6 @@ class Rule:
         return self.split.inverse(restored) if self.split else restored[0]
 
 
-def batch_norm_rules(torch_prefix: str, canonical_prefix: str) -> list[Rule]:
-    """torch BatchNorm2d's five tensors; the running statistics are Flax `batch_stats`."""
-    return [
-        Rule(f"{canonical_prefix}/scale", f"{torch_prefix}.weight", "C"),
-        Rule(f"{canonical_prefix}/bias", f"{torch_prefix}.bias", "C"),
-        Rule(f"{canonical_prefix}/mean", f"{torch_prefix}.running_mean", "C", "batch_stats"),
-        Rule(f"{canonical_prefix}/var", f"{torch_prefix}.running_var", "C", "batch_stats"),
-        Rule(f"{canonical_prefix}/num_batches_tracked", f"{torch_prefix}.num_batches_tracked",
-             "scalar", collection=None),
-    ]
-
-
 def flatten(tree: MappingType[str, Any], prefix: str = "") -> dict[str, Any]:
     """A nested dict of arrays (Flax variables) as {'params/conv1/kernel': array}."""
     flat: dict[str, Any] = {}

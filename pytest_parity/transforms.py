@@ -9,6 +9,7 @@ and the separate query/key/value of a Flax attention); it is applied before the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -72,10 +73,24 @@ class Reshape:
 
 
 @dataclass(frozen=True)
+class Flip:
+    """Reverse the given axes (a transposed convolution's kernel, where Flax does not flip
+    it itself); its own inverse."""
+
+    axes: tuple[int, ...]
+
+    def forward(self, array: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.flip(array, self.axes))
+
+    def inverse(self, array: np.ndarray) -> np.ndarray:
+        return self.forward(array)
+
+
+@dataclass(frozen=True)
 class Chain:
     """Apply transforms in order; the inverse applies their inverses in reverse order."""
 
-    steps: tuple[Identity | Transpose | Reshape, ...]
+    steps: tuple[Identity | Transpose | Reshape | Flip, ...]
 
     def forward(self, array: np.ndarray) -> np.ndarray:
         for step in self.steps:
@@ -106,7 +121,28 @@ class Split:
         return np.concatenate(pieces, axis=self.axis)
 
 
-Transform = Identity | Transpose | Reshape | Chain
+Transform = Identity | Transpose | Reshape | Flip | Chain
+
+_KINDS: dict[str, type] = {"identity": Identity, "transpose": Transpose, "reshape": Reshape,
+                           "flip": Flip, "chain": Chain, "split": Split}
+
+
+def to_data(transform: Transform | Split) -> dict[str, Any]:
+    """A transform as JSON-able data (a mapping's cache file)."""
+    kind = next(name for name, cls in _KINDS.items() if type(transform) is cls)
+    if isinstance(transform, Chain):
+        return {"kind": kind, "steps": [to_data(step) for step in transform.steps]}
+    return {"kind": kind, **{name: list(value) if isinstance(value, tuple) else value
+                             for name, value in vars(transform).items()}}
+
+
+def from_data(data: dict[str, Any]) -> Any:
+    """The inverse of `to_data`."""
+    fields = {name: tuple(value) if isinstance(value, list) else value
+              for name, value in data.items() if name != "kind"}
+    if data["kind"] == "chain":
+        return Chain(tuple(from_data(step) for step in data["steps"]))
+    return _KINDS[data["kind"]](**fields)
 
 OIHW_TO_HWIO = Transpose((2, 3, 1, 0))
 OUT_IN_TO_IN_OUT = Transpose((1, 0))

@@ -4,24 +4,21 @@ torchvision keys `layer{i}.{j}.conv1.weight`; the canonical tree, which the Flax
 variable tree follows, names blocks `layer{i}/block{j}/conv1/kernel`.
 """
 
-from pytest_parity.mapping import Mapping, Rule, batch_norm_rules
-from pytest_parity.transforms import OIHW_TO_HWIO, OUT_IN_TO_IN_OUT
+from pytest_parity.layer_rules import batch_norm_rules, conv_rules, linear_rules
+from pytest_parity.mapping import Mapping
 
 BLOCK = "layer{i}.{j}"
 CANONICAL_BLOCK = "layer{i}/block{j}"
 
 RULES = (
-    Rule("conv1/kernel", "conv1.weight", "HWIO", transform=OIHW_TO_HWIO),
+    *conv_rules("conv1", "conv1", bias=False),
     *batch_norm_rules("bn1", "bn1"),
     # conv1..conv3 and bn1..bn3: bottleneck blocks use all three, basic blocks two.
-    Rule(f"{CANONICAL_BLOCK}/conv{{k}}/kernel", f"{BLOCK}.conv{{k}}.weight", "HWIO",
-         transform=OIHW_TO_HWIO),
+    *conv_rules(f"{BLOCK}.conv{{k}}", f"{CANONICAL_BLOCK}/conv{{k}}", bias=False),
     *batch_norm_rules(f"{BLOCK}.bn{{k}}", f"{CANONICAL_BLOCK}/bn{{k}}"),
-    Rule(f"{CANONICAL_BLOCK}/downsample/conv/kernel", f"{BLOCK}.downsample.0.weight", "HWIO",
-         transform=OIHW_TO_HWIO),
+    *conv_rules(f"{BLOCK}.downsample.0", f"{CANONICAL_BLOCK}/downsample/conv", bias=False),
     *batch_norm_rules(f"{BLOCK}.downsample.1", f"{CANONICAL_BLOCK}/downsample/bn"),
-    Rule("fc/kernel", "fc.weight", "IO", transform=OUT_IN_TO_IN_OUT),
-    Rule("fc/bias", "fc.bias", "O"),
+    *linear_rules("fc", "fc"),
 )
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pytest_parity.mapping import Mapping, Rule, batch_norm_rules
+from pytest_parity.layer_rules import batch_norm_rules
+from pytest_parity.mapping import Mapping, Rule
 from pytest_parity.registry import Pair, register
 from pytest_parity.transforms import OIHW_TO_HWIO, OUT_IN_TO_IN_OUT
 
