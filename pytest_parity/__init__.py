@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pytest_parity.compare import Comparison, ParityResult, assert_close, assert_trees_close
+    from pytest_parity.automap import automatic_mapping
+    from pytest_parity.mapping_files import load_mapping, save_mapping
+    from pytest_parity.decorator import ParityTestResult, parity_test
     from pytest_parity.tolerance import DEFAULT_TOLERANCES, Tolerance
 
 __version__ = "0.1.0"
@@ -19,9 +22,14 @@ __all__ = [
     "DEFAULT_TOLERANCES",
     "Comparison",
     "ParityResult",
+    "ParityTestResult",
     "Tolerance",
     "assert_close",
     "assert_trees_close",
+    "automatic_mapping",
+    "load_mapping",
+    "parity_test",
+    "save_mapping",
 ]
 
 _MODULE_OF = {
@@ -31,6 +39,11 @@ _MODULE_OF = {
     "Tolerance": "pytest_parity.tolerance",
     "assert_close": "pytest_parity.compare",
     "assert_trees_close": "pytest_parity.compare",
+    "automatic_mapping": "pytest_parity.automap",
+    "load_mapping": "pytest_parity.mapping_files",
+    "save_mapping": "pytest_parity.mapping_files",
+    "parity_test": "pytest_parity.decorator",
+    "ParityTestResult": "pytest_parity.decorator",
 }
 
 

@@ -148,6 +148,24 @@ class Mapping:
                                f"no rule: {', '.join(unmatched)}")
         return resolved
 
+    def correspondence(self, torch_keys: Iterable[str]) -> dict[str, tuple[Any, ...]]:
+        """What each torch key becomes: its canonical paths, layout, collection, transform and
+        split. Two mappings that agree here convert the same state dicts the same way, however
+        their rules are written (patterns or concrete keys)."""
+        return {key: (tuple(path.format(**groups) for path in rule.canonical_paths),
+                      rule.layout, rule.collection, rule.transform, rule.split)
+                for key, rule, _, groups in self._resolve(torch_keys, "torch")}
+
+    def describe(self) -> list[str]:
+        """One line per rule: torch key -> canonical path(s) [layout, collection] transform."""
+        lines = [f"mapping {self.architecture}: {len(self.rules)} rules"]
+        for rule in self.rules:
+            where = rule.collection or "torch only"
+            pieces = f" split {rule.split}" if rule.split else ""
+            lines.append(f"  {rule.torch} -> {', '.join(rule.canonical_paths)} "
+                         f"[{rule.layout}, {where}] {rule.transform}{pieces}")
+        return lines
+
     def torch_to_canonical(self, state: MappingType[str, np.ndarray]
                            ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         """Canonical arrays and their layouts from a torch state dict (as numpy arrays).

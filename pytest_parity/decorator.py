@@ -1,0 +1,272 @@
+"""`@parity_test`: a torch module and its Flax counterpart, checked on hypothesis-drawn inputs.
+
+    from pytest_parity import parity_test
+    from pytest_parity.strategies import image_batches
+
+    @parity_test(torch=lambda: torch.nn.Conv2d(3, 8, 3, padding=1),
+                 flax=lambda: nn.Conv(8, (3, 3), padding=1),
+                 inputs=image_batches(channels=3), dtypes=["float32", "bfloat16"])
+    def test_conv(result):
+        assert result.examples >= 10
+
+The decorated test runs once per device and dtype of the run and of `devices`/`dtypes` (the
+`parity` marker), builds both modules (torch's weights from its own initialisation, seeded by
+`--parity-seed`), copies the weights torch -> Flax through an automatic mapping (or `mapping=`),
+and for each drawn input runs both and compares output structure, shapes, dtypes and values.
+A failure is the `assert_close` report plus the shrunk input hypothesis found. The test body
+gets the `ParityTestResult` as `result`, after every example passed.
+
+`flax` may also be a plain function of the input (pooling, activations): it has no variables.
+An image batch reaches torch as NCHW and Flax as NHWC; a 4-d Flax output is compared as NCHW.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pytest_parity import records
+from pytest_parity.compare import Comparison, compare
+from pytest_parity.failure import format_failure
+from pytest_parity.mapping import Mapping, Rule
+from pytest_parity.strategies import IMAGE, Batch, inputs_for
+
+RESULT_ARGUMENT = "result"
+
+
+@dataclass
+class ParityTestResult:
+    """What a `@parity_test` ran: both modules, the mapping, and the worst example."""
+
+    torch_module: Any = field(repr=False)
+    flax_module: Any = field(repr=False)
+    flax_variables: Any = field(default=None, repr=False)
+    mapping: Mapping | None = field(default=None, repr=False)
+    examples: int = 0
+    compilations: int = 0
+    worst: Comparison | None = None
+    worst_input: Batch | None = None
+    shapes_seen: set[tuple[int, ...]] = field(default_factory=set)
+
+
+def _build(spec: Any, is_instance: Callable[[Any], bool]) -> Any:
+    """A module given as an instance, or a factory (a class or a function) that builds one."""
+    return spec if is_instance(spec) else spec()
+
+
+def _flax_output_as_torch(output: Any, batch: Batch) -> Any:
+    """Flax's NHWC image outputs in torch's NCHW layout (other outputs as they are)."""
+    import jax
+
+    if batch.layout != IMAGE:
+        return output
+    return jax.tree_util.tree_map(
+        lambda leaf: np.asarray(leaf).transpose(0, 3, 1, 2) if np.ndim(leaf) == 4
+        else np.asarray(leaf), output)
+
+
+class _Runner:
+    """Runs one case: builds both sides once, then checks each drawn example."""
+
+    def __init__(self, torch_spec: Any, flax_spec: Any, device: str, dtype: str,
+                 mapping: Mapping | None, hints: Sequence[tuple[str, str]],
+                 extra_rules: Sequence[Rule]) -> None:
+        import flax.linen as nn
+        import torch
+
+        from pytest_parity.devices import torch_device
+
+        self.device, self.dtype = device, dtype
+        self.torch_module = _build(torch_spec, lambda m: isinstance(m, torch.nn.Module))
+        self.torch_module = self.torch_module.eval().to(torch_device(device),
+                                                        getattr(torch, dtype))
+        self.flax_module = _build(flax_spec, lambda m: isinstance(m, nn.Module)
+                                  or not isinstance(m, type) and callable(m)
+                                  and not _is_factory(m))
+        self.mapping, self.hints, self.extra_rules = mapping, hints, extra_rules
+        self.variables: Any = None
+        self.apply: Any = None
+        self.result = ParityTestResult(self.torch_module, self.flax_module, mapping=mapping)
+
+    def _prepare(self, batch: Batch) -> None:
+        """On the first example: the mapping (traced on its shape), the variables, the jit."""
+        import flax.linen as nn
+        import jax
+        import jax.numpy as jnp
+
+        from pytest_parity.automap import automatic_mapping
+        from pytest_parity.devices import jax_device
+
+        if not isinstance(self.flax_module, nn.Module):  # a function: no variables
+            function = self.flax_module  # a fresh jit: its cache (compilations) is this case's
+            self.apply = jax.jit(lambda x: function(x))
+            return
+        if hasattr(self.flax_module, "dtype"):
+            self.flax_module = self.flax_module.clone(dtype=jnp.dtype(self.dtype))
+        if self.mapping is None:
+            example = jax.ShapeDtypeStruct(batch.flax.shape, jnp.dtype(self.dtype)
+                                           if batch.flax.dtype.kind == "f" else batch.flax.dtype)
+            self.mapping = automatic_mapping(self.torch_module, self.flax_module, example,
+                                             hints=self.hints, extra_rules=self.extra_rules)
+        state = {key: _to_numpy_f32(value) for key, value
+                 in self.torch_module.state_dict().items()}
+        arrays, _ = self.mapping.torch_to_canonical(state)
+
+        def placed(array: np.ndarray) -> Any:
+            floating = np.issubdtype(array.dtype, np.floating)
+            return jax.device_put(jnp.asarray(array, self.dtype if floating else None),
+                                  jax_device(self.device))
+
+        self.variables = jax.tree_util.tree_map(placed, self.mapping.canonical_to_flax(arrays))
+        module = self.flax_module
+        self.apply = jax.jit(lambda variables, x: module.apply(variables, x))
+        self.result.flax_module, self.result.flax_variables = module, self.variables
+        self.result.mapping = self.mapping
+
+    def outputs(self, batch: Batch) -> tuple[Any, Any]:
+        import jax
+        import jax.numpy as jnp
+        import torch
+
+        from pytest_parity.devices import jax_device, torch_device
+
+        if self.apply is None:
+            self._prepare(batch)
+        floating = batch.torch.dtype.kind == "f"
+        tensor = torch.from_numpy(batch.torch).to(torch_device(self.device))
+        with torch.no_grad():
+            torch_out = self.torch_module(tensor.to(getattr(torch, self.dtype))
+                                          if floating else tensor)
+        flax_in = jax.device_put(jnp.asarray(batch.flax, self.dtype if floating else None),
+                                 jax_device(self.device))
+        flax_out = (self.apply(flax_in) if self.variables is None
+                    else self.apply(self.variables, flax_in))
+        return torch_out, _flax_output_as_torch(flax_out, batch)
+
+    def check(self, batch: Batch, name: str) -> None:
+        """One example: structure, shapes, dtypes, then values (raises AssertionError)."""
+        __tracebackhide__ = True
+        from pytest_parity.arrays import to_numpy
+        from pytest_parity.trees import leaves
+
+        torch_out, flax_out = self.outputs(batch)
+        try:
+            comparison = compare(flax_out, torch_out, name=name)
+        except AssertionError as structure:  # structures or shapes differ
+            raise AssertionError(f"{structure}\n  input: {batch!r}") from None
+        wrong_dtypes = [f"{path or name}: torch {to_numpy(leaf).dtype}, Flax "
+                        f"{to_numpy(leaves(flax_out)[path]).dtype}"
+                        for path, leaf in leaves(torch_out).items()
+                        if to_numpy(leaf).dtype != to_numpy(leaves(flax_out)[path]).dtype]
+        self.result.examples += 1
+        self.result.shapes_seen.add(batch.torch.shape)
+        worst = self.result.worst
+        if worst is None or comparison.margin > worst.margin:
+            self.result.worst, self.result.worst_input = comparison, batch
+        if wrong_dtypes:
+            raise AssertionError(f"[parity] {name}: output dtypes differ: "
+                                 f"{'; '.join(wrong_dtypes)}\n  input: {batch!r}")
+        if not comparison.passed:
+            raise AssertionError(f"{format_failure(comparison)}\n  input: {batch!r}")
+
+    def compilations(self) -> int:
+        cache_size = getattr(self.apply, "_cache_size", None)
+        return int(cache_size()) if cache_size is not None else 0
+
+
+def _to_numpy_f32(tensor: Any) -> np.ndarray:
+    """A state-dict tensor as numpy; floating tensors in float32 (exact for bf16/f16)."""
+    import torch
+
+    tensor = tensor.detach().cpu()
+    return (tensor.float() if tensor.is_floating_point() else tensor).numpy()
+
+
+def _is_factory(candidate: Any) -> bool:
+    """A zero-argument callable that builds a Flax module (rather than a function of inputs)."""
+    try:
+        parameters = inspect.signature(candidate).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return not any(p.default is inspect.Parameter.empty and p.kind in (
+        p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)
+
+
+def parity_test(*, torch: Any, flax: Any, inputs: Any = None,
+                devices: Sequence[str] | None = None, dtypes: Sequence[str] | None = None,
+                rtol: Any = None, atol: Any = None, max_examples: int = 20,
+                mapping: Mapping | None = None, hints: Sequence[tuple[str, str]] = (),
+                extra_rules: Sequence[Rule] = ()) -> Callable[[Callable[..., Any]], Any]:
+    """Turn a test function into a parity test of `torch` against `flax` (see the module doc).
+
+    Args:
+        torch: a torch.nn.Module, or a zero-argument factory of one.
+        flax: a flax.linen Module or a factory of one, or a plain function of the input.
+        inputs: a strategy of `Batch`es (pytest_parity.strategies); default: shaped by the
+            torch module's configuration (`inputs_for`).
+        devices, dtypes, rtol, atol: as the `parity` marker's.
+        max_examples: hypothesis examples per case.
+        mapping: the weight mapping; default: automatic (`hints`, `extra_rules` as there).
+    """
+    marker_args = {key: value for key, value in
+                   (("devices", devices), ("dtypes", dtypes), ("rtol", rtol), ("atol", atol))
+                   if value is not None}
+
+    def decorate(test: Callable[..., Any]) -> Any:
+        wanted = [p for p in inspect.signature(test).parameters.values()
+                  if p.name != RESULT_ARGUMENT]
+        passes_result = RESULT_ARGUMENT in inspect.signature(test).parameters
+        own = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+               for name in ("parity_device", "parity_dtype")
+               if name not in {p.name for p in wanted}]
+
+        @functools.wraps(test)
+        def run(**fixtures: Any) -> Any:
+            __tracebackhide__ = True
+            result = _run_case(torch, flax, inputs, fixtures["parity_device"],
+                               fixtures["parity_dtype"], max_examples, mapping, hints,
+                               extra_rules, test.__name__)
+            kept = {name: fixtures[name] for name in (p.name for p in wanted)}
+            return test(**kept, result=result) if passes_result else test(**kept)
+
+        run.__signature__ = inspect.Signature(own + wanted)  # type: ignore[attr-defined]
+        return pytest.mark.parity(**marker_args)(run)
+
+    return decorate
+
+
+def _run_case(torch_spec: Any, flax_spec: Any, inputs: Any, device: str, dtype: str,
+              max_examples: int, mapping: Mapping | None, hints: Sequence[tuple[str, str]],
+              extra_rules: Sequence[Rule], name: str) -> ParityTestResult:
+    __tracebackhide__ = True
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    runner = _Runner(torch_spec, flax_spec, device, dtype, mapping, hints, extra_rules)
+    strategy = inputs if inputs is not None else inputs_for(runner.torch_module)
+
+    # derandomized: the same examples on every run and machine; no "explain" phase (its
+    # coverage notes about this plugin's own lines would only clutter the report).
+    @settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck),
+              phases=[Phase.explicit, Phase.generate, Phase.shrink])
+    @given(batch=strategy)
+    def examples(batch: Batch) -> None:
+        __tracebackhide__ = True
+        runner.check(batch, name)
+
+    examples()
+    result = runner.result
+    result.compilations = runner.compilations()
+    if result.worst is not None:
+        record = result.worst.to_record()
+        record.update(name=f"{name}: worst of {result.examples} examples, "
+                           f"{result.compilations} compilations",
+                      examples=result.examples, compilations=result.compilations)
+        records.emit(record)
+    return result
