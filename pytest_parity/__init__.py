@@ -10,10 +10,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pytest_parity.compare import Comparison, ParityResult, assert_close, assert_trees_close
     from pytest_parity.automap import automatic_mapping
-    from pytest_parity.mapping_files import load_mapping, save_mapping
+    from pytest_parity.compare import Comparison, ParityResult, assert_close, assert_trees_close
     from pytest_parity.decorator import ParityTestResult, parity_test
+    from pytest_parity.mapping_files import load_mapping, save_mapping
     from pytest_parity.tolerance import DEFAULT_TOLERANCES, Tolerance
 
 __version__ = "0.1.0"

@@ -61,7 +61,8 @@ def _kind(cls: type, kinds: dict[str, str]) -> str | None:
 def torch_layers(model: Any) -> tuple[list[Layer], list[str]]:
     """The torch model's layers of known kinds, and the state-dict keys no such layer holds."""
     state = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    layers, covered = [], set()
+    layers: list[Layer] = []
+    covered: set[str] = set()
     for name, module in model.named_modules():
         kind = _kind(type(module), TORCH_KINDS)
         if kind is None or any(name.startswith(f"{layer.name}.") for layer in layers

@@ -87,8 +87,8 @@ class _Runner:
         self.torch_module = self.torch_module.eval().to(torch_device(device),
                                                         getattr(torch, dtype))
         self.flax_module = _build(flax_spec, lambda m: isinstance(m, nn.Module)
-                                  or not isinstance(m, type) and callable(m)
-                                  and not _is_factory(m))
+                                  or (not isinstance(m, type) and callable(m)
+                                  and not _is_factory(m)))
         self.mapping, self.hints, self.extra_rules = mapping, hints, extra_rules
         self.variables: Any = None
         self.apply: Any = None
@@ -182,7 +182,6 @@ class _Runner:
 
 def _to_numpy_f32(tensor: Any) -> np.ndarray:
     """A state-dict tensor as numpy; floating tensors in float32 (exact for bf16/f16)."""
-    import torch
 
     tensor = tensor.detach().cpu()
     return (tensor.float() if tensor.is_floating_point() else tensor).numpy()
@@ -229,9 +228,10 @@ def parity_test(*, torch: Any, flax: Any, inputs: Any = None,
         @functools.wraps(test)
         def run(**fixtures: Any) -> Any:
             __tracebackhide__ = True
-            result = _run_case(torch, flax, inputs, fixtures["parity_device"],
-                               fixtures["parity_dtype"], max_examples, mapping, hints,
-                               extra_rules, test.__name__)
+            result = check_parity(torch=torch, flax=flax, inputs=inputs,
+                                  device=fixtures["parity_device"], dtype=fixtures["parity_dtype"],
+                                  max_examples=max_examples, mapping=mapping, hints=hints,
+                                  extra_rules=extra_rules, name=test.__name__)
             kept = {name: fixtures[name] for name in (p.name for p in wanted)}
             return test(**kept, result=result) if passes_result else test(**kept)
 
@@ -241,13 +241,19 @@ def parity_test(*, torch: Any, flax: Any, inputs: Any = None,
     return decorate
 
 
-def _run_case(torch_spec: Any, flax_spec: Any, inputs: Any, device: str, dtype: str,
-              max_examples: int, mapping: Mapping | None, hints: Sequence[tuple[str, str]],
-              extra_rules: Sequence[Rule], name: str) -> ParityTestResult:
+def check_parity(*, torch: Any, flax: Any, inputs: Any = None, device: str = "cpu",
+                 dtype: str = "float32", max_examples: int = 20, mapping: Mapping | None = None,
+                 hints: Sequence[tuple[str, str]] = (), extra_rules: Sequence[Rule] = (),
+                 name: str = "parity") -> ParityTestResult:
+    """What `@parity_test` runs for one case, callable on its own (a script, a benchmark).
+
+    Raises:
+        AssertionError: the report of the shrunk failing example.
+    """
     __tracebackhide__ = True
     from hypothesis import HealthCheck, Phase, given, settings
 
-    runner = _Runner(torch_spec, flax_spec, device, dtype, mapping, hints, extra_rules)
+    runner = _Runner(torch, flax, device, dtype, mapping, hints, extra_rules)
     strategy = inputs if inputs is not None else inputs_for(runner.torch_module)
 
     # derandomized: the same examples on every run and machine; no "explain" phase (its

@@ -35,3 +35,12 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.section("parity conversion ratios (min, median)")
         for line in lines:
             terminalreporter.write_line(line)
+    throughput = [f"{name.partition('[')[2].rstrip(']'):12s} "
+                  f"{bench.extra_info['examples'] / bench.stats.mean:6.1f} examples/s   "
+                  f"{bench.extra_info['compilations']} compilations   target >= 20 with buckets"
+                  for name, bench in ((b.name, b) for b in session.benchmarks)
+                  if name.startswith("test_parity_test_examples") and not bench.has_error]
+    if throughput:
+        terminalreporter.section("@parity_test examples per second (Conv2d, mean of 3 runs)")
+        for line in throughput:
+            terminalreporter.write_line(line)

@@ -11,7 +11,7 @@ from functools import partial
 import pytest
 
 from pytest_parity import parity_test
-from pytest_parity.strategies import image_batches, sequence_batches
+from pytest_parity.strategies import image_batches, sequence_batches, token_batches
 
 torch = pytest.importorskip("torch")
 nn = pytest.importorskip("flax.linen")
@@ -137,6 +137,12 @@ def test_batch_norm_eval(result):
              inputs=image_batches(channels=6))
 def test_group_norm(result):
     pass
+
+
+@parity_case(torch=lambda: torch.nn.Embedding(50, 16), flax=lambda: nn.Embed(50, 16),
+             inputs=token_batches(vocab_size=50))
+def test_embedding(result):
+    assert result.mapping.describe()[1] == "  weight -> embedding [ND, params] Identity()"
 
 
 # Activations and pooling ----------------------------------------------------------------

@@ -1,0 +1,88 @@
+"""`@parity_test` as another repository uses it: wrong pairings fail with the report and a
+shrunk input; cases follow the options and the marker; the test body gets the result."""
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("flax")
+
+HEADER = """
+import flax.linen as nn
+import numpy as np
+import torch
+from pytest_parity import parity_test
+from pytest_parity.mapping import Mapping, Rule
+from pytest_parity.strategies import image_batches
+from pytest_parity.transforms import Transpose
+"""
+
+WRONG = HEADER + """
+@parity_test(torch=lambda: torch.nn.Conv2d(3, 4, 3, padding=1),
+             flax=lambda: nn.Conv(4, (3, 3), padding="VALID"),
+             inputs=image_batches(channels=3))
+def test_padding():
+    pass
+
+@parity_test(torch=torch.nn.GELU, flax=lambda x: nn.gelu(x, approximate=True),
+             inputs=image_batches(channels=3, min_value=-4.0, max_value=4.0))
+def test_gelu():
+    pass
+
+# A kernel transposed the wrong way: kh and kw swapped (HWIO from OIWH).
+WRONG_KERNEL = Mapping("wrong", (
+    Rule("kernel", "weight", "HWIO", transform=Transpose((3, 2, 1, 0))),
+    Rule("bias", "bias", "O")))
+
+@parity_test(torch=lambda: torch.nn.Conv2d(3, 4, 3, padding=1),
+             flax=lambda: nn.Conv(4, (3, 3), padding=1), mapping=WRONG_KERNEL,
+             inputs=image_batches(channels=3))
+def test_kernel():
+    pass
+"""
+
+
+def _failure_of(result, test):
+    """The failure's text, each line without pytest's `E` prefix and indentation."""
+    report = next(r for r in result.getreports("pytest_runtest_logreport")
+                  if r.nodeid.endswith(f"::{test}[cpu-float32]") and r.when == "call")
+    return "\n".join(line.removeprefix("E").strip() for line in report.longreprtext.splitlines())
+
+
+def test_wrong_pairings_fail_with_the_report_and_a_shrunk_input(pytester):
+    pytester.makepyfile(test_wrong=WRONG)
+    result = pytester.inline_run("-p", "no:randomly")
+    assert [r.nodeid.split("::")[1] for r in result.listoutcomes()[2]] == [
+        "test_padding[cpu-float32]", "test_gelu[cpu-float32]", "test_kernel[cpu-float32]"]
+    smallest = ("Batch(torch shape=(1, 3, 8, 8), flax shape=(1, 8, 8, 3), dtype=float32, "
+                "seed=0,")
+    padding = _failure_of(result, "test_padding")
+    assert "[parity] test_padding: structures differ (1 problems)\ntest_padding: shape " \
+           "(1, 4, 6, 6) (float32) does not match expected shape (1, 4, 8, 8) (float32)" in padding
+    gelu = _failure_of(result, "test_gelu")
+    assert "[parity] test_gelu: values are not sufficiently close" in gelu
+    assert "worst elements:" in gelu and "out of tolerance rtol=1.3e-06, atol=1e-05" in gelu
+    kernel = _failure_of(result, "test_kernel")
+    assert "[parity] test_kernel: values are not sufficiently close" in kernel
+    for failure in (padding, gelu, kernel):  # hypothesis shrank to batch 1 at the smallest size
+        assert f"input: {smallest}" in failure
+        assert f"Failing test case: examples(\nbatch={smallest}" in failure
+
+
+def test_cases_follow_the_options_and_the_body_gets_the_result(pytester):
+    pytester.makepyfile(test_good=HEADER + """
+@parity_test(torch=lambda: torch.nn.Linear(6, 3), flax=lambda: nn.Dense(3),
+             dtypes=["float32", "bfloat16"], max_examples=7)
+def test_linear(result, parity_dtype, tmp_path):
+    assert tmp_path.exists()  # other fixtures still reach the test
+    assert result.examples == 7 and 1 <= result.compilations <= 4
+    assert result.flax_variables["params"]["kernel"].dtype == parity_dtype
+    assert str(result.worst.worst_leaf.actual_dtype) == parity_dtype
+""")
+    result = pytester.runpytest("-v", "-p", "no:randomly", "--parity-dtype=bfloat16,float16",
+                                "--parity-device=all", "-rs")
+    result.stdout.fnmatch_lines([
+        "*test_linear[[]cpu-bfloat16[]] PASSED*",
+        "*test_linear[[]gpu-bfloat16[]] SKIPPED*",
+        "*test_linear[[]cpu-bfloat16[]]::test_linear: worst of 7 examples, * compilations*PASS",
+    ])
+    assert "-float16]" not in result.stdout.str()  # the decorator's dtypes exclude it
