@@ -17,3 +17,14 @@ def test_readme_layer_example_passes_and_is_reported(pytester):
     result.stdout.fnmatch_lines(["*test_dense_matches_linear[[]cpu[]] PASSED*",
                                  "*= parity report: 1 comparison =*"])
     result.assert_outcomes(passed=1, deselected=1)
+
+
+def test_readme_parity_test_example_passes(pytester):
+    pytest.importorskip("torch")
+    pytest.importorskip("flax")
+    example = next(block for block in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+                   if "@parity_test" in block)
+    pytester.makepyfile(test_readme_layer=example)
+    result = pytester.runpytest("-v", "--parity-dtype=float32,bfloat16")
+    result.stdout.fnmatch_lines(["*test_conv[[]cpu-float32[]] PASSED*",
+                                 "*test_conv[[]cpu-bfloat16[]] PASSED*"])
