@@ -48,10 +48,14 @@ class Layer:
     shapes: dict[str, tuple[int, ...]]
     options: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def label(self) -> str:
+        return self.name or "(root)"
+
     def describe(self) -> str:
         tensors = ", ".join(f"{key.rpartition('/' if '/' in key else '.')[2]} {shape}"
                             for key, shape in self.shapes.items())
-        return f"{self.name or '(root)'} ({self.type_name}: {tensors})"
+        return f"{self.label} ({self.type_name}: {tensors})"
 
 
 def _kind(cls: type, kinds: dict[str, str]) -> str | None:
@@ -215,7 +219,7 @@ def _pair_group(torch_group: list[Layer], flax_group: list[Layer], problems: lis
             mismatch = _shape_problems(pair_rules, t, f)
             if mismatch:
                 torch_of, flax_of = torch_of[index:], flax_of[index:]
-                problems.append(f"  {kind}: torch {t.name} and Flax {f.name} are next in order "
+                problems.append(f"  {kind}: torch {t.label} and Flax {f.label} are next in order "
                                 f"but differ: {'; '.join(mismatch)}")
                 break
             rules += pair_rules

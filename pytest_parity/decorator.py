@@ -33,6 +33,7 @@ import pytest
 
 from pytest_parity import records
 from pytest_parity.compare import Comparison, compare
+from pytest_parity.errors import ParityError
 from pytest_parity.failure import format_failure
 from pytest_parity.mapping import Mapping, Rule
 from pytest_parity.strategies import IMAGE, Batch, inputs_for
@@ -228,10 +229,13 @@ def parity_test(*, torch: Any, flax: Any, inputs: Any = None,
         @functools.wraps(test)
         def run(**fixtures: Any) -> Any:
             __tracebackhide__ = True
-            result = check_parity(torch=torch, flax=flax, inputs=inputs,
-                                  device=fixtures["parity_device"], dtype=fixtures["parity_dtype"],
-                                  max_examples=max_examples, mapping=mapping, hints=hints,
-                                  extra_rules=extra_rules, name=test.__name__)
+            try:
+                result = check_parity(
+                    torch=torch, flax=flax, inputs=inputs, device=fixtures["parity_device"],
+                    dtype=fixtures["parity_dtype"], max_examples=max_examples, mapping=mapping,
+                    hints=hints, extra_rules=extra_rules, name=test.__name__)
+            except ParityError as error:  # models that cannot be paired, inputs that cannot
+                pytest.fail(str(error), pytrace=False)  # be drawn: a message, not a traceback
             kept = {name: fixtures[name] for name in (p.name for p in wanted)}
             return test(**kept, result=result) if passes_result else test(**kept)
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from pytest_parity import parity_test
 from pytest_parity.mapping import Mapping, Rule
-from pytest_parity.strategies import image_batches
+from pytest_parity.strategies import feature_batches, image_batches
 from pytest_parity.transforms import Transpose
 """
 
@@ -86,3 +86,37 @@ def test_linear(result, parity_dtype, tmp_path):
         "*test_linear[[]cpu-bfloat16[]]::test_linear: worst of 7 examples, * compilations*PASS",
     ])
     assert "-float16]" not in result.stdout.str()  # the decorator's dtypes exclude it
+
+
+def test_models_that_cannot_be_paired_fail_with_the_message_not_a_traceback(pytester):
+    pytester.makepyfile(test_unpaired=HEADER + """
+@parity_test(torch=lambda: torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2)),
+             flax=lambda: nn.Dense(2), inputs=feature_batches(features=4))
+def test_two_linears_one_dense():
+    pass
+""")
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*[[]parity[]] automatic mapping auto:Sequential->Dense: cannot pair the two models "
+        "unambiguously",
+        "*linear: torch 0 and Flax (root) are next in order but differ*",
+        "*unpaired torch: 0 (Linear: weight (8, 4), bias (8,))",
+        "*unpaired torch: 1 (Linear: weight (2, 8), bias (2,))",
+        "*resolve it by name: hints=*",
+    ])
+    result.stdout.no_fnmatch_line("*Traceback*")
+    result.stdout.no_fnmatch_line("*automap.py*")
+
+
+def test_inputs_that_cannot_be_inferred_fail_with_the_fix(pytester):
+    pytester.makepyfile(test_no_inputs=HEADER + """
+@parity_test(torch=torch.nn.ReLU, flax=lambda x: nn.relu(x))
+def test_relu():
+    pass
+""")
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*inputs_for: cannot tell the input shape of a torch ReLU; "
+                                 "pass inputs= a strategy, e.g. inputs=image_batches(channels=3)*"])
+    result.stdout.no_fnmatch_line("*Traceback*")
