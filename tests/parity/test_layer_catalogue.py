@@ -189,10 +189,16 @@ def test_max_pool_ceil_mode(result):
     pass
 
 
+# bfloat16 averages of inputs up to 6: measured max abs 0.0234 (margin 0.97 against the default
+# atol 1e-2), under one bf16 step (0.031 between 4 and 8) -- the frameworks round the sum at
+# different points. atol 0.05 is about twice the measured gap.
+POOL_BF16 = {"bfloat16": 0.05}
+
+
 @parity_case(torch=lambda: torch.nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=True),
              flax=lambda x: nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
                                         count_include_pad=True),
-             inputs=WIDE)
+             inputs=WIDE, atol=POOL_BF16)
 def test_avg_pool_counting_padding(result):
     pass
 
@@ -202,7 +208,7 @@ def test_avg_pool_counting_padding(result):
 @parity_case(torch=lambda: torch.nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
              flax=lambda x: nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
                                         count_include_pad=False).astype(x.dtype),
-             inputs=WIDE)
+             inputs=WIDE, atol=POOL_BF16)
 def test_avg_pool_not_counting_padding(result):
     pass
 
