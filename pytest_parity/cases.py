@@ -37,6 +37,9 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str, str]] = [
     ("parity_numerics", "parity_numerics", options.parse_numerics, "pinned",
      "pinned (jax matmul precision highest, torch TF32 off, deterministic algorithms) or "
      "default (the frameworks' fast defaults). Default: pinned."),
+    ("parity_jax_cache", "parity_jax_cache", options.parse_jax_cache, "",
+     "directory of jax's persistent compilation cache, or none. Default: "
+     ".pytest_cache/d/parity-xla."),
 ]
 
 
@@ -50,13 +53,15 @@ class Settings:
     numerics: str
     update_golden: bool
     golden_dir: Path
+    jax_cache: Path | None
 
     def layers(self) -> list[Layer]:
         return [("command line", self.rtol, self.atol)]
 
     def to_record(self) -> dict[str, Any]:
         return {"device": self.device, "dtypes": list(self.dtypes), "rtol": self.rtol,
-                "atol": self.atol, "seed": self.seed, "numerics": self.numerics}
+                "atol": self.atol, "seed": self.seed, "numerics": self.numerics,
+                "jax_cache": str(self.jax_cache) if self.jax_cache else None}
 
 
 def read_settings(config: pytest.Config) -> Settings:
@@ -81,7 +86,18 @@ def read_settings(config: pytest.Config) -> Settings:
         numerics=values["parity_numerics"],
         update_golden=bool(config.getoption("parity_update_golden")),
         golden_dir=golden_dir if golden_dir.is_absolute() else config.rootpath / golden_dir,
+        jax_cache=_jax_cache_dir(config, values["parity_jax_cache"]),
     )
+
+
+def _jax_cache_dir(config: pytest.Config, value: str | None) -> Path | None:
+    """The option's directory; by default one in pytest's cache (none without the cache)."""
+    if value == "none":
+        return None
+    if value is not None:
+        return Path(value) if Path(value).is_absolute() else config.rootpath / value
+    cache = getattr(config, "cache", None)
+    return cache.mkdir("parity-xla") if cache is not None else None
 
 
 @dataclass(frozen=True)

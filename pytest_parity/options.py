@@ -64,3 +64,11 @@ def parse_numerics(value: str) -> str:
     if numerics not in NUMERICS_CHOICES:
         raise _bad(value, f"one of {', '.join(NUMERICS_CHOICES)}", "--parity-numerics=pinned")
     return numerics
+
+
+def parse_jax_cache(value: str) -> str:
+    """`--parity-jax-cache`: a directory, or none (the cache off)."""
+    path = value.strip()
+    if not path:
+        raise _bad(value, "a directory or none", "--parity-jax-cache=.pytest_cache/xla")
+    return "none" if path.lower() == "none" else path

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytest_parity import cases, numerics, records
+from pytest_parity import cases, jax_cache, numerics, records
 from pytest_parity import report as parity_report
 from pytest_parity.fixtures import (  # noqa: F401 (pytest finds fixtures by module attribute)
     golden,
@@ -24,7 +24,7 @@ from pytest_parity.fixtures import (  # noqa: F401 (pytest finds fixtures by mod
 )
 
 RECORDS_PROPERTY = "parity_records"
-METAVARS = {"parity_dtype": "DTYPES", "parity_numerics": "MODE"}
+METAVARS = {"parity_dtype": "DTYPES", "parity_numerics": "MODE", "parity_jax_cache": "DIR"}
 settings_key = pytest.StashKey[cases.Settings]()
 devices_key = pytest.StashKey[list[str]]()
 
@@ -47,6 +47,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("parity_golden_dir", "directory of golden outputs, relative to the rootdir",
                   default="reference_outputs")
+    group.addoption(
+        "--parity-bench-gate", action="store_true", default=False,
+        help="fail the session when a benchmark ratio exceeds its limit ([tool.parity] gates "
+             "in pyproject.toml, or @pytest.mark.parity_gate); prints the table.",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -65,7 +70,18 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     config.stash[settings_key] = settings
     numerics.prepare_process(settings.numerics)
+    jax_cache.configure(settings.jax_cache)
     config.pluginmanager.register(ReportCollector(config), "parity-report")
+    config.addinivalue_line(
+        "markers", "parity_gate(baseline, limit): fail --parity-bench-gate runs when this "
+                   "benchmark's time exceeds limit x the baseline benchmark's (same parameters).")
+    if config.getoption("parity_bench_gate"):
+        from pytest_parity import gates
+        from pytest_parity.project import parity_table
+
+        _, table = parity_table(config.rootpath)
+        config.pluginmanager.register(gates.GateChecker(gates.declared_gates(table)),
+                                      "parity-gates")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import tomllib
 from collections.abc import Callable
 from collections.abc import Mapping as MappingType
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 
 from pytest_parity.errors import ParityError
 from pytest_parity.mapping import Mapping
+from pytest_parity.project import parity_table
 
 ENTRY_POINT_GROUP = "pytest_parity.zoo"
 
@@ -78,21 +78,12 @@ def register(pair: Pair) -> Pair:
     return pair
 
 
-def _project_zoo_modules(start: Path) -> tuple[Path | None, list[str]]:
-    for directory in (start, *start.parents):
-        pyproject = directory / "pyproject.toml"
-        if pyproject.is_file():
-            with pyproject.open("rb") as handle:
-                config = tomllib.load(handle).get("tool", {}).get("parity", {})
-            return directory, list(config.get("zoo", []))
-    return None, []
-
-
 def load_zoo(start: Path | None = None) -> None:
     """Import the modules that register pairs: entry points, then the project's pyproject."""
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         entry_point.load()
-    root, modules = _project_zoo_modules((start or Path.cwd()).resolve())
+    root, table = parity_table((start or Path.cwd()).resolve())
+    modules = list(table.get("zoo", []))
     if root is not None and modules and str(root) not in sys.path:
         sys.path.insert(0, str(root))
     for module in modules:

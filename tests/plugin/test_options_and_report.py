@@ -40,6 +40,7 @@ def test_help_lists_the_parity_group_as_pinned(pytester, monkeypatch):
         "  parity_atol (string): default for --parity-atol",
         "  parity_seed (string): default for --parity-seed",
         "  parity_numerics (string):", "*default for --parity-numerics",
+        "  parity_jax_cache (string):", "*default for --parity-jax-cache",
         "  parity_golden_dir (string):",
     ])
 
@@ -216,3 +217,23 @@ def test_a_wrong_tree_reports_every_failing_leaf_worst_first(pytester):
         "[parity] outputs/d: values are not sufficiently close",
     ]
     result.stdout.fnmatch_lines(["*test_tree::outputs*FAIL"])
+
+
+def test_jax_compilation_cache_defaults_to_pytests_cache_and_turns_off(pytester):
+    pytester.makepyfile(test_cache="""
+        import os
+        import pytest
+
+        @pytest.mark.parity
+        def test_where():
+            print("CACHE", os.environ.get("JAX_COMPILATION_CACHE_DIR"),
+                  os.environ.get("JAX_ENABLE_COMPILATION_CACHE"))
+    """)
+    result = pytester.runpytest_subprocess("-s", "--parity-report=r.json")
+    result.stdout.fnmatch_lines([f"*CACHE {pytester.path}/.pytest_cache/d/parity-xla true"])
+    settings = json.loads((pytester.path / "r.json").read_text())["settings"]
+    assert settings["jax_cache"] == f"{pytester.path}/.pytest_cache/d/parity-xla"
+    pytester.runpytest_subprocess("-s", "--parity-jax-cache=none").stdout.fnmatch_lines(
+        ["*CACHE None false"])
+    pytester.runpytest_subprocess("-s", "--parity-jax-cache=xla").stdout.fnmatch_lines(
+        [f"*CACHE {pytester.path}/xla true"])
