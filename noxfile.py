@@ -67,13 +67,35 @@ def lint(session: nox.Session) -> None:
         session.error("pytest --help lists no parity options where torch and jax are absent")
 
 
+# The benchmarks the gates read ([tool.parity] gates in pyproject.toml): a few minutes.
+GATED = [
+    "tests/benchmarks/test_checkpoint_speed.py::test_pair_ready[resnet50]",
+    "tests/benchmarks/test_checkpoint_speed.py::test_raw_h5py_read[resnet50]",
+    "tests/benchmarks/test_checkpoint_speed.py::test_torch_to_flax_in_memory[resnet50]",
+    "tests/benchmarks/test_checkpoint_speed.py::test_plain_copy[resnet50]",
+    "tests/benchmarks/test_forward_speed.py::test_torch_forward[resnet50-b8-float32]",
+    "tests/benchmarks/test_forward_speed.py::test_flax_forward[resnet50-b8-float32]",
+    "tests/benchmarks/test_process_costs.py",
+    "tests/benchmarks/test_parity_test_speed.py::test_parity_test_examples",
+]
+
+
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks (pytest-benchmark), timed, with their JSON in .benchmarks/."""
+    """Every benchmark (pytest-benchmark), timed; the gate table; JSON in .benchmarks/."""
     install(session, "torch,jax,bench")
     print_versions(session)
-    session.run(*PYTEST, "tests/benchmarks", "--benchmark-only",
+    session.run(*PYTEST, "tests/benchmarks", "--benchmark-only", "--parity-bench-gate",
                 "--benchmark-json=.benchmarks/bench.json", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def gate(session: nox.Session) -> None:
+    """The gated benchmarks only, failing on a ratio over its limit (CI runs this)."""
+    install(session, "torch,jax,bench")
+    print_versions(session)
+    session.run(*PYTEST, *GATED, "--benchmark-only", "--parity-bench-gate",
+                "--benchmark-json=.benchmarks/gate.json", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)

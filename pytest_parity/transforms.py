@@ -8,6 +8,7 @@ and the separate query/key/value of a Flax attention); it is applied before the 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +30,28 @@ class Identity:
 _SLAB = 32
 
 
+# torch's permuted copy is 1.5-1.7x faster still (512x512x3x3 HWIO -> OIHW: 6.3 ms vs 10.3 ms
+# in slabs, whose slabs cannot help when the output's last axis is a 3-wide kernel axis;
+# 2048x1000: 1.5 ms vs 2.9 ms). It is used when torch is already imported (a conversion to or
+# from torch has loaded it) for the dtypes it shares with numpy, on arrays worth a thread.
+_TORCH_MIN_SIZE = 1 << 16
+_TORCH_DTYPES = ("float16", "float32", "float64", "int32", "int64", "uint8", "bool")
+
+
+def _torch_transposed_copy(array: np.ndarray, perm: tuple[int, ...]) -> np.ndarray | None:
+    torch = sys.modules.get("torch")
+    if torch is None or array.size < _TORCH_MIN_SIZE or array.dtype.name not in _TORCH_DTYPES:
+        return None
+    copied: np.ndarray = torch.from_numpy(np.asarray(array)).permute(*perm).contiguous().numpy()
+    return copied
+
+
 def transposed_copy(array: np.ndarray, perm: tuple[int, ...]) -> np.ndarray:
-    """`np.transpose(array, perm)` as a new C-contiguous array, copied slab by slab."""
+    """`np.transpose(array, perm)` as a new C-contiguous array: by torch where it is loaded,
+    else by numpy, slab by slab."""
+    copied = _torch_transposed_copy(array, perm)
+    if copied is not None:
+        return copied
     axis = perm[-1] if perm else 0
     if array.ndim < 2 or array.shape[axis] <= _SLAB:
         return np.asarray(np.transpose(array, perm), order="C")

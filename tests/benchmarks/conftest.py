@@ -1,8 +1,7 @@
-"""Prints each conversion's time as a ratio to its baseline measured in the same run.
-
-Ratios, not absolute times, because shared machines drift; the gate that fails a run on a
-ratio belongs to the benchmark gates (issue 7). Both the ratio of minimums (least noisy) and
-of medians are shown.
+"""Prints, after the benchmarks: each conversion's time as a ratio to its baseline measured
+in the same run (minimums, the least noisy, and medians), `@parity_test`'s examples per second,
+and the figures the process benchmarks keep in extra_info (memory, compile times). Gates on
+these ratios: pyproject.toml's [tool.parity] gates, enforced by --parity-bench-gate.
 """
 
 import re
@@ -16,7 +15,7 @@ RATIOS = [
 ]
 
 
-def pytest_terminal_summary(terminalreporter, config):
+def _conversion_and_throughput(terminalreporter, config):
     session = getattr(config, "_benchmarksession", None)
     if session is None or session.disabled or not session.benchmarks:
         return
@@ -44,3 +43,16 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.section("@parity_test examples per second (Conv2d, mean of 3 runs)")
         for line in throughput:
             terminalreporter.write_line(line)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    _conversion_and_throughput(terminalreporter, config)
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or session.disabled:
+        return
+    figures = [(bench.name, key, value) for bench in session.benchmarks if not bench.has_error
+               for key, value in bench.extra_info.items() if isinstance(value, float)]
+    if figures:
+        terminalreporter.section("process costs (extra_info)")
+        for name, key, value in figures:
+            terminalreporter.write_line(f"{name:44s} {key:22s} {value:10.3f}")

@@ -1,0 +1,94 @@
+"""Forward time of torch and of Flax (jit) for every zoo model, batch 1 and 8, float32 and
+bfloat16; and the XLA compile time, timed apart from the steady state.
+
+Every timed call synchronises: `block_until_ready` for jax, `torch.cuda.synchronize` on a GPU.
+The first call of each (compile, warm-up) is excluded from the forward figures
+(`warmup_rounds=1`). Compiles are timed with the persistent cache off, so they are real.
+"""
+
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+
+from models.registry import PARAM_COUNTS
+
+pytest.importorskip("pytest_benchmark")
+torch = pytest.importorskip("torch")
+jax = pytest.importorskip("jax")
+
+CASES = [(name, batch, dtype) for name in sorted(PARAM_COUNTS) for batch in (1, 8)
+         for dtype in ("float32", "bfloat16")]
+IDS = [f"{name}-b{batch}-{dtype}" for name, batch, dtype in CASES]
+ROUNDS = 3
+
+
+@pytest.fixture(scope="module")
+def pairs(request):
+    from pytest_parity.loaded import PairCache
+
+    return PairCache(request.config.cache.mkdir("parity-checkpoints"), keep=2)
+
+
+def _loaded(pairs, name, dtype):
+    from pytest_parity import registry
+
+    return pairs.get(registry.get(name), "cpu", dtype, seed=0)
+
+
+def _images(batch):
+    return np.random.RandomState(0).normal(0, 1, (batch, 3, 224, 224)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("name", "batch", "dtype"), CASES, ids=IDS)
+def test_torch_forward(benchmark, pairs, name, batch, dtype):
+    loaded = _loaded(pairs, name, dtype)
+    images = torch.from_numpy(_images(batch)).to(getattr(torch, dtype))
+
+    def forward():
+        with torch.no_grad():
+            output = loaded.torch_model(images)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return output
+
+    benchmark.group = f"forward {name} b{batch} {dtype}"
+    assert benchmark.pedantic(forward, rounds=ROUNDS, warmup_rounds=1).shape == (batch, 1000)
+
+
+@pytest.mark.parametrize(("name", "batch", "dtype"), CASES, ids=IDS)
+def test_flax_forward(benchmark, pairs, name, batch, dtype):
+    loaded = _loaded(pairs, name, dtype)
+    images = jax.numpy.asarray(_images(batch).transpose(0, 2, 3, 1), dtype)
+
+    def forward():
+        return loaded.flax_apply(loaded.flax_variables, images).block_until_ready()
+
+    benchmark.group = f"forward {name} b{batch} {dtype}"
+    assert benchmark.pedantic(forward, rounds=ROUNDS, warmup_rounds=1).shape == (batch, 1000)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "vit_b_16"])
+def test_xla_compile(benchmark, pairs, name):
+    loaded = _loaded(pairs, name, "float32")
+    images = jax.ShapeDtypeStruct((8, 224, 224, 3), jax.numpy.float32)
+
+    def lowered():  # untimed: a fresh trace each round, so jax's in-memory caches miss
+        apply = loaded.flax_model.apply
+        return (jax.jit(lambda variables, x: apply(variables, x)).lower(
+            loaded.flax_variables, images),), {}
+
+    with _compilation_cache_off():
+        benchmark.group = "xla compile"
+        benchmark.pedantic(lambda lowering: lowering.compile(), setup=lowered, rounds=ROUNDS)
+
+
+@contextmanager
+def _compilation_cache_off():
+    """The persistent compilation cache off for a block (jax has no context manager for it)."""
+    before = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_compilation_cache", before)

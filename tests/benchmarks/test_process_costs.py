@@ -1,0 +1,56 @@
+"""Costs only a fresh process shows: peak memory of a ResNet-50 parity case, and its compile
+from an empty vs a warm persistent XLA cache.
+
+Each figure comes from a child process (`python tests/benchmarks/resnet50_case.py`), so the
+benchmark's own process and earlier tests do not count. The figures go to the benchmark's
+extra_info, where the gates read them ([tool.parity] gates in pyproject.toml).
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytest_benchmark")
+pytest.importorskip("torch")
+pytest.importorskip("flax")
+
+CASE = Path(__file__).with_name("resnet50_case.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _child(*arguments, env=None):
+    import os
+
+    result = subprocess.run([sys.executable, str(CASE), *arguments], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, **(env or {})})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_resnet50_case_peak_memory(benchmark, request):
+    cache = str(request.config.cache.mkdir("parity-checkpoints"))
+    figures = benchmark.pedantic(_child, args=("case", cache), rounds=1, iterations=1)
+    baseline = _child("imports", cache)
+    extra = figures["peak_rss_mb"] - baseline["peak_rss_mb"]
+    benchmark.extra_info.update(
+        peak_rss_mb=figures["peak_rss_mb"], imports_rss_mb=baseline["peak_rss_mb"],
+        extra_rss_mb=extra, checkpoint_mb=figures["checkpoint_mb"],
+        extra_over_checkpoint=extra / figures["checkpoint_mb"])
+    assert figures["passed"]
+
+
+def test_resnet50_compile_cold_then_warm_cache(benchmark, request, tmp_path):
+    cache = str(request.config.cache.mkdir("parity-checkpoints"))
+    env = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla"),
+           "JAX_ENABLE_COMPILATION_CACHE": "true",
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    cold = _child("compile", cache, env=env)
+    warm = benchmark.pedantic(_child, args=("compile", cache), kwargs={"env": env},
+                              rounds=1, iterations=1)
+    benchmark.extra_info.update(cold_compile_s=cold["compile_s"], warm_compile_s=warm["compile_s"],
+                                warm_over_cold=warm["compile_s"] / cold["compile_s"])
