@@ -25,15 +25,16 @@ def settings(directory: Path | None) -> dict[str, Any]:
 
 
 def configure(directory: Path | None) -> dict[str, Any]:
-    """Apply the cache settings to jax (now or at its import); returns them for the report."""
+    """Apply the cache settings to jax, now if it is imported, and to the environment, which
+    jax reads at import and child processes (xdist workers) inherit; returns the settings."""
     values = settings(directory)
+    if directory is None:
+        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+    for name, value in values.items():
+        os.environ[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
     if "jax" in sys.modules:
         import jax
 
         for name, value in values.items():
             jax.config.update(name, value)
-    else:
-        for name, value in values.items():
-            os.environ[name.upper()] = str(value).lower() if isinstance(value, bool) \
-                else str(value)
     return values

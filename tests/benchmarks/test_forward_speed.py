@@ -21,6 +21,14 @@ CASES = [(name, batch, dtype) for name in sorted(PARAM_COUNTS) for batch in (1, 
          for dtype in ("float32", "bfloat16")]
 IDS = [f"{name}-b{batch}-{dtype}" for name, batch, dtype in CASES]
 ROUNDS = 3
+# Untimed runs (the tests session, --benchmark-disable) only prove the benchmarks work: the
+# smallest model of each family; the whole matrix takes minutes and runs under nox -s bench.
+UNTIMED_MODELS = ("resnet18", "vit_ti_16")
+
+
+def _timed_or_small(benchmark, name):
+    if benchmark.disabled and name not in UNTIMED_MODELS:
+        pytest.skip(f"benchmarks disabled: {name} runs when timed (nox -s bench)")
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +50,7 @@ def _images(batch):
 
 @pytest.mark.parametrize(("name", "batch", "dtype"), CASES, ids=IDS)
 def test_torch_forward(benchmark, pairs, name, batch, dtype):
+    _timed_or_small(benchmark, name)
     loaded = _loaded(pairs, name, dtype)
     images = torch.from_numpy(_images(batch)).to(getattr(torch, dtype))
 
@@ -58,6 +67,7 @@ def test_torch_forward(benchmark, pairs, name, batch, dtype):
 
 @pytest.mark.parametrize(("name", "batch", "dtype"), CASES, ids=IDS)
 def test_flax_forward(benchmark, pairs, name, batch, dtype):
+    _timed_or_small(benchmark, name)
     loaded = _loaded(pairs, name, dtype)
     images = jax.numpy.asarray(_images(batch).transpose(0, 2, 3, 1), dtype)
 

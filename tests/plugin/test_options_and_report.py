@@ -234,6 +234,6 @@ def test_jax_compilation_cache_defaults_to_pytests_cache_and_turns_off(pytester)
     settings = json.loads((pytester.path / "r.json").read_text())["settings"]
     assert settings["jax_cache"] == f"{pytester.path}/.pytest_cache/d/parity-xla"
     pytester.runpytest_subprocess("-s", "--parity-jax-cache=none").stdout.fnmatch_lines(
-        ["*CACHE None false"])
+        ["*CACHE None false"])  # the directory is dropped, even one inherited
     pytester.runpytest_subprocess("-s", "--parity-jax-cache=xla").stdout.fnmatch_lines(
         [f"*CACHE {pytester.path}/xla true"])
