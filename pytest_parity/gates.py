@@ -12,8 +12,10 @@ does not. Gates are declared in one place, the project's pyproject.toml:
 or on a benchmark, against a baseline with the same parameters:
 `@pytest.mark.parity_gate(baseline="test_raw_h5py_read", limit=3.0)`. A name ending in `:key`
 reads `benchmark.extra_info[key]` (a memory figure, a count) instead of the time. Times compare
-by their minimum, the least noisy statistic. With `--parity-bench-gate` the session fails, with
-the table, when a measured ratio exceeds its limit, or when no gate was measured at all.
+by their minimum, usually the least noisy statistic; a gate may say `stat = "median"` where
+one side's minimum swings more than its median (measured: torch's forward on a shared CPU).
+With `--parity-bench-gate` the session fails, with the table, when a measured ratio exceeds
+its limit, or when no gate was measured at all.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import pytest
 
 MARKER = "parity_gate"
+STATS = ("min", "median", "mean")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Gate:
     measure: str
     baseline: str
     limit: float
+    stat: str = "min"
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,12 @@ def declared_gates(table: dict[str, Any]) -> list[Gate]:
                 f"(missing {missing or 'none'}, limit {limit!r}); e.g. measure = "
                 "\"test_pair_ready[resnet50]\", baseline = \"test_raw_h5py_read[resnet50]\", "
                 "limit = 3.0")
+        stat = entry.get("stat", "min")
+        if stat not in STATS:
+            raise pytest.UsageError(f"[tool.parity] gates[{index}]: stat = {stat!r}; one of "
+                                    f"{', '.join(STATS)}, e.g. stat = \"median\"")
         gates.append(Gate(entry.get("name", f"{entry['measure']} / {entry['baseline']}"),
-                          entry["measure"], entry["baseline"], float(limit)))
+                          entry["measure"], entry["baseline"], float(limit), stat))
     return gates
 
 
@@ -93,7 +101,7 @@ def marker_gates(items: list[pytest.Item]) -> list[Gate]:
     return gates
 
 
-def _figure(benchmarks: dict[str, Any], reference: str) -> float | None:
+def _figure(benchmarks: dict[str, Any], reference: str, stat: str) -> float | None:
     name, _, key = reference.partition(":")
     bench = benchmarks.get(name)
     if bench is None:
@@ -101,12 +109,12 @@ def _figure(benchmarks: dict[str, Any], reference: str) -> float | None:
     if key:
         value = bench.extra_info.get(key)
         return float(value) if value is not None else None
-    return float(bench.stats.min)
+    return float(getattr(bench.stats, stat))
 
 
 def judge(gates: list[Gate], benchmarks: dict[str, Any]) -> list[Verdict]:
-    return [Verdict(gate, _figure(benchmarks, gate.measure), _figure(benchmarks, gate.baseline))
-            for gate in gates]
+    return [Verdict(gate, _figure(benchmarks, gate.measure, gate.stat),
+                    _figure(benchmarks, gate.baseline, gate.stat)) for gate in gates]
 
 
 def _shown(value: float | None, reference: str) -> str:

@@ -40,7 +40,7 @@ def _conversion_and_throughput(terminalreporter, config):
                   for name, bench in ((b.name, b) for b in session.benchmarks)
                   if name.startswith("test_parity_test_examples") and not bench.has_error]
     if throughput:
-        terminalreporter.section("@parity_test examples per second (Conv2d, mean of 3 runs)")
+        terminalreporter.section("@parity_test examples per second (Conv2d, mean of 5 runs)")
         for line in throughput:
             terminalreporter.write_line(line)
 

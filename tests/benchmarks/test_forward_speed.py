@@ -23,7 +23,7 @@ jax = pytest.importorskip("jax")
 CASES = [(name, batch, dtype) for name in sorted(PARAM_COUNTS) for batch in (1, 8)
          for dtype in ("float32", "bfloat16")]
 IDS = [f"{name}-b{batch}-{dtype}" for name, batch, dtype in CASES]
-ROUNDS = 3
+ROUNDS = 5
 # Untimed runs (the tests session, --benchmark-disable) only prove the benchmarks work: the
 # smallest model of each family; the whole matrix takes minutes and runs under nox -s bench.
 UNTIMED_MODELS = ("resnet18", "vit_ti_16")

@@ -26,7 +26,7 @@ def test_parity_test_examples(benchmark, bucketed):
                                                  bucketed=bucketed),
                             max_examples=EXAMPLES)
 
-    result = benchmark.pedantic(check, rounds=3, iterations=1)
+    result = benchmark.pedantic(check, rounds=5, iterations=1)
     benchmark.extra_info.update(examples=result.examples, compilations=result.compilations)
     assert result.examples == EXAMPLES
 

@@ -52,6 +52,7 @@ def test_gates_declared_in_pyproject_and_unmeasured_ones(pytester):
         measure = "test_measured"
         baseline = "test_baseline"
         limit = 1.2
+        stat = "median"
 
         [[tool.parity.gates]]
         name = "a benchmark this run does not select"
@@ -71,3 +72,17 @@ def test_no_gate_measured_fails(pytester):
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*= parity benchmark gates: none measured (benchmarks not "
                                  "selected, or not timed: --benchmark-disable) =*"])
+
+
+def test_a_gate_with_an_unknown_statistic_is_a_usage_error(pytester):
+    pytester.makepyprojecttoml("""
+        [[tool.parity.gates]]
+        measure = "test_measured"
+        baseline = "test_baseline"
+        limit = 1.2
+        stat = "p99"
+    """)
+    result = _run(pytester, 1)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*[[]tool.parity[]] gates[[]0[]]: stat = 'p99'; one of min, "
+                                 "median, mean, e.g. stat = \"median\""])
