@@ -101,8 +101,9 @@ class _Runner:
         import jax
         import jax.numpy as jnp
 
+        from pytest_parity.arrays import to_numpy
         from pytest_parity.automap import automatic_mapping
-        from pytest_parity.devices import jax_device
+        from pytest_parity.loaded import placed_variables
 
         if not isinstance(self.flax_module, nn.Module):  # a function: no variables
             function = self.flax_module  # a fresh jit: its cache (compilations) is this case's
@@ -115,16 +116,10 @@ class _Runner:
                                            if batch.flax.dtype.kind == "f" else batch.flax.dtype)
             self.mapping = automatic_mapping(self.torch_module, self.flax_module, example,
                                              hints=self.hints, extra_rules=self.extra_rules)
-        state = {key: _to_numpy_f32(value) for key, value
-                 in self.torch_module.state_dict().items()}
-        arrays, _ = self.mapping.torch_to_canonical(state)
-
-        def placed(array: np.ndarray) -> Any:
-            floating = np.issubdtype(array.dtype, np.floating)
-            return jax.device_put(jnp.asarray(array, self.dtype if floating else None),
-                                  jax_device(self.device))
-
-        self.variables = jax.tree_util.tree_map(placed, self.mapping.canonical_to_flax(arrays))
+        arrays, _ = self.mapping.torch_to_canonical(
+            {key: to_numpy(value) for key, value in self.torch_module.state_dict().items()})
+        self.variables = placed_variables(self.mapping.canonical_to_flax(arrays), self.device,
+                                          self.dtype)
         module = self.flax_module
         self.apply = jax.jit(lambda variables, x: module.apply(variables, x))
         self.result.flax_module, self.result.flax_variables = module, self.variables
@@ -179,13 +174,6 @@ class _Runner:
     def compilations(self) -> int:
         cache_size = getattr(self.apply, "_cache_size", None)
         return int(cache_size()) if cache_size is not None else 0
-
-
-def _to_numpy_f32(tensor: Any) -> np.ndarray:
-    """A state-dict tensor as numpy; floating tensors in float32 (exact for bf16/f16)."""
-
-    tensor = tensor.detach().cpu()
-    return (tensor.float() if tensor.is_floating_point() else tensor).numpy()
 
 
 def _is_factory(candidate: Any) -> bool:

@@ -103,19 +103,24 @@ def _torch_model_with(pair: Pair, state: dict[str, Any]) -> Any:
     return model
 
 
-def _flax_variables(pair: Pair, checkpoint: Checkpoint, device: str, dtype: str) -> Any:
-    """The checkpoint's Flax variables on the device, floating ones in `dtype` (one transfer)."""
+def placed_variables(variables: Any, device: str, dtype: str) -> Any:
+    """Flax variables (numpy) on the device in one transfer, floating ones cast to `dtype`."""
     import jax
     import jax.numpy as jnp
-
-    from pytest_parity.convert import checkpoint_to_flax
 
     def cast(array: np.ndarray) -> np.ndarray:
         floating = np.issubdtype(array.dtype, np.floating)
         return array.astype(jnp.dtype(dtype), copy=False) if floating else array
 
-    variables = jax.tree_util.tree_map(cast, checkpoint_to_flax(checkpoint, pair))
-    return jax.block_until_ready(jax.device_put(variables, jax_device(device)))
+    cast_tree = jax.tree_util.tree_map(cast, variables)
+    return jax.block_until_ready(jax.device_put(cast_tree, jax_device(device)))
+
+
+def _flax_variables(pair: Pair, checkpoint: Checkpoint, device: str, dtype: str) -> Any:
+    """The checkpoint's Flax variables on the device, floating ones in `dtype`."""
+    from pytest_parity.convert import checkpoint_to_flax
+
+    return placed_variables(checkpoint_to_flax(checkpoint, pair), device, dtype)
 
 
 def load_pair(pair: Pair, checkpoint: Checkpoint, device: str, dtype: str) -> LoadedPair:

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from pytest_parity.atomic import write_atomically
 
 SCHEMA = "pytest-parity-report/2"
 _VERSIONED = ("torch", "torchvision", "jax", "jaxlib", "flax", "numpy", "h5py", "pytest-parity")
@@ -67,12 +67,5 @@ def write_json(path: Path, report_records: list[dict[str, Any]],
     ordered = sorted(report_records, key=lambda r: (r["test"], r["name"]))
     document = {"schema": SCHEMA, "versions": installed_versions(), "settings": settings or {},
                 "records": ordered}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(document, stream, indent=1)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    text = json.dumps(document, indent=1)
+    write_atomically(path, lambda temporary: temporary.write_text(text), overwrite=True)
