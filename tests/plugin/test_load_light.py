@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Makes `import torch` / `import jax` fail as if they were not installed.
@@ -46,10 +48,26 @@ def test_a_suite_without_frameworks_runs_with_the_plugin_loaded(tmp_path):
     assert "parity-0.1.0" in result.stdout and "1 passed" in result.stdout
 
 
-def test_plain_unit_tests_pass_with_the_plugin_disabled():
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:parity", "-p", "no:cacheprovider", "-q",
-         "tests/unit"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "parity report" not in result.stdout
+PLAIN_SUITE = """
+import pytest
+
+@pytest.mark.slow
+def test_marked_with_a_marker_of_its_own():
+    assert sum([1, 2]) == 3
+
+@pytest.mark.parametrize("value", [1, 2])
+def test_parametrized(value, tmp_path):
+    assert value > 0 and tmp_path.is_dir()
+"""
+
+
+def test_plain_tests_pass_with_the_plugin_disabled(pytester):
+    """-p no:parity (and no cache): plain tests run as without the plugin; nothing of it shows."""
+    pytester.makepyfile(test_plain=PLAIN_SUITE)
+    pytester.makeini("[pytest]\nmarkers =\n    slow: a marker of the suite's own\n")
+    result = pytester.runpytest_subprocess("-p", "no:parity", "-p", "no:cacheprovider",
+                                           "--strict-markers")
+    result.assert_outcomes(passed=3)
+    assert "parity" not in result.stdout.str()
+    assert pytester.runpytest_subprocess("-p", "no:parity", "--parity-device=cpu").ret == \
+        pytest.ExitCode.USAGE_ERROR  # the option is the plugin's: gone with it

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from pytest_parity import devices
+from tests.support.frameworks import needs_frameworks
 
 CASES = """
 import numpy as np
@@ -34,6 +35,7 @@ def _ids(result, outcome):
     return [report.nodeid.split("::")[1] for report in reports[outcome]]
 
 
+@needs_frameworks
 def test_cases_are_the_intersection_of_marker_and_command_line(pytester):
     pytester.makepyfile(CASES)
     result = pytester.inline_run("--parity-dtype=bfloat16,float32")
@@ -61,6 +63,7 @@ def test_missing_framework_skips_with_the_install_hint(pytester, monkeypatch):
            "installed (pip install 'pytest-parity[jax]')" in result.outlines
 
 
+@needs_frameworks
 def test_dtype_unsupported_on_the_device_skips_with_the_reason(pytester, monkeypatch):
     monkeypatch.setattr(devices, "gpu_problems", lambda: [])
     monkeypatch.setattr(devices, "dtype_problem", lambda device, dtype: (
@@ -103,6 +106,7 @@ def test_a_bad_marker_is_an_error_naming_the_test(pytester, marker, message):
     result.stdout.no_fnmatch_line("*Traceback*")
 
 
+@needs_frameworks
 def test_tolerance_layers_marker_over_pair_command_line_over_all(pytester):
     pytester.makepyfile("""
         import numpy as np

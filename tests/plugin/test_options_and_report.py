@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from pytest_parity import devices
+from tests.support.frameworks import needs_frameworks
 
 CASES = """
 import numpy as np
@@ -79,6 +80,7 @@ def test_bad_ini_value_is_a_usage_error_naming_the_ini_option(pytester):
         "\n".join(result.errlines)
 
 
+@needs_frameworks
 def test_ini_sets_the_defaults_and_the_command_line_wins(pytester):
     pytester.makepyfile(CASES)
     pytester.makeini("[pytest]\nparity_dtypes = bfloat16,float32\nparity_seed = 7\n")
@@ -105,6 +107,7 @@ def test_bad_device_fails_before_any_test_runs(pytester):
 
 
 @pytest.mark.skipif(not devices.gpu_problems(), reason="a GPU is present for torch and jax")
+@needs_frameworks
 def test_gpu_without_a_gpu_is_a_usage_error_naming_the_framework(pytester):
     pytester.makepyfile(CASES)
     result = pytester.runpytest_subprocess("--parity-device=gpu")
@@ -127,6 +130,7 @@ def test_gpu_error_names_whichever_framework_lacks_one(pytester, monkeypatch, pr
     assert expected in "\n".join(result.errlines)
 
 
+@needs_frameworks
 def test_all_runs_cpu_and_skips_gpu_with_the_reason(pytester, monkeypatch):
     monkeypatch.setattr(devices, "gpu_problems", lambda: ["torch 9 sees no GPU"])
     pytester.makepyfile(CASES)
@@ -138,6 +142,7 @@ def test_all_runs_cpu_and_skips_gpu_with_the_reason(pytester, monkeypatch):
     assert not failed
 
 
+@needs_frameworks
 def test_auto_picks_gpu_only_when_both_see_one(pytester, monkeypatch):
     pytester.makepyfile(CASES)
     monkeypatch.setattr(devices, "gpu_problems", lambda: ["jax 9 sees no GPU"])
@@ -148,6 +153,7 @@ def test_auto_picks_gpu_only_when_both_see_one(pytester, monkeypatch):
         ["*test_device_case[[]gpu[]]*"])
 
 
+@needs_frameworks
 def test_summary_and_json_hold_every_parity_comparison(pytester):
     pytester.makepyfile(CASES)
     result = pytester.runpytest_subprocess("--parity-report=out/report.json")
@@ -164,6 +170,7 @@ def test_summary_and_json_hold_every_parity_comparison(pytester):
     ]
 
 
+@needs_frameworks
 def test_xdist_reports_the_same_records_as_a_plain_run(pytester):
     pytest.importorskip("xdist")
     pytester.makepyfile(CASES)
