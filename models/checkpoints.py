@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 from models.seeded import GENERATOR_VERSION, seeded_state_dict
-from pytest_parity.checkpoint import Checkpoint, load, save
-from pytest_parity.convert import checkpoint_from_torch
+from pytest_parity.checkpoint import Checkpoint, checkpoint_from_torch, load, save
 from pytest_parity.errors import CheckpointError
 from pytest_parity.registry import Pair
 

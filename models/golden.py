@@ -34,7 +34,7 @@ def compute(name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """torchvision's float32 CPU logits for each golden input, and their provenance."""
     import torch
 
-    from pytest_parity.convert import checkpoint_to_torch
+    from pytest_parity.checkpoint import checkpoint_to_torch
 
     pair = registry.get(name)
     checkpoint = seeded_checkpoint(pair, CHECKPOINT_SEED)

@@ -10,11 +10,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pytest_parity.automap import automatic_mapping
-    from pytest_parity.compare import Comparison, ParityResult, assert_close, assert_trees_close
-    from pytest_parity.decorator import ParityTestResult, parity_test
-    from pytest_parity.mapping_files import load_mapping, save_mapping
-    from pytest_parity.tolerance import DEFAULT_TOLERANCES, Tolerance
+    from pytest_parity.compare import (
+        DEFAULT_TOLERANCES,
+        Comparison,
+        ParityResult,
+        Tolerance,
+        assert_close,
+        assert_trees_close,
+    )
+    from pytest_parity.mapping import automatic_mapping, load_mapping, save_mapping
+    from pytest_parity.run import ParityTestResult, parity_test
 
 __version__ = "0.1.0"
 
@@ -32,18 +37,19 @@ __all__ = [
     "save_mapping",
 ]
 
+# Each public name's wing: importing it is deferred to the name's first use.
 _MODULE_OF = {
-    "DEFAULT_TOLERANCES": "pytest_parity.tolerance",
+    "DEFAULT_TOLERANCES": "pytest_parity.compare",
     "Comparison": "pytest_parity.compare",
     "ParityResult": "pytest_parity.compare",
-    "Tolerance": "pytest_parity.tolerance",
+    "Tolerance": "pytest_parity.compare",
     "assert_close": "pytest_parity.compare",
     "assert_trees_close": "pytest_parity.compare",
-    "automatic_mapping": "pytest_parity.automap",
-    "load_mapping": "pytest_parity.mapping_files",
-    "save_mapping": "pytest_parity.mapping_files",
-    "parity_test": "pytest_parity.decorator",
-    "ParityTestResult": "pytest_parity.decorator",
+    "automatic_mapping": "pytest_parity.mapping",
+    "load_mapping": "pytest_parity.mapping",
+    "save_mapping": "pytest_parity.mapping",
+    "parity_test": "pytest_parity.run",
+    "ParityTestResult": "pytest_parity.run",
 }
 
 

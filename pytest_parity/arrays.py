@@ -1,4 +1,5 @@
-"""Turn torch tensors, jax arrays and numpy arrays into numpy without importing a framework."""
+"""Turn torch tensors, jax arrays and numpy arrays into numpy and back, exactly (bfloat16 too);
+importing this module imports no framework."""
 
 from __future__ import annotations
 
@@ -27,6 +28,16 @@ def to_numpy(value: Any) -> np.ndarray:
     if _is_torch_tensor(value):
         return _torch_to_numpy(value)
     return np.asarray(value)
+
+
+def to_torch(array: np.ndarray) -> Any:
+    """A torch tensor with exactly the array's values (bfloat16 included)."""
+    import torch
+
+    if str(array.dtype) == "bfloat16":
+        return torch.from_numpy(np.asarray(array, order="C").view(np.int16)).view(torch.bfloat16)
+    # order='C', not ascontiguousarray, which turns a scalar into shape (1,).
+    return torch.from_numpy(np.asarray(array, order="C"))
 
 
 def c_order_bytes(array: np.ndarray) -> memoryview:

@@ -11,12 +11,14 @@ import argparse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_parity import options
-from pytest_parity.tolerance import Layer
+
+if TYPE_CHECKING:  # a type only: the plugin loads without numpy
+    from pytest_parity.compare.tolerance import Layer
 
 MARKER_DEVICES = ("cpu", "gpu")
 
@@ -62,6 +64,11 @@ class Settings:
         return {"device": self.device, "dtypes": list(self.dtypes), "rtol": self.rtol,
                 "atol": self.atol, "seed": self.seed, "numerics": self.numerics,
                 "jax_cache": str(self.jax_cache) if self.jax_cache else None}
+
+
+# Where the plugin keeps them for the session (pytest's stash), read by hooks and fixtures.
+SETTINGS = pytest.StashKey[Settings]()
+DEVICES = pytest.StashKey[list[str]]()  # the run's devices, resolved once: ['cpu', 'gpu']
 
 
 def read_settings(config: pytest.Config) -> Settings:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pytest_parity.errors import PREFIX
+
 
 def _env(arguments: argparse.Namespace) -> int:
     from pytest_parity.environment import describe
@@ -15,8 +17,8 @@ def _env(arguments: argparse.Namespace) -> int:
 
 
 def _inspect(arguments: argparse.Namespace) -> int:
-    from pytest_parity.checkpoint import load
-    from pytest_parity.inspection import describe_tree, list_keys
+    from pytest_parity.checkpoint.format import load
+    from pytest_parity.checkpoint.inspection import describe_tree, list_keys
 
     checkpoint = load(arguments.file)
     print("\n".join(list_keys(checkpoint) if arguments.keys else describe_tree(checkpoint)))
@@ -24,8 +26,8 @@ def _inspect(arguments: argparse.Namespace) -> int:
 
 
 def _diff(arguments: argparse.Namespace) -> int:
-    from pytest_parity.checkpoint import load
-    from pytest_parity.inspection import diff_lines
+    from pytest_parity.checkpoint.format import load
+    from pytest_parity.checkpoint.inspection import diff_lines
 
     lines, differ = diff_lines(load(arguments.a), load(arguments.b))
     print("\n".join(lines))
@@ -33,7 +35,7 @@ def _diff(arguments: argparse.Namespace) -> int:
 
 
 def _convert(arguments: argparse.Namespace) -> int:
-    from pytest_parity.convert_file import convert_file, read_key_list
+    from pytest_parity.checkpoint.convert_file import convert_file, read_key_list
 
     keys = read_key_list(arguments.keys) if arguments.keys else None
     print(convert_file(arguments.source, arguments.target, architecture=arguments.arch,
@@ -50,7 +52,7 @@ def _golden(arguments: argparse.Namespace) -> int:
     for name in names:
         pair = registry.get(name)
         if pair.golden is None:
-            raise ParityError(f"[parity] {name}: its pair registers no golden factory")
+            raise ParityError(f"{PREFIX} {name}: its pair registers no golden factory")
         outputs, manifest = pair.golden()
         for path in golden.write(arguments.dir, name, outputs, manifest,
                                  update=arguments.update):

@@ -1,9 +1,23 @@
-"""Versions and devices of the frameworks, printed first by every nox session (`parity env`)."""
+"""Versions and devices of the frameworks: printed first by every nox session (`parity env`),
+recorded in the parity report and in every checkpoint written."""
 
 from __future__ import annotations
 
 import platform
 from importlib import metadata
+
+_VERSIONED = ("torch", "torchvision", "jax", "jaxlib", "flax", "numpy", "h5py", "pytest-parity")
+
+
+def installed_versions() -> dict[str, str | None]:
+    """Versions of the frameworks, read from package metadata (nothing is imported)."""
+    versions: dict[str, str | None] = {}
+    for distribution in _VERSIONED:
+        try:
+            versions[distribution] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            versions[distribution] = None
+    return versions
 
 
 def _torch_lines() -> list[str]:

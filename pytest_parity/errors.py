@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+PREFIX = "[parity]"  # every message of the plugin starts with it
+
 
 class ParityError(Exception):
     """Base of every error pytest-parity raises on bad input."""
@@ -20,5 +22,5 @@ class CheckpointError(ParityError):
         self.path = Path(path)
         self.problems = list(problems)
         count = f"{len(self.problems)} problems" if len(self.problems) > 1 else "1 problem"
-        lines = [f"[parity] {self.path}: {count}"] + [f"  - {p}" for p in self.problems]
+        lines = [f"{PREFIX} {self.path}: {count}"] + [f"  - {p}" for p in self.problems]
         super().__init__("\n".join(lines))

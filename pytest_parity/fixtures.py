@@ -6,8 +6,8 @@ what it needs when a test asks for it.
 - `parity_seed`: `--parity-seed` (default 0).
 - `parity_checkpoint("resnet50")`: the pair's canonical checkpoint for the seed.
 - `parity_pair("resnet50")`: both models loaded from that checkpoint onto the case's device
-  and dtype (pytest_parity.loaded.LoadedPair), cached per session and per xdist worker.
-- `golden`: outputs held to golden files (pytest_parity.golden_fixture).
+  and dtype (pytest_parity.run.loaded.LoadedPair), cached per session and per xdist worker.
+- `golden`: outputs held to golden files (pytest_parity.golden.fixture).
 """
 
 from __future__ import annotations
@@ -19,19 +19,20 @@ from typing import Any
 
 import pytest
 
+from pytest_parity.cases import SETTINGS, Settings
+
 _pair_cache_key = pytest.StashKey[Any]()
 
 
-def _settings(config: pytest.Config) -> Any:
-    from pytest_parity.plugin import settings_key
-
-    return config.stash[settings_key]
+def _settings(config: pytest.Config) -> Settings:
+    return config.stash[SETTINGS]
 
 
 def _cache_dir(config: pytest.Config) -> Path:
     """Where generated checkpoints are kept: pytest's cache, else the temporary directory."""
-    if config.cache is not None:
-        return config.cache.mkdir("parity-checkpoints")
+    cache = getattr(config, "cache", None)  # absent under -p no:cacheprovider
+    if cache is not None:
+        return cache.mkdir("parity-checkpoints")
     return Path(tempfile.gettempdir()) / "pytest-parity-checkpoints"
 
 
@@ -81,7 +82,7 @@ def parity_seed(request: pytest.FixtureRequest) -> int:
 def parity_checkpoint(request: pytest.FixtureRequest, parity_seed: int) -> Callable[[str], Any]:
     """`parity_checkpoint(name)`: the registered pair's canonical checkpoint for the seed."""
     from pytest_parity import registry
-    from pytest_parity.loaded import checkpoint_for
+    from pytest_parity.run.loaded import checkpoint_for
 
     def get(name: str) -> Any:
         return checkpoint_for(registry.get(name), parity_seed, _cache_dir(request.config))
@@ -97,7 +98,7 @@ def parity_pair(request: pytest.FixtureRequest, parity_device: str, parity_dtype
     for module in ("torch", "jax", "flax"):
         pytest.importorskip(module)
     from pytest_parity import registry
-    from pytest_parity.loaded import PairCache
+    from pytest_parity.run.loaded import PairCache
 
     config = request.config
     if _pair_cache_key not in config.stash:
@@ -113,7 +114,7 @@ def parity_pair(request: pytest.FixtureRequest, parity_device: str, parity_dtype
 @pytest.fixture
 def golden(request: pytest.FixtureRequest) -> Any:
     """Hold outputs to golden files: `golden.check(outputs, name=...)`; `golden.read(name)`."""
-    from pytest_parity.golden_fixture import GoldenFixture
+    from pytest_parity.golden.fixture import GoldenFixture
 
     settings = _settings(request.config)
     callspec = getattr(request.node, "callspec", None)

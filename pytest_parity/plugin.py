@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytest_parity import cases, jax_cache, numerics, records
+from pytest_parity import cases, jax_cache, numerics
 from pytest_parity import report as parity_report
 from pytest_parity.fixtures import (  # noqa: F401 (pytest finds fixtures by module attribute)
     golden,
@@ -25,8 +25,6 @@ from pytest_parity.fixtures import (  # noqa: F401 (pytest finds fixtures by mod
 
 RECORDS_PROPERTY = "parity_records"
 METAVARS = {"parity_dtype": "DTYPES", "parity_numerics": "MODE", "parity_jax_cache": "DIR"}
-settings_key = pytest.StashKey[cases.Settings]()
-devices_key = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -65,10 +63,10 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_parity import devices
 
     try:
-        config.stash[devices_key] = devices.resolve_devices(settings.device)
+        config.stash[cases.DEVICES] = devices.resolve_devices(settings.device)
     except RuntimeError as error:
         raise pytest.UsageError(str(error)) from None
-    config.stash[settings_key] = settings
+    config.stash[cases.SETTINGS] = settings
     numerics.prepare_process(settings.numerics)
     jax_cache.configure(settings.jax_cache)
     config.pluginmanager.register(ReportCollector(config), "parity-report")
@@ -92,9 +90,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     argnames = [name for name in ("parity_device", "parity_dtype")
                 if name in metafunc.fixturenames]
     if argnames:
-        settings = metafunc.config.stash[settings_key]
+        settings = metafunc.config.stash[cases.SETTINGS]
         metafunc.parametrize(
-            argnames, cases.case_params(metafunc.config.stash[devices_key], settings.dtypes,
+            argnames, cases.case_params(metafunc.config.stash[cases.DEVICES], settings.dtypes,
                                         spec, argnames), indirect=True)
 
 
@@ -109,7 +107,7 @@ def is_parity_case(item: pytest.Item) -> bool:
 def pytest_runtest_setup(item: pytest.Item):
     if not is_parity_case(item):
         return (yield)
-    settings = item.config.stash[settings_key]
+    settings = item.config.stash[cases.SETTINGS]
     with numerics.applied(settings.numerics, settings.seed):
         return (yield)
 
@@ -118,10 +116,12 @@ def pytest_runtest_setup(item: pytest.Item):
 def pytest_runtest_call(item: pytest.Item):
     if not is_parity_case(item):
         return (yield)
-    settings = item.config.stash[settings_key]
+    from pytest_parity.compare import case_tolerances, records
+
+    settings = item.config.stash[cases.SETTINGS]
     layers = [cases.read_marker(item.get_closest_marker("parity")).layer(), *settings.layers()]
     with numerics.applied(settings.numerics, settings.seed), \
-            records.collecting(layers) as found:
+            case_tolerances.applied(layers), records.collecting() as found:
         try:
             return (yield)
         finally:
@@ -161,9 +161,9 @@ class ReportCollector:
                 terminalreporter.write_line(line)
         path = self.config.getoption("parity_report")
         if path:
-            settings = self.config.stash[settings_key]
+            settings = self.config.stash[cases.SETTINGS]
             parity_report.write_json(
                 Path(path), self.records,
-                {**settings.to_record(), "devices": self.config.stash[devices_key],
+                {**settings.to_record(), "devices": self.config.stash[cases.DEVICES],
                  "numerics": numerics.describe(settings.numerics, settings.seed)})
             terminalreporter.write_line(f"parity report written to {path}")

@@ -17,8 +17,9 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from pytest_parity.errors import ParityError
-from pytest_parity.mapping import Mapping
+from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.layouts import Layout
+from pytest_parity.mapping.rules import Mapping
 from pytest_parity.project import parity_table
 
 ENTRY_POINT_GROUP = "pytest_parity.zoo"
@@ -32,15 +33,16 @@ class UnknownArchitecture(ParityError):
 class Pair:
     """One architecture in both frameworks.
 
-    `input_shape` is the torch (NCHW) shape of one example batch; the Flax model takes the
-    same batch as NHWC. `preprocess` turns an image (PIL) into such a batch the way the
-    original implementation does. `tolerances` overrides the per-dtype defaults of
-    pytest_parity.tolerance for this pair's outputs: {"bfloat16": {"rtol": ..., "atol": ...}}.
-    `golden`, where given, computes the original implementation's outputs and their
-    provenance for `parity golden` (see pytest_parity.golden). `checkpoint(seed, cache_dir)`,
-    where given, returns the pair's canonical checkpoint for a seed (the zoo's seeded,
-    realistic weights); without it the `parity_pair` fixture uses the torch model's own
-    initialisation under torch.manual_seed(seed).
+    `input_shape` is the torch shape of one example batch; the Flax model takes the same batch
+    in its own layout (`input_layout`: an image batch, NCHW for torch, is NHWC for Flax).
+    `preprocess` turns an image (PIL) into such a batch the way the original implementation
+    does. `tolerances` overrides the per-dtype defaults of pytest_parity.compare.tolerance for
+    this pair's outputs: {"bfloat16": {"rtol": ..., "atol": ...}}. `golden`, where given,
+    computes the original implementation's outputs and their provenance for `parity golden`
+    (see pytest_parity.golden.files). `checkpoint(seed, cache_dir)`, where given, returns the
+    pair's canonical checkpoint for a seed (the zoo's seeded, realistic weights); without it
+    the `parity_pair` fixture uses the torch model's own initialisation under
+    torch.manual_seed(seed).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Pair:
     tolerances: MappingType[str, MappingType[str, float]] = field(default_factory=dict)
     golden: Callable[[], tuple[dict[str, Any], dict[str, Any]]] | None = None
     checkpoint: Callable[[int, Path], Any] | None = None
+    input_layout: Layout = Layout.IMAGE
 
     def tolerance(self, dtype: str) -> dict[str, float]:
         """The pair's rtol/atol for outputs of `dtype` ({} where the defaults apply)."""
@@ -59,14 +62,7 @@ class Pair:
 
     @property
     def flax_input_shape(self) -> tuple[int, ...]:
-        batch, channels, height, width = self.input_shape
-        return (batch, height, width, channels)
-
-    @staticmethod
-    def to_flax_input(batch_nchw: Any) -> Any:
-        """A torch-layout (NCHW) image batch as the Flax models take it (NHWC): the one place
-        where the two layouts of inputs meet."""
-        return batch_nchw.transpose(0, 2, 3, 1)
+        return self.input_layout.flax_shape(self.input_shape)
 
 
 _PAIRS: dict[str, Pair] = {}
@@ -102,7 +98,7 @@ def get(name: str) -> Pair:
     if name not in _PAIRS:
         known = ", ".join(sorted(_PAIRS)) or "none"
         raise UnknownArchitecture(
-            f"[parity] unknown architecture {name!r}; registered: {known}. Register pairs in a "
+            f"{PREFIX} unknown architecture {name!r}; registered: {known}. Register pairs in a "
             f"module listed under [tool.parity] zoo in pyproject.toml, or in the "
             f"{ENTRY_POINT_GROUP!r} entry point group.")
     return _PAIRS[name]

@@ -18,27 +18,13 @@ from __future__ import annotations
 
 import json
 import math
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from pytest_parity.atomic import write_atomically
+from pytest_parity.environment import installed_versions
 
 SCHEMA = "pytest-parity-report/2"
-_VERSIONED = ("torch", "torchvision", "jax", "jaxlib", "flax", "numpy", "h5py", "pytest-parity")
-
-
-def installed_versions() -> dict[str, str | None]:
-    """Versions of the frameworks, read from package metadata (nothing is imported)."""
-    versions: dict[str, str | None] = {}
-    for distribution in _VERSIONED:
-        try:
-            versions[distribution] = metadata.version(distribution)
-        except metadata.PackageNotFoundError:
-            versions[distribution] = None
-    return versions
-
-
 def _fmt(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:.2e}"
 

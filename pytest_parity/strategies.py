@@ -15,13 +15,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 from hypothesis import strategies as st
 
 from pytest_parity.errors import ParityError
+from pytest_parity.layouts import Layout
 
-IMAGE = "NCHW->NHWC"
-SAME = "same"
+# The dtypes a drawn batch may hold (bfloat16 through ml_dtypes, as numpy has none).
+FLOATING_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 class StrategyArgumentError(ParityError, ValueError):
@@ -31,7 +33,7 @@ class StrategyArgumentError(ParityError, ValueError):
 class Batch:
     """One drawn input. Not a dataclass: hypothesis would print its arrays in full."""
 
-    def __init__(self, torch: np.ndarray, flax: np.ndarray, layout: str, seed: int) -> None:
+    def __init__(self, torch: np.ndarray, flax: np.ndarray, layout: Layout, seed: int) -> None:
         self.torch, self.flax, self.layout, self.seed = torch, flax, layout, seed
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # hypothesis' printer
@@ -69,6 +71,18 @@ def _value_range(function: str, min_value: float, max_value: float) -> tuple[flo
     return float(min_value), float(max_value)
 
 
+def _floating_dtype(function: str, dtype: Any, example: str) -> np.dtype:
+    """A dtype name (or numpy dtype) of FLOATING_DTYPES as a numpy dtype."""
+    try:  # None is no dtype here (numpy would read it as float64)
+        name = dtype if isinstance(dtype, str) or dtype is None else np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in FLOATING_DTYPES:
+        raise StrategyArgumentError(f"{function}: dtype={dtype!r} must be one of "
+                                    f"{', '.join(FLOATING_DTYPES)}, e.g. {example}")
+    return np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
+
+
 def _sizes(low: int, high: int, bucketed: bool) -> st.SearchStrategy[int]:
     if not bucketed:
         return st.integers(low, high)
@@ -84,7 +98,7 @@ def _batches(low: int, high: int, bucketed: bool) -> st.SearchStrategy[int]:
 
 
 def _values(shape: tuple[int, ...], seed: int, low: float, high: float,
-            dtype: str) -> np.ndarray:
+            dtype: np.dtype) -> np.ndarray:
     return np.random.default_rng(seed).uniform(low, high, shape).astype(dtype)
 
 
@@ -101,6 +115,7 @@ def image_batches(*, channels: int, min_size: int = 8, max_size: int = 32, min_b
     sizes = _bounds("image_batches", "size", min_size, max_size, example)
     batches = _bounds("image_batches", "batch", min_batch, max_batch, example)
     low, high = _value_range("image_batches", min_value, max_value)
+    values_dtype = _floating_dtype("image_batches", dtype, example)
 
     @st.composite
     def drawn(draw: Any) -> Batch:
@@ -108,8 +123,8 @@ def image_batches(*, channels: int, min_size: int = 8, max_size: int = 32, min_b
         height = draw(_sizes(*sizes, bucketed))
         width = height if square else draw(_sizes(*sizes, bucketed))
         seed = draw(_seeds)
-        nchw = _values((batch, channels, height, width), seed, low, high, dtype)
-        return Batch(nchw, np.ascontiguousarray(nchw.transpose(0, 2, 3, 1)), IMAGE, seed)
+        nchw = _values((batch, channels, height, width), seed, low, high, values_dtype)
+        return Batch(nchw, Layout.IMAGE.to_flax(nchw), Layout.IMAGE, seed)
 
     return drawn()
 
@@ -124,14 +139,15 @@ def sequence_batches(*, features: int, min_length: int = 1, max_length: int = 16
     lengths = _bounds("sequence_batches", "length", min_length, max_length, example)
     batches = _bounds("sequence_batches", "batch", min_batch, max_batch, example)
     low, high = _value_range("sequence_batches", min_value, max_value)
+    values_dtype = _floating_dtype("sequence_batches", dtype, example)
 
     @st.composite
     def drawn(draw: Any) -> Batch:
         shape = (draw(_batches(*batches, bucketed)), draw(_sizes(*lengths, bucketed)),
                  features)
         seed = draw(_seeds)
-        values = _values(shape, seed, low, high, dtype)
-        return Batch(values, values, SAME, seed)
+        values = _values(shape, seed, low, high, values_dtype)
+        return Batch(values, values, Layout.SAME, seed)
 
     return drawn()
 
@@ -144,13 +160,14 @@ def feature_batches(*, features: int, min_batch: int = 1, max_batch: int = 8,
     features = _positive("feature_batches", "features", features, example)
     batches = _bounds("feature_batches", "batch", min_batch, max_batch, example)
     low, high = _value_range("feature_batches", min_value, max_value)
+    values_dtype = _floating_dtype("feature_batches", dtype, example)
 
     @st.composite
     def drawn(draw: Any) -> Batch:
         shape = (draw(_batches(*batches, bucketed)), features)
         seed = draw(_seeds)
-        values = _values(shape, seed, low, high, dtype)
-        return Batch(values, values, SAME, seed)
+        values = _values(shape, seed, low, high, values_dtype)
+        return Batch(values, values, Layout.SAME, seed)
 
     return drawn()
 
@@ -169,7 +186,7 @@ def token_batches(*, vocab_size: int, min_length: int = 1, max_length: int = 16,
         shape = (draw(_batches(*batches, bucketed)), draw(_sizes(*lengths, bucketed)))
         seed = draw(_seeds)
         ids = np.random.default_rng(seed).integers(0, vocab_size, shape)
-        return Batch(ids.astype(np.int64), ids.astype(np.int32), SAME, seed)
+        return Batch(ids.astype(np.int64), ids.astype(np.int32), Layout.SAME, seed)
 
     return drawn()
 

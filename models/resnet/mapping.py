@@ -4,8 +4,8 @@ torchvision keys `layer{i}.{j}.conv1.weight`; the canonical tree, which the Flax
 variable tree follows, names blocks `layer{i}/block{j}/conv1/kernel`.
 """
 
-from pytest_parity.layer_rules import batch_norm_rules, conv_rules, linear_rules
 from pytest_parity.mapping import Mapping
+from pytest_parity.mapping.layer_rules import batch_norm_rules, conv_rules, linear_rules
 
 BLOCK = "layer{i}.{j}"
 CANONICAL_BLOCK = "layer{i}/block{j}"

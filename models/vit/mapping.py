@@ -5,8 +5,8 @@ torchvision keeps each block's query/key/value projections fused in one `in_proj
 head_dim] kernels, and the output projection as [heads, head_dim, hidden].
 """
 
-from pytest_parity.layer_rules import attention_rules, conv_rules, linear_rules, norm_rules
 from pytest_parity.mapping import Mapping, Rule
+from pytest_parity.mapping.layer_rules import attention_rules, conv_rules, linear_rules, norm_rules
 
 BLOCK = "encoder.layers.encoder_layer_{i}"
 CANONICAL_BLOCK = "encoder/layer{i}"

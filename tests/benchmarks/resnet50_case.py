@@ -28,7 +28,7 @@ def main(mode: str, cache_dir: str) -> dict:
     import torch  # noqa: F401  (both frameworks, as in any parity case)
 
     from pytest_parity import assert_close, registry
-    from pytest_parity.loaded import PairCache
+    from pytest_parity.run import PairCache
 
     if mode == "imports":
         return {"peak_rss_mb": _peak_rss_mb()}

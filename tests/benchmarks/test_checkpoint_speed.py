@@ -37,7 +37,7 @@ def state(pair):
 
 @pytest.fixture(scope="module")
 def canonical_file(pair, state, tmp_path_factory):
-    from pytest_parity.convert import checkpoint_from_torch, flax_spec
+    from pytest_parity.checkpoint.convert import checkpoint_from_torch, flax_spec
 
     flax_spec(pair)  # the module's structure is traced once per session, not per conversion
     path = tmp_path_factory.mktemp(pair.name) / f"{pair.name}.h5"
@@ -80,7 +80,7 @@ def _run(benchmark, pair, group, function, *args, target=None, rounds=ROUNDS):
 
 
 def test_torch_to_h5(benchmark, pair, state, canonical_file, tmp_path):
-    from pytest_parity.convert import checkpoint_from_torch
+    from pytest_parity.checkpoint import checkpoint_from_torch
 
     def convert():
         save(tmp_path / "out.h5", checkpoint_from_torch(state, pair))
@@ -96,7 +96,7 @@ def test_raw_h5py_write(benchmark, pair, state, tmp_path):
 
 
 def test_h5_to_flax(benchmark, pair, canonical_file):
-    from pytest_parity.convert import checkpoint_to_flax
+    from pytest_parity.checkpoint import checkpoint_to_flax
 
     def convert():
         return checkpoint_to_flax(load(canonical_file), pair, canonical_file)
@@ -106,7 +106,7 @@ def test_h5_to_flax(benchmark, pair, canonical_file):
 
 
 def test_h5_to_flax_digest_unverified(benchmark, pair, canonical_file):
-    from pytest_parity.convert import checkpoint_to_flax
+    from pytest_parity.checkpoint import checkpoint_to_flax
 
     def convert():
         return checkpoint_to_flax(load(canonical_file, verify_digest=False), pair, canonical_file)
@@ -120,7 +120,7 @@ def test_raw_h5py_read(benchmark, pair, canonical_file):
 
 
 def test_torch_to_flax_in_memory(benchmark, pair, state, canonical_file):
-    from pytest_parity.convert import checkpoint_from_torch, checkpoint_to_flax
+    from pytest_parity.checkpoint import checkpoint_from_torch, checkpoint_to_flax
 
     variables = _run(benchmark, pair, "in memory",
                      lambda: checkpoint_to_flax(checkpoint_from_torch(state, pair), pair))
@@ -136,7 +136,7 @@ def test_plain_copy(benchmark, pair, state):
 def test_pair_ready(benchmark, pair, canonical_file):
     """Checkpoint on disk -> both models ready on the CPU (torch model loaded, Flax variables
     placed, apply wrapped in jit; compiling is the compile benchmark's, not this one's)."""
-    from pytest_parity.loaded import load_pair
+    from pytest_parity.run import load_pair
 
     # More rounds: its minimum varied 2.8x-4.3x the raw read over 5 rounds (page faults of
     # ~300 MB of fresh allocations each round).

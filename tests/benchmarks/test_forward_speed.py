@@ -36,7 +36,7 @@ def _timed_or_small(benchmark, name):
 
 @pytest.fixture(scope="module")
 def pairs(request):
-    from pytest_parity.loaded import PairCache
+    from pytest_parity.run import PairCache
 
     return PairCache(request.config.cache.mkdir("parity-checkpoints"), keep=2)
 

@@ -5,7 +5,7 @@ automatic mapping of ResNet-50. Examples per second are printed at the end of th
 import pytest
 
 from pytest_parity import automatic_mapping, registry
-from pytest_parity.decorator import check_parity
+from pytest_parity.run import check_parity
 from pytest_parity.strategies import image_batches
 
 pytest.importorskip("pytest_benchmark")

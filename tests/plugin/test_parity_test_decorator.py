@@ -13,7 +13,7 @@ import torch
 from pytest_parity import parity_test
 from pytest_parity.mapping import Mapping, Rule
 from pytest_parity.strategies import feature_batches, image_batches
-from pytest_parity.transforms import Transpose
+from pytest_parity.mapping import Transpose
 """
 
 WRONG = HEADER + """

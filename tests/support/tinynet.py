@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pytest_parity.layer_rules import batch_norm_rules
 from pytest_parity.mapping import Mapping, Rule
+from pytest_parity.mapping.layer_rules import batch_norm_rules
+from pytest_parity.mapping.transforms import OIHW_TO_HWIO, OUT_IN_TO_IN_OUT
 from pytest_parity.registry import Pair, register
-from pytest_parity.transforms import OIHW_TO_HWIO, OUT_IN_TO_IN_OUT
 
 MAPPING = Mapping("tinynet", (
     Rule("conv1/kernel", "conv1.weight", "HWIO", transform=OIHW_TO_HWIO),

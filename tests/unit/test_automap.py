@@ -130,3 +130,9 @@ def test_num_batches_tracked_is_handled_not_fatal():
                                 jax.ShapeDtypeStruct((1, 4, 4, 3), jnp.float32))
     rule = mapping.rule_for("num_batches_tracked", "torch")
     assert rule is not None and rule.collection is None
+
+
+def test_every_kind_has_its_rules():
+    from pytest_parity.mapping.automatic import FLAX_KINDS, RULES_OF_KIND, TORCH_KINDS
+
+    assert set(TORCH_KINDS.values()) == set(FLAX_KINDS.values()) == set(RULES_OF_KIND)

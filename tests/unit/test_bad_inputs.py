@@ -27,7 +27,7 @@ def _torch_state():
 
 
 def _canonical(tmp_path, edit=None):
-    from pytest_parity.convert import checkpoint_from_torch
+    from pytest_parity.checkpoint import checkpoint_from_torch
 
     checkpoint = checkpoint_from_torch(_torch_state(), TINYNET)
     if edit:

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from pytest_parity.checkpoint import (
-    FORMAT_VERSION,
     Checkpoint,
     NonFiniteWarning,
     TensorSpec,
@@ -17,6 +16,7 @@ from pytest_parity.checkpoint import (
     save,
     verify,
 )
+from pytest_parity.checkpoint.format import FORMAT_VERSION
 from pytest_parity.errors import CheckpointError
 
 DTYPES = ["float16", "bfloat16", "float32", "float64", "int64"]

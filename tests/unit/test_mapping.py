@@ -4,9 +4,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pytest_parity.layer_rules import batch_norm_rules
 from pytest_parity.mapping import Mapping, MappingError, Rule
-from pytest_parity.transforms import OUT_IN_TO_IN_OUT, Chain, Reshape, Split, Transpose
+from pytest_parity.mapping.layer_rules import batch_norm_rules
+from pytest_parity.mapping.transforms import OUT_IN_TO_IN_OUT, Chain, Reshape, Split, Transpose
 
 
 @given(data=st.data())

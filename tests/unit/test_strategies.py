@@ -54,13 +54,27 @@ def test_other_batches_share_one_layout(tokens, sequence, features):
          "max_value, e.g. sequence_batches(..., min_value=-1.0, max_value=1.0)"),
         (lambda: token_batches(vocab_size=100, max_batch=2.5),
          "token_batches: max_batch=2.5 must be a positive integer"),
+        (lambda: image_batches(channels=3, dtype="int8"),
+         "image_batches: dtype='int8' must be one of float16, bfloat16, float32, float64, e.g. "
+         "image_batches(channels=3, min_size=8, max_size=32)"),
+        (lambda: feature_batches(features=4, dtype="float"),
+         "feature_batches: dtype='float' must be one of float16, bfloat16, float32, float64"),
+        (lambda: sequence_batches(features=4, dtype=None),
+         "sequence_batches: dtype=None must be one of"),
     ],
-    ids=["channels", "sizes", "values", "batch"],
+    ids=["channels", "sizes", "values", "batch", "dtype-int", "dtype-unknown", "dtype-none"],
 )
 def test_bad_arguments_propose_the_fix(make, message):
     with pytest.raises(StrategyArgumentError) as error:
         make()
     assert message in str(error.value)
+
+
+@settings(max_examples=5, database=None)
+@given(half=feature_batches(features=3, dtype="bfloat16"),
+       double=sequence_batches(features=2, dtype=np.float64))
+def test_a_valid_dtype_is_the_drawn_values_dtype(half, double):
+    assert str(half.torch.dtype) == "bfloat16" and double.torch.dtype == np.float64
 
 
 def test_positional_arguments_are_refused():

@@ -1,6 +1,6 @@
 import pytest
 
-from pytest_parity.tolerance import (
+from pytest_parity.compare.tolerance import (
     DEFAULT_TOLERANCES,
     EXACT,
     Tolerance,

@@ -2,8 +2,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from pytest_parity.checkpoint import read_state_dict, write_state_dict
 from pytest_parity.errors import CheckpointError
-from pytest_parity.torch_files import read_state_dict, write_state_dict
 
 torch = pytest.importorskip("torch")
 

@@ -31,7 +31,7 @@ def torch_state(pair):
 @pytest.fixture(scope="module")
 def flax_variables(pair):
     """Random values in every variable the Flax module declares (its eval_shape structure)."""
-    from pytest_parity.convert import flax_spec
+    from pytest_parity.checkpoint.convert import flax_spec
 
     rng = np.random.default_rng(0)
     return unflatten({f"{pair.mapping.rule_for(path).collection}/{path}":
@@ -48,7 +48,7 @@ def assert_same_arrays(actual, expected):
 
 
 def test_torch_to_canonical_to_torch_is_bit_exact(tmp_path, pair, torch_state):
-    from pytest_parity.convert import checkpoint_from_torch, checkpoint_to_torch
+    from pytest_parity.checkpoint import checkpoint_from_torch, checkpoint_to_torch
 
     checkpoint = checkpoint_from_torch(torch_state, pair, source="torchvision")
     n_params = sum(array.size for path, array in checkpoint.arrays.items()
@@ -63,7 +63,7 @@ def test_torch_to_canonical_to_torch_is_bit_exact(tmp_path, pair, torch_state):
 
 
 def test_flax_to_canonical_to_flax_is_bit_exact(tmp_path, pair, flax_variables):
-    from pytest_parity.convert import checkpoint_from_flax, checkpoint_to_flax
+    from pytest_parity.checkpoint import checkpoint_from_flax, checkpoint_to_flax
 
     path = save(tmp_path / f"{pair.name}.h5", checkpoint_from_flax(flax_variables, pair))
     restored = checkpoint_to_flax(load(path, architecture=pair.name), pair, path)
@@ -71,7 +71,7 @@ def test_flax_to_canonical_to_flax_is_bit_exact(tmp_path, pair, flax_variables):
 
 
 def test_torch_round_trip_through_the_cli(tmp_path, pair, torch_state):
-    from pytest_parity.torch_files import read_state_dict, write_state_dict
+    from pytest_parity.checkpoint import read_state_dict, write_state_dict
 
     write_state_dict(tmp_path / "a.pt", torch_state)
     steps = [["a.pt", "a.h5", "--arch", pair.name], ["a.h5", "b.safetensors"],
@@ -83,7 +83,7 @@ def test_torch_round_trip_through_the_cli(tmp_path, pair, torch_state):
 
 
 def test_flax_round_trip_through_the_cli(tmp_path, pair, flax_variables):
-    from pytest_parity.flax_files import read_variables, write_variables
+    from pytest_parity.checkpoint import read_variables, write_variables
 
     write_variables(tmp_path / "a.msgpack", flax_variables)
     assert main(["convert", str(tmp_path / "a.msgpack"), str(tmp_path / "a.h5"),

@@ -56,6 +56,6 @@ def test_mutations_of_the_flax_port_are_detected(parity_pair, random_images, mon
     if edit_variables:
         edit_variables(variables)
     mutated_apply = jax.jit(registry.get(name).flax_model().apply)  # compiled with the patch
-    logits = np.asarray(mutated_apply(variables, pair.pair.to_flax_input(random_images)))
+    logits = np.asarray(mutated_apply(variables, pair.pair.input_layout.to_flax(random_images)))
     result = compare(logits, pair.torch_forward(random_images), name=f"{name} ({mutation})")
     assert not result.passed and result.margin > 50, result

@@ -19,7 +19,7 @@ def test_every_registered_model_has_a_pinned_parameter_count():
 
 @pytest.mark.parametrize("name", sorted(PARAM_COUNTS))
 def test_both_sides_have_the_pinned_parameter_count(name):
-    from pytest_parity.convert import flax_spec
+    from pytest_parity.checkpoint.convert import flax_spec
 
     pair = registry.get(name)
     with torch.device("meta"):  # shapes only: no memory, no init

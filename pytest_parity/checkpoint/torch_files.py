@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity.arrays import to_numpy
+from pytest_parity.arrays import to_numpy, to_torch
 from pytest_parity.atomic import write_atomically
 from pytest_parity.errors import CheckpointError
 
@@ -79,16 +79,6 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
                                      f"{str(error).splitlines()[0] if str(error) else ''})"]
                               ) from None
     return {key: to_numpy(value) for key, value in _unwrap(path, content).items()}
-
-
-def to_torch(array: np.ndarray) -> Any:
-    """A torch tensor with exactly the array's values (bfloat16 included)."""
-    import torch
-
-    if str(array.dtype) == "bfloat16":
-        return torch.from_numpy(np.asarray(array, order="C").view(np.int16)).view(torch.bfloat16)
-    # order='C', not ascontiguousarray, which turns a scalar into shape (1,).
-    return torch.from_numpy(np.asarray(array, order="C"))
 
 
 def write_state_dict(path: str | Path, state: Mapping[str, np.ndarray], *,

@@ -28,15 +28,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pytest
 
-from pytest_parity import records
-from pytest_parity.compare import Comparison, compare
-from pytest_parity.errors import ParityError
-from pytest_parity.failure import format_failure
-from pytest_parity.mapping import Mapping, Rule
-from pytest_parity.strategies import IMAGE, Batch, inputs_for
+from pytest_parity.arrays import to_numpy
+from pytest_parity.compare import Comparison, compare, format_failure, records
+from pytest_parity.compare.trees import leaves
+from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.mapping import Mapping, Rule, automatic_mapping
+from pytest_parity.run.sides import (
+    flax_module_in,
+    placed_variables,
+    run_flax,
+    run_torch,
+    torch_model_on,
+)
+from pytest_parity.strategies import Batch, inputs_for
 
 RESULT_ARGUMENT = "result"
 
@@ -61,17 +67,6 @@ def _build(spec: Any, is_instance: Callable[[Any], bool]) -> Any:
     return spec if is_instance(spec) else spec()
 
 
-def _flax_output_as_torch(output: Any, batch: Batch) -> Any:
-    """Flax's NHWC image outputs in torch's NCHW layout (other outputs as they are)."""
-    import jax
-
-    if batch.layout != IMAGE:
-        return output
-    return jax.tree_util.tree_map(
-        lambda leaf: np.asarray(leaf).transpose(0, 3, 1, 2) if np.ndim(leaf) == 4
-        else np.asarray(leaf), output)
-
-
 class _Runner:
     """Runs one case: builds both sides once, then checks each drawn example."""
 
@@ -81,12 +76,9 @@ class _Runner:
         import flax.linen as nn
         import torch
 
-        from pytest_parity.devices import torch_device
-
         self.device, self.dtype = device, dtype
-        self.torch_module = _build(torch_spec, lambda m: isinstance(m, torch.nn.Module))
-        self.torch_module = self.torch_module.eval().to(torch_device(device),
-                                                        getattr(torch, dtype))
+        self.torch_module = torch_model_on(
+            _build(torch_spec, lambda m: isinstance(m, torch.nn.Module)), device, dtype)
         self.flax_module = _build(flax_spec, lambda m: isinstance(m, nn.Module)
                                   or (not isinstance(m, type) and callable(m)
                                   and not _is_factory(m)))
@@ -101,16 +93,11 @@ class _Runner:
         import jax
         import jax.numpy as jnp
 
-        from pytest_parity.arrays import to_numpy
-        from pytest_parity.automap import automatic_mapping
-        from pytest_parity.loaded import placed_variables
-
         if not isinstance(self.flax_module, nn.Module):  # a function: no variables
             function = self.flax_module  # a fresh jit: its cache (compilations) is this case's
             self.apply = jax.jit(lambda x: function(x))
             return
-        if hasattr(self.flax_module, "dtype"):
-            self.flax_module = self.flax_module.clone(dtype=jnp.dtype(self.dtype))
+        self.flax_module = flax_module_in(self.flax_module, self.dtype)
         if self.mapping is None:
             example = jax.ShapeDtypeStruct(batch.flax.shape, jnp.dtype(self.dtype)
                                            if batch.flax.dtype.kind == "f" else batch.flax.dtype)
@@ -126,31 +113,17 @@ class _Runner:
         self.result.mapping = self.mapping
 
     def outputs(self, batch: Batch) -> tuple[Any, Any]:
-        import jax
-        import jax.numpy as jnp
-        import torch
-
-        from pytest_parity.devices import jax_device, torch_device
-
+        """Both sides' outputs on one example, as numpy in torch's layout."""
         if self.apply is None:
             self._prepare(batch)
-        floating = batch.torch.dtype.kind == "f"
-        tensor = torch.from_numpy(batch.torch).to(torch_device(self.device))
-        with torch.no_grad():
-            torch_out = self.torch_module(tensor.to(getattr(torch, self.dtype))
-                                          if floating else tensor)
-        flax_in = jax.device_put(jnp.asarray(batch.flax, self.dtype if floating else None),
-                                 jax_device(self.device))
-        flax_out = (self.apply(flax_in) if self.variables is None
-                    else self.apply(self.variables, flax_in))
-        return torch_out, _flax_output_as_torch(flax_out, batch)
+        torch_out = run_torch(self.torch_module, batch.torch, self.device, self.dtype)
+        flax_out = run_flax(self.apply, batch.flax, self.device, self.dtype,
+                            variables=self.variables, layout=batch.layout)
+        return torch_out, flax_out
 
     def check(self, batch: Batch, name: str) -> None:
         """One example: structure, shapes, dtypes, then values (raises AssertionError)."""
         __tracebackhide__ = True
-        from pytest_parity.arrays import to_numpy
-        from pytest_parity.trees import leaves
-
         torch_out, flax_out = self.outputs(batch)
         try:
             comparison = compare(flax_out, torch_out, name=name)
@@ -166,7 +139,7 @@ class _Runner:
         if worst is None or comparison.margin > worst.margin:
             self.result.worst, self.result.worst_input = comparison, batch
         if wrong_dtypes:
-            raise AssertionError(f"[parity] {name}: output dtypes differ: "
+            raise AssertionError(f"{PREFIX} {name}: output dtypes differ: "
                                  f"{'; '.join(wrong_dtypes)}\n  input: {batch!r}")
         if not comparison.passed:
             raise AssertionError(f"{format_failure(comparison)}\n  input: {batch!r}")

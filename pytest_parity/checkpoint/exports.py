@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pytest_parity.atomic import write_atomically
-from pytest_parity.checkpoint import Checkpoint
+from pytest_parity.checkpoint.format import Checkpoint
 
 JSON_FORMAT = "pytest-parity-json/1"
 DTYPES_ENTRY = "__dtypes__.json"

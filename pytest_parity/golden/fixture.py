@@ -1,7 +1,7 @@
 """The `golden` fixture: outputs held to golden files with pytest-regressions' review semantics.
 
 `golden.check(outputs, name=...)` compares against `<golden dir>/<name>.npz` (+ `.json`
-manifest, see pytest_parity.golden):
+manifest, see pytest_parity.golden.files):
 - a missing file (or output key) is written and the test fails, so a person reviews it;
 - a mismatch fails with the parity report and saves the obtained outputs beside the expected
   ones (`<name>.obtained.npz`);
@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_parity import golden as golden_files
 from pytest_parity.arrays import to_numpy
 from pytest_parity.atomic import write_atomically
 from pytest_parity.compare import Comparison, assert_close
-from pytest_parity.trees import leaves
+from pytest_parity.compare.trees import leaves
+from pytest_parity.errors import PREFIX
+from pytest_parity.golden import files as golden_files
 
 UPDATE_FLAG = "--parity-update-golden"
 UPDATE_HINT = f"If the new outputs are right: rerun with {UPDATE_FLAG} and review the diff."
@@ -96,7 +97,7 @@ class GoldenFixture:
         missing = [key for key in obtained if stored is None or key not in stored.outputs]
         if missing:
             written = self._write(name, obtained, manifest)
-            pytest.fail(f"[parity] {arrays_path}: no golden outputs {missing} for "
+            pytest.fail(f"{PREFIX} {arrays_path}: no golden outputs {missing} for "
                         f"{self.nodeid}; " + ("written now: review and commit them" if written
                                               else "not written under CI=true; write them on a "
                                               "workstation and commit them"), pytrace=False)
@@ -147,7 +148,7 @@ class GoldenFixture:
             return
         arrays_path, _ = golden_files.paths(self.directory, name)
         rewritten = self.update and self._write(name, obtained, manifest)
-        pytest.fail(f"[parity] {arrays_path}: the goldens belong to another checkpoint or "
+        pytest.fail(f"{PREFIX} {arrays_path}: the goldens belong to another checkpoint or "
                     f"other inputs (not a parity failure): {'; '.join(problems)}. "
                     + (f"Rewritten ({UPDATE_FLAG}): review the diff and commit it." if rewritten
                        else UPDATE_HINT), pytrace=False)

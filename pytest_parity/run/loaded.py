@@ -14,12 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pytest_parity import threads
-from pytest_parity.checkpoint import Checkpoint
-from pytest_parity.devices import jax_device, torch_device
+from pytest_parity.checkpoint.convert import (
+    checkpoint_from_torch,
+    checkpoint_to_flax,
+    checkpoint_to_torch,
+)
+from pytest_parity.checkpoint.format import Checkpoint
 from pytest_parity.registry import Pair
+from pytest_parity.run.sides import (
+    flax_module_in,
+    placed_variables,
+    run_flax,
+    run_torch,
+    torch_model_on,
+)
 
 
 def checkpoint_for(pair: Pair, seed: int, cache_dir: Path) -> Checkpoint:
@@ -29,19 +38,11 @@ def checkpoint_for(pair: Pair, seed: int, cache_dir: Path) -> Checkpoint:
         return pair.checkpoint(seed, cache_dir)
     import torch
 
-    from pytest_parity.convert import checkpoint_from_torch
 
     torch.manual_seed(seed)
     state = pair.torch_model().state_dict()
     return checkpoint_from_torch(state, pair, source=f"torch {torch.__version__} init, "
                                                      f"torch.manual_seed({seed})")
-
-
-def _flax_module_in(module: Any, dtype: str) -> Any:
-    """The module computing in `dtype`, where it has a `dtype` attribute (Flax's convention)."""
-    import jax.numpy as jnp
-
-    return module.clone(dtype=jnp.dtype(dtype)) if hasattr(module, "dtype") else module
 
 
 @dataclass
@@ -59,26 +60,15 @@ class LoadedPair:
     def name(self) -> str:
         return self.pair.name
 
-    def torch_forward(self, inputs: np.ndarray) -> np.ndarray:
-        """The torch model's output on a torch-layout (NCHW) batch, cast to the dtype."""
-        import torch
+    def torch_forward(self, inputs: Any) -> Any:
+        """The torch model's output on a torch-layout (e.g. NCHW) batch, as numpy."""
+        return run_torch(self.torch_model, inputs, self.device, self.dtype)
 
-        from pytest_parity.arrays import to_numpy
-
-        tensor = torch.from_numpy(np.asarray(inputs, np.float32))
-        with torch.no_grad():
-            output = self.torch_model(tensor.to(torch_device(self.device),
-                                                getattr(torch, self.dtype)))
-        return to_numpy(output)
-
-    def flax_forward(self, inputs: np.ndarray) -> np.ndarray:
-        """The Flax model's output on the same torch-layout batch (made NHWC here)."""
-        import jax
-        import jax.numpy as jnp
-
-        batch = jax.device_put(jnp.asarray(self.pair.to_flax_input(np.asarray(inputs)),
-                                           self.dtype), jax_device(self.device))
-        return np.asarray(self.flax_apply(self.flax_variables, batch))
+    def flax_forward(self, inputs: Any) -> Any:
+        """The Flax model's output on the same torch-layout batch (given to Flax in its own
+        layout, e.g. NHWC), as numpy in torch's layout."""
+        return run_flax(self.flax_apply, self.pair.input_layout.to_flax(inputs), self.device,
+                        self.dtype, variables=self.flax_variables, layout=self.pair.input_layout)
 
 
 @functools.cache
@@ -103,22 +93,8 @@ def _torch_model_with(pair: Pair, state: dict[str, Any]) -> Any:
     return model
 
 
-def placed_variables(variables: Any, device: str, dtype: str) -> Any:
-    """Flax variables (numpy) on the device in one transfer, floating ones cast to `dtype`."""
-    import jax
-    import jax.numpy as jnp
-
-    def cast(array: np.ndarray) -> np.ndarray:
-        floating = np.issubdtype(array.dtype, np.floating)
-        return array.astype(jnp.dtype(dtype), copy=False) if floating else array
-
-    cast_tree = jax.tree_util.tree_map(cast, variables)
-    return jax.block_until_ready(jax.device_put(cast_tree, jax_device(device)))
-
-
 def _flax_variables(pair: Pair, checkpoint: Checkpoint, device: str, dtype: str) -> Any:
     """The checkpoint's Flax variables on the device, floating ones in `dtype`."""
-    from pytest_parity.convert import checkpoint_to_flax
 
     return placed_variables(checkpoint_to_flax(checkpoint, pair), device, dtype)
 
@@ -129,14 +105,12 @@ def load_pair(pair: Pair, checkpoint: Checkpoint, device: str, dtype: str) -> Lo
     import jax
     import torch
 
-    from pytest_parity.convert import checkpoint_to_torch
 
     flax_side = threads.submit(_flax_variables, pair, checkpoint, device, dtype)
     state = {key: torch.from_numpy(value)
              for key, value in checkpoint_to_torch(checkpoint, pair).items()}
-    model = _torch_model_with(pair, state).eval()
-    model = model.to(torch_device(device), getattr(torch, dtype))  # floating tensors only
-    flax_model = _flax_module_in(pair.flax_model(), dtype)
+    model = torch_model_on(_torch_model_with(pair, state), device, dtype)
+    flax_model = flax_module_in(pair.flax_model(), dtype)
     return LoadedPair(pair, device, dtype, checkpoint, model, flax_model, flax_side.result(),
                       jax.jit(flax_model.apply))
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity.checkpoint import TensorSpec
-from pytest_parity.mapping import Mapping, flatten
+from pytest_parity.checkpoint.verify import TensorSpec
+from pytest_parity.mapping.rules import Mapping, flatten
 
 
 def expected_variables(module: Any, input_shape: tuple[int, ...],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pytest_parity.checkpoint import Checkpoint
+from pytest_parity.checkpoint.format import Checkpoint
 
 
 def _size(n_bytes: int) -> str:

@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.arrays import dtype_name, to_numpy
-
-PREFIX = "[parity]"
+from pytest_parity.errors import PREFIX
 
 
 def leaves(tree: Any, path: str = "") -> dict[str, Any]:

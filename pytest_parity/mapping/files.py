@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_parity.atomic import write_atomically
-from pytest_parity.mapping import Mapping, MappingError, Rule
-from pytest_parity.transforms import from_data, to_data
+from pytest_parity.errors import PREFIX
+from pytest_parity.mapping.rules import Mapping, MappingError, Rule
+from pytest_parity.mapping.transforms import from_data, to_data
 
 MAPPING_FORMAT = "pytest-parity-mapping/1"
 
@@ -45,5 +46,5 @@ def load_mapping(path: str | Path) -> Mapping:
                  split=from_data(data["split"]) if data["split"] else None)
             for data in document["rules"])
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise MappingError(f"[parity] {path}: not a readable mapping file ({error})") from None
+        raise MappingError(f"{PREFIX} {path}: not a readable mapping file ({error})") from None
     return Mapping(document["architecture"], rules)

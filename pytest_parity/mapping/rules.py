@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity.errors import ParityError
+from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.mapping.transforms import Identity, Split, Transform
 from pytest_parity.threads import thread_map
-from pytest_parity.transforms import Identity, Split, Transform
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
@@ -144,7 +144,7 @@ class Mapping:
                 resolved.append((key, *found))
         if unmatched:
             what = "torch keys" if side == "torch" else "canonical paths"
-            raise MappingError(f"[parity] {self.architecture}: {len(unmatched)} {what} have "
+            raise MappingError(f"{PREFIX} {self.architecture}: {len(unmatched)} {what} have "
                                f"no rule: {', '.join(unmatched)}")
         return resolved
 
@@ -201,7 +201,7 @@ class Mapping:
             if absent:
                 missing.append(f"{key} needs {', '.join(absent)}")
         if missing:
-            raise MappingError(f"[parity] {self.architecture}: fused tensors lack pieces: "
+            raise MappingError(f"{PREFIX} {self.architecture}: fused tensors lack pieces: "
                                + "; ".join(missing))
 
         def to_torch(item: tuple[str, tuple[Rule, dict[str, str]]]) -> np.ndarray:
@@ -240,6 +240,6 @@ class Mapping:
             arrays[path] = np.asarray(value)
             layouts[path] = rule.layout
         if misplaced:
-            raise MappingError(f"[parity] {self.architecture}: variables in the wrong "
+            raise MappingError(f"{PREFIX} {self.architecture}: variables in the wrong "
                                f"collection: {', '.join(misplaced)}")
         return arrays, layouts

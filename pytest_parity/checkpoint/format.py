@@ -7,7 +7,6 @@ existing file is replaced only when asked.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -18,10 +17,11 @@ import h5py
 import ml_dtypes
 import numpy as np
 
-from pytest_parity.arrays import c_order_bytes
 from pytest_parity.atomic import write_atomically
+from pytest_parity.checkpoint.digest import combine_digests, content_digest, tensor_digest
+from pytest_parity.environment import installed_versions
 from pytest_parity.errors import CheckpointError
-from pytest_parity.threads import submit, thread_map
+from pytest_parity.threads import submit
 
 FORMAT_NAME = "pytest-parity-checkpoint"
 FORMAT_VERSION = 1
@@ -45,33 +45,8 @@ class Checkpoint:
         return content_digest(self.arrays)
 
 
-def tensor_digest(array: np.ndarray) -> bytes:
-    """sha256 of one tensor's bytes in C order (hashlib releases the GIL: runs in threads)."""
-    return hashlib.sha256(c_order_bytes(array)).digest()
-
-
-def combine_digests(arrays: Mapping[str, np.ndarray], tensor_digests: Mapping[str, bytes]
-                    ) -> str:
-    """sha256 over each tensor's name, shape, dtype and the sha256 of its bytes, by name."""
-    sha = hashlib.sha256()
-    for name in sorted(arrays):
-        array = arrays[name]
-        sha.update(f"{name}\0{tuple(array.shape)}\0{array.dtype}\0".encode())
-        sha.update(tensor_digests[name])
-    return sha.hexdigest()
-
-
-def content_digest(arrays: Mapping[str, np.ndarray]) -> str:
-    """The checkpoint's digest; tensors are hashed in parallel, then combined in name order."""
-    names = sorted(arrays)
-    return combine_digests(arrays, dict(zip(names, thread_map(
-        lambda name: tensor_digest(arrays[name]), names), strict=True)))
-
-
 @cache
 def _writer_versions() -> dict[str, str]:
-    from pytest_parity.report import installed_versions
-
     return {name: version for name, version in installed_versions().items() if version}
 
 
@@ -246,61 +221,3 @@ def load(path: str | Path, *, architecture: str | None = None,
     if problems:
         raise CheckpointError(path, problems)
     return checkpoint
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """What a model expects under one canonical path."""
-
-    shape: tuple[int, ...]
-    dtype: str
-    layout: str
-
-
-class NonFiniteWarning(UserWarning):
-    """A checkpoint tensor holds NaN or Inf values."""
-
-
-def _has_non_finite(array: np.ndarray) -> bool:
-    """Whether NaN or Inf may be present: one sum, far cheaper than a mask; a sum that
-    overflows is a false alarm that the exact count then clears."""
-    if array.dtype.kind != "f" and str(array.dtype) != "bfloat16":
-        return False
-    accumulator = np.float32 if array.dtype.itemsize < 4 else array.dtype
-    return not np.isfinite(np.sum(array, dtype=accumulator))
-
-
-def verify(checkpoint: Checkpoint, expected: Mapping[str, TensorSpec],
-           path: str | Path = "<memory>") -> None:
-    """Check a checkpoint against a model's expected tensors; list every problem at once.
-
-    Non-finite values are a warning (NonFiniteWarning), not an error.
-
-    Raises:
-        CheckpointError: missing or unexpected keys, or a shape, layout or dtype mismatch.
-    """
-    import warnings
-
-    problems = [f"{name}: missing (expected {spec.shape} {spec.dtype}, layout {spec.layout})"
-                for name, spec in sorted(expected.items()) if name not in checkpoint.arrays]
-    problems += [f"{name}: unexpected key (shape {checkpoint.arrays[name].shape})"
-                 for name in sorted(checkpoint.arrays) if name not in expected]
-    present = sorted(name for name in expected if name in checkpoint.arrays)
-    suspicious = dict(zip(present, thread_map(lambda name: _has_non_finite(
-        checkpoint.arrays[name]), present), strict=True))
-    for name, spec in sorted(expected.items()):
-        if name not in checkpoint.arrays:
-            continue
-        array, layout = checkpoint.arrays[name], checkpoint.layouts.get(name, "")
-        if tuple(array.shape) != tuple(spec.shape) or layout != spec.layout:
-            problems.append(f"{name}: shape {tuple(array.shape)} layout {layout or '?'} where "
-                            f"{tuple(spec.shape)} layout {spec.layout} was expected")
-        if str(array.dtype) != spec.dtype:
-            problems.append(f"{name}: dtype {array.dtype} where {spec.dtype} was expected")
-        if suspicious[name]:
-            bad = int(np.count_nonzero(~np.isfinite(array.astype(np.float32))))
-            if bad:
-                warnings.warn(f"[parity] {path}: {name}: {bad} of {array.size} values are "
-                              "NaN or Inf", NonFiniteWarning, stacklevel=2)
-    if problems:
-        raise CheckpointError(path, problems)

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.arrays import to_numpy
-from pytest_parity.checkpoint import Checkpoint, TensorSpec, verify
+from pytest_parity.checkpoint.format import Checkpoint
+from pytest_parity.checkpoint.verify import TensorSpec, verify
 from pytest_parity.errors import CheckpointError
-from pytest_parity.mapping import flatten, unflatten
+from pytest_parity.mapping.rules import flatten, unflatten
 from pytest_parity.registry import Pair
 
 MEMORY = "<memory>"
@@ -25,7 +26,7 @@ MEMORY = "<memory>"
 
 @cache
 def _torch_shapes(pair: Pair) -> dict[str, tuple[tuple[int, ...], str]]:
-    from pytest_parity.torch_files import expected_state_shapes
+    from pytest_parity.checkpoint.torch_files import expected_state_shapes
 
     return expected_state_shapes(pair.torch_model)
 
@@ -33,7 +34,7 @@ def _torch_shapes(pair: Pair) -> dict[str, tuple[tuple[int, ...], str]]:
 @cache
 def flax_spec(pair: Pair) -> dict[str, TensorSpec]:
     """The canonical tensors the pair's Flax module holds, from `jax.eval_shape` of its init."""
-    from pytest_parity.flax_variables import canonical_spec, expected_variables
+    from pytest_parity.checkpoint.flax_variables import canonical_spec, expected_variables
 
     return canonical_spec(pair.mapping, expected_variables(pair.flax_model(),
                                                            pair.flax_input_shape))

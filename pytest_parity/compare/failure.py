@@ -17,12 +17,9 @@ A tree with several failing leaves starts with one line that counts them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from pytest_parity.compare import Comparison, ParityResult
-
-PREFIX = "[parity]"
+from pytest_parity.compare.verdict import Comparison, ParityResult
+from pytest_parity.errors import PREFIX
 
 
 def _table(rows: Sequence[tuple[str, ...]], indent: str) -> list[str]:

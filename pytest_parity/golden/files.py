@@ -22,7 +22,7 @@ import numpy as np
 
 from pytest_parity.arrays import c_order_bytes
 from pytest_parity.atomic import write_atomically
-from pytest_parity.errors import ParityError
+from pytest_parity.errors import PREFIX, ParityError
 
 GOLDEN_FORMAT = "pytest-parity-golden/1"
 
@@ -59,11 +59,11 @@ def write(directory: str | Path, name: str, outputs: Mapping[str, np.ndarray],
     """
     arrays_path, manifest_path = paths(directory, name)
     if os.environ.get("CI") == "true":
-        raise GoldenError(f"[parity] {arrays_path}: refusing to write golden outputs under "
+        raise GoldenError(f"{PREFIX} {arrays_path}: refusing to write golden outputs under "
                           "CI=true; regenerate them on a workstation and commit them")
     existing = [str(path) for path in (arrays_path, manifest_path) if path.exists()]
     if existing and not update:
-        raise GoldenError(f"[parity] {', '.join(existing)}: golden outputs exist; pass "
+        raise GoldenError(f"{PREFIX} {', '.join(existing)}: golden outputs exist; pass "
                           "--update (parity golden) to rewrite them, then review the diff")
     buffer = io.BytesIO()
     arrays: dict[str, Any] = {key: np.asarray(value) for key, value in outputs.items()}
@@ -89,20 +89,20 @@ def read(directory: str | Path, name: str) -> Golden:
     arrays_path, manifest_path = paths(directory, name)
     for path in (arrays_path, manifest_path):
         if not path.is_file():
-            raise GoldenError(f"[parity] {path}: no golden outputs for {name!r}; write them "
+            raise GoldenError(f"{PREFIX} {path}: no golden outputs for {name!r}; write them "
                               f"with `parity golden {name}` (or `nox -s golden`)")
     try:
         manifest = json.loads(manifest_path.read_text())
         with np.load(arrays_path, allow_pickle=False) as npz:
             outputs = {key: npz[key] for key in npz.files}
     except (ValueError, OSError) as error:
-        raise GoldenError(f"[parity] {arrays_path}: unreadable golden outputs ({error})"
+        raise GoldenError(f"{PREFIX} {arrays_path}: unreadable golden outputs ({error})"
                           ) from None
     problems = [f"{key}: not the array its manifest describes"
                 for key, output in outputs.items()
                 if manifest.get("outputs", {}).get(key, {}).get("digest") != array_digest(output)]
     if manifest.get("format") != GOLDEN_FORMAT or problems:
-        raise GoldenError(f"[parity] {arrays_path}: " + ("; ".join(problems) or
+        raise GoldenError(f"{PREFIX} {arrays_path}: " + ("; ".join(problems) or
                                                         f"not a {GOLDEN_FORMAT} manifest"))
     return Golden(outputs, manifest)
 

@@ -3,7 +3,7 @@
 Both models are listed as layers of known kinds, in order: torch's in registration order
 (`named_modules`), Flax's in call order (recorded while `jax.eval_shape` traces `init`, so
 nothing is initialised). Layers pair up kind by kind, in order, and each pair's rules come from
-pytest_parity.layer_rules, so an automatic mapping is the same `Mapping` a table would be.
+pytest_parity.mapping.layer_rules, so an automatic mapping is the same `Mapping` a table would be.
 Every pair's shapes are checked under its layout transform; a mismatch, or a kind whose
 counts differ, fails with the unpaired layers of both sides and a hint to resolve it:
 `hints=[("downsample", "shortcut")]` pairs torch layers whose name has `downsample` only with
@@ -18,9 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_parity import layer_rules
-from pytest_parity.mapping import Mapping, MappingError, Rule, flatten
-from pytest_parity.transforms import Chain, Flip, Identity, Reshape, Transpose
+from pytest_parity.errors import PREFIX
+from pytest_parity.mapping import layer_rules
+from pytest_parity.mapping.rules import Mapping, MappingError, Rule, flatten
+from pytest_parity.mapping.transforms import Chain, Flip, Identity, Reshape, Transpose
 
 # torch class name -> kind; Flax class name -> kind (subclasses are looked up by their MRO).
 TORCH_KINDS = {
@@ -52,6 +53,10 @@ class Layer:
     def label(self) -> str:
         return self.name or "(root)"
 
+    def has(self, tensor: str) -> bool:
+        """Whether a torch layer holds a tensor of this name (`bias`, `weight`...)."""
+        return any(key.rpartition(".")[2] == tensor for key in self.shapes)
+
     def describe(self) -> str:
         tensors = ", ".join(f"{key.rpartition('/' if '/' in key else '.')[2]} {shape}"
                             for key, shape in self.shapes.items())
@@ -81,7 +86,7 @@ def torch_layers(model: Any) -> tuple[list[Layer], list[str]]:
         if kind == "attention":
             options = {"num_heads": module.num_heads, "embed_dim": module.embed_dim}
             if getattr(module, "in_proj_weight", None) is None:
-                raise MappingError(f"[parity] automatic mapping: torch {name} "
+                raise MappingError(f"{PREFIX} automatic mapping: torch {name} "
                                    "(MultiheadAttention) keeps separate q/k/v projections "
                                    "(kdim/vdim != embed_dim); give its rules as extra_rules")
         layers.append(Layer(name, kind, type(module).__name__, shapes, options))
@@ -132,28 +137,28 @@ def flax_layers(module: Any, *inputs: Any, **kwargs: Any) -> tuple[list[Layer], 
     return layers, [key for key in flat if key not in covered]
 
 
-def _rules(torch_layer: Layer, flax_layer: Layer) -> list[Rule]:
-    """The rules between two layers of the same kind."""
-    t, f = torch_layer.name, flax_layer.name
-    has = {key.rpartition(".")[2] for key in torch_layer.shapes}
-    kind = torch_layer.kind
-    if kind == "conv":
-        return layer_rules.conv_rules(t, f, bias="bias" in has)
-    if kind == "conv_transpose":
-        return layer_rules.conv_transpose_rules(
-            t, f, bias="bias" in has, transpose_kernel=bool(flax_layer.options["transpose_kernel"]))
-    if kind == "linear":
-        return layer_rules.linear_rules(t, f, bias="bias" in has)
-    if kind in ("layer_norm", "group_norm"):
-        return layer_rules.norm_rules(t, f, scale="weight" in has, bias="bias" in has)
-    if kind == "batch_norm":
-        return [rule for rule in layer_rules.batch_norm_rules(t, f, affine="weight" in has)
-                if rule.torch in torch_layer.shapes]
-    if kind == "embedding":
-        return layer_rules.embedding_rules(t, f)
-    return layer_rules.attention_rules(t, f, num_heads=torch_layer.options["num_heads"],
-                                       embed_dim=torch_layer.options["embed_dim"],
-                                       bias="in_proj_bias" in has)
+def _batch_norm_rules(t: Layer, f: Layer) -> list[Rule]:
+    """BatchNorm's rules for the tensors this torch layer has (num_batches_tracked may lack)."""
+    return [rule for rule in layer_rules.batch_norm_rules(t.name, f.name, affine=t.has("weight"))
+            if rule.torch in t.shapes]
+
+
+# kind -> the rules between a torch layer and a Flax layer of that kind (layer_rules has them).
+RULES_OF_KIND: dict[str, Callable[[Layer, Layer], list[Rule]]] = {
+    "conv": lambda t, f: layer_rules.conv_rules(t.name, f.name, bias=t.has("bias")),
+    "conv_transpose": lambda t, f: layer_rules.conv_transpose_rules(
+        t.name, f.name, bias=t.has("bias"), transpose_kernel=bool(f.options["transpose_kernel"])),
+    "linear": lambda t, f: layer_rules.linear_rules(t.name, f.name, bias=t.has("bias")),
+    "layer_norm": lambda t, f: layer_rules.norm_rules(t.name, f.name, scale=t.has("weight"),
+                                                      bias=t.has("bias")),
+    "group_norm": lambda t, f: layer_rules.norm_rules(t.name, f.name, scale=t.has("weight"),
+                                                      bias=t.has("bias")),
+    "batch_norm": _batch_norm_rules,
+    "embedding": lambda t, f: layer_rules.embedding_rules(t.name, f.name),
+    "attention": lambda t, f: layer_rules.attention_rules(
+        t.name, f.name, num_heads=t.options["num_heads"], embed_dim=t.options["embed_dim"],
+        bias=t.has("in_proj_bias")),
+}
 
 
 def _transformed(shape: tuple[int, ...], transform: Any) -> tuple[int, ...]:
@@ -215,7 +220,7 @@ def _pair_group(torch_group: list[Layer], flax_group: list[Layer], problems: lis
         torch_of = [layer for layer in torch_group if layer.kind == kind]
         flax_of = [layer for layer in flax_group if layer.kind == kind]
         for index, (t, f) in enumerate(zip(torch_of, flax_of, strict=False)):
-            pair_rules = _rules(t, f)
+            pair_rules = RULES_OF_KIND[kind](t, f)
             mismatch = _shape_problems(pair_rules, t, f)
             if mismatch:
                 torch_of, flax_of = torch_of[index:], flax_of[index:]
@@ -281,6 +286,6 @@ def automatic_mapping(torch_model: Any, flax_module: Any, *flax_inputs: Any,
         problems.append("    give their rules as extra_rules=[Rule(canonical path, torch key, "
                         "layout)]")
     if problems:
-        raise MappingError(f"[parity] automatic mapping {architecture}: cannot pair the two "
+        raise MappingError(f"{PREFIX} automatic mapping {architecture}: cannot pair the two "
                            "models unambiguously\n" + "\n".join(problems))
     return Mapping(architecture, tuple(rules))

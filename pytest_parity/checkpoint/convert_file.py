@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pytest_parity.checkpoint import Checkpoint, load, save
+from pytest_parity.checkpoint.format import Checkpoint, load, save
 from pytest_parity.errors import CheckpointError
 from pytest_parity.registry import Pair
 
@@ -44,7 +44,7 @@ def _select(arrays: Mapping[str, np.ndarray], keys: Sequence[str] | None,
 
 
 def _kind(path: Path) -> str:
-    from pytest_parity.torch_files import is_torch_file
+    from pytest_parity.checkpoint.torch_files import is_torch_file
 
     if is_torch_file(path):
         return "torch"
@@ -68,8 +68,8 @@ def _pair(source: Path, architecture: str | None) -> Pair:
 
 def _from_flax(source: Path, target: Path, architecture: str | None,
                keys: Sequence[str] | None, overwrite: bool) -> str:
-    from pytest_parity.convert import checkpoint_from_flax
-    from pytest_parity.flax_files import read_variables
+    from pytest_parity.checkpoint.convert import checkpoint_from_flax
+    from pytest_parity.checkpoint.flax_files import read_variables
 
     if _kind(target) != "canonical":
         raise CheckpointError(target, ["Flax variables convert to a canonical .h5"])
@@ -84,8 +84,8 @@ def _from_flax(source: Path, target: Path, architecture: str | None,
 
 def _from_torch(source: Path, target: Path, architecture: str | None,
                 keys: Sequence[str] | None, overwrite: bool) -> str:
-    from pytest_parity.convert import checkpoint_from_torch
-    from pytest_parity.torch_files import read_state_dict, write_state_dict
+    from pytest_parity.checkpoint.convert import checkpoint_from_torch
+    from pytest_parity.checkpoint.torch_files import read_state_dict, write_state_dict
 
     state = _select(read_state_dict(source), keys, source)
     if _kind(target) == "torch":
@@ -111,19 +111,19 @@ def _from_canonical(source: Path, target: Path, architecture: str | None,
     if kind == "canonical":
         save(target, selected, overwrite=overwrite)
     elif kind == "export":
-        from pytest_parity.exports import export
+        from pytest_parity.checkpoint.exports import export
 
         export(selected, target, overwrite=overwrite)
     elif kind == "torch":
-        from pytest_parity.convert import checkpoint_to_torch
-        from pytest_parity.torch_files import write_state_dict
+        from pytest_parity.checkpoint.convert import checkpoint_to_torch
+        from pytest_parity.checkpoint.torch_files import write_state_dict
 
         pair = _pair(source, architecture or checkpoint.architecture)
         state = checkpoint_to_torch(selected, pair, source, complete=keys is None)
         write_state_dict(target, state, overwrite=overwrite)
     elif kind == "flax":
-        from pytest_parity.convert import checkpoint_to_flax
-        from pytest_parity.flax_files import write_variables
+        from pytest_parity.checkpoint.convert import checkpoint_to_flax
+        from pytest_parity.checkpoint.flax_files import write_variables
 
         pair = _pair(source, architecture or checkpoint.architecture)
         if keys is not None:

@@ -1,8 +1,8 @@
 """The rules of one layer of each kind: torch tensor names <-> Flax variable names, layouts.
 
 Used by hand-written tables (models/*/mapping.py) and by the automatic matcher
-(pytest_parity.automap), so both produce the same rules for the same layer. Prefixes may hold
-`{name}` placeholders (tables) or be concrete (the matcher).
+(pytest_parity.mapping.automatic), so both produce the same rules for the same layer. Prefixes
+may hold `{name}` placeholders (tables) or be concrete (the matcher).
 
     torch                               Flax                          canonical layout
     Conv2d.weight [O, I/g, kh, kw]      Conv kernel [kh, kw, I/g, O]  HWIO
@@ -22,8 +22,8 @@ Used by hand-written tables (models/*/mapping.py) and by the automatic matcher
 
 from __future__ import annotations
 
-from pytest_parity.mapping import Rule
-from pytest_parity.transforms import (
+from pytest_parity.mapping.rules import Rule
+from pytest_parity.mapping.transforms import (
     OIHW_TO_HWIO,
     OUT_IN_TO_IN_OUT,
     Chain,

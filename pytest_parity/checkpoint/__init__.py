@@ -1,0 +1,47 @@
+"""Canonical checkpoints: the HDF5 format, conversions to and from each framework, files.
+
+    format.py          Checkpoint; save and load the HDF5 file (docs/checkpoint-format.md)
+    digest.py          the content digest of a checkpoint
+    verify.py          a checkpoint against a model's expected tensors (TensorSpec)
+    convert.py         checkpoint <-> torch state dict / Flax variables, checked on each step
+    convert_file.py    `parity convert`: one file to another, by their suffixes
+    torch_files.py     .pt/.pth/.bin and .safetensors state dicts (no code is unpickled)
+    flax_files.py      Flax variables as msgpack
+    flax_variables.py  a Flax module's variables from jax.eval_shape, never from init
+    exports.py         .npz and .json for readers in other languages
+    inspection.py      the tree, the key list and the diff that `parity` prints
+"""
+
+from pytest_parity.checkpoint.convert import (
+    checkpoint_from_flax,
+    checkpoint_from_torch,
+    checkpoint_to_flax,
+    checkpoint_to_torch,
+)
+from pytest_parity.checkpoint.convert_file import convert_file
+from pytest_parity.checkpoint.digest import content_digest
+from pytest_parity.checkpoint.exports import export
+from pytest_parity.checkpoint.flax_files import read_variables, write_variables
+from pytest_parity.checkpoint.format import Checkpoint, load, save
+from pytest_parity.checkpoint.torch_files import read_state_dict, write_state_dict
+from pytest_parity.checkpoint.verify import NonFiniteWarning, TensorSpec, verify
+
+__all__ = [
+    "Checkpoint",
+    "NonFiniteWarning",
+    "TensorSpec",
+    "checkpoint_from_flax",
+    "checkpoint_from_torch",
+    "checkpoint_to_flax",
+    "checkpoint_to_torch",
+    "content_digest",
+    "convert_file",
+    "export",
+    "load",
+    "read_state_dict",
+    "read_variables",
+    "save",
+    "verify",
+    "write_state_dict",
+    "write_variables",
+]

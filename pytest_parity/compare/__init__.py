@@ -1,0 +1,28 @@
+"""Comparing: arrays and trees under one tolerance policy, verdicts, failure reports, records.
+
+    closeness.py        compare, assert_close, assert_trees_close
+    verdict.py          ParityResult (one leaf), Comparison (a tree)
+    failure.py          the failure message: every failing leaf, worst first
+    tolerance.py        the default table and the layers of the policy
+    case_tolerances.py  the running case's layers (marker, command line)
+    trees.py            leaves by path, structure checked first, masks
+    records.py          where comparisons wait for the plugin's report
+"""
+
+from pytest_parity.compare.closeness import assert_close, assert_trees_close, compare
+from pytest_parity.compare.failure import format_failure
+from pytest_parity.compare.tolerance import DEFAULT_TOLERANCES, Tolerance, default_tolerance
+from pytest_parity.compare.verdict import Comparison, Element, ParityResult
+
+__all__ = [
+    "DEFAULT_TOLERANCES",
+    "Comparison",
+    "Element",
+    "ParityResult",
+    "Tolerance",
+    "assert_close",
+    "assert_trees_close",
+    "compare",
+    "default_tolerance",
+    "format_failure",
+]

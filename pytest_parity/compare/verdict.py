@@ -1,0 +1,96 @@
+"""Verdicts: how one leaf and one whole tree compared, with the figures the reports show."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Element:
+    """One element of a leaf, as the failure report's table shows it."""
+
+    index: tuple[int, ...]
+    actual: float
+    expected: float
+    abs_err: float
+    allowed: float
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    """The verdict on one leaf: the errors, the tolerance, and the margin between them."""
+
+    path: str
+    shape: tuple[int, ...]
+    actual_dtype: str
+    expected_dtype: str
+    max_abs: float
+    max_rel: float
+    worst_index: tuple[int, ...]
+    rtol: float
+    atol: float
+    tolerance_from: str
+    n_failing: int
+    size: int
+    n_masked: int
+    # Worst |actual - expected| / (atol + rtol * |expected|): <= 1 passes.
+    margin: float
+    worst: tuple[Element, ...]
+
+    @property
+    def passed(self) -> bool:
+        return self.n_failing == 0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The verdict on a whole tree (or one array: one leaf with path '')."""
+
+    name: str
+    leaves: tuple[ParityResult, ...]
+
+    @property
+    def failing(self) -> list[ParityResult]:
+        """The failing leaves, worst margin first."""
+        return sorted((leaf for leaf in self.leaves if not leaf.passed), key=lambda r: -r.margin)
+
+    @property
+    def worst_leaf(self) -> ParityResult:
+        return max(self.leaves, key=lambda leaf: leaf.margin)
+
+    @property
+    def passed(self) -> bool:
+        return all(leaf.passed for leaf in self.leaves)
+
+    @property
+    def margin(self) -> float:
+        return self.worst_leaf.margin
+
+    @property
+    def max_abs(self) -> float:
+        return max(leaf.max_abs for leaf in self.leaves)
+
+    @property
+    def max_rel(self) -> float:
+        return max(leaf.max_rel for leaf in self.leaves)
+
+    @property
+    def n_failing(self) -> int:
+        return sum(leaf.n_failing for leaf in self.leaves)
+
+    def to_record(self) -> dict[str, Any]:
+        """The report's record: the worst leaf's figures, with counts over every leaf."""
+        worst = self.worst_leaf
+        return {
+            "name": self.name, "leaves": len(self.leaves),
+            "failing_leaves": [leaf.path for leaf in self.failing],
+            "worst_leaf": worst.path, "shape": list(worst.shape),
+            "actual_dtype": worst.actual_dtype, "expected_dtype": worst.expected_dtype,
+            "max_abs": self.max_abs, "max_rel": self.max_rel,
+            "worst_index": list(worst.worst_index), "rtol": worst.rtol, "atol": worst.atol,
+            "tolerance_from": worst.tolerance_from, "n_failing": self.n_failing,
+            "size": sum(leaf.size for leaf in self.leaves),
+            "n_masked": sum(leaf.n_masked for leaf in self.leaves),
+            "margin": self.margin, "passed": self.passed,
+        }

@@ -1,0 +1,30 @@
+"""Mappings: which torch tensor is which Flax variable, as data, with invertible transforms.
+
+    rules.py        Rule, Mapping (torch key <-> canonical path <-> Flax path), MappingError
+    transforms.py   Transpose, Reshape, Flip, Chain, Split: each with its exact inverse
+    layer_rules.py  the rules of one layer of each kind (conv, linear, norms, attention...)
+    automatic.py    automatic_mapping: the same Mapping for a pair without a table
+    files.py        a Mapping as a JSON file (save_mapping, load_mapping)
+"""
+
+from pytest_parity.mapping.automatic import automatic_mapping
+from pytest_parity.mapping.files import load_mapping, save_mapping
+from pytest_parity.mapping.rules import Mapping, MappingError, Rule, flatten, unflatten
+from pytest_parity.mapping.transforms import Chain, Flip, Identity, Reshape, Split, Transpose
+
+__all__ = [
+    "Chain",
+    "Flip",
+    "Identity",
+    "Mapping",
+    "MappingError",
+    "Reshape",
+    "Rule",
+    "Split",
+    "Transpose",
+    "automatic_mapping",
+    "flatten",
+    "load_mapping",
+    "save_mapping",
+    "unflatten",
+]

@@ -1,0 +1,23 @@
+"""Running a pair: both sides on one device and dtype, for registered pairs and for layers.
+
+    sides.py      the one place where a side runs: inputs cast and placed, layouts, no_grad
+    loaded.py     a registered pair loaded from its checkpoint (`parity_pair`), PairCache
+    decorator.py  @parity_test: a torch layer and its Flax port on hypothesis-drawn inputs
+"""
+
+from pytest_parity.run.decorator import ParityTestResult, check_parity, parity_test
+from pytest_parity.run.loaded import LoadedPair, PairCache, checkpoint_for, load_pair
+from pytest_parity.run.sides import placed_variables, run_flax, run_torch
+
+__all__ = [
+    "LoadedPair",
+    "PairCache",
+    "ParityTestResult",
+    "check_parity",
+    "checkpoint_for",
+    "load_pair",
+    "parity_test",
+    "placed_variables",
+    "run_flax",
+    "run_torch",
+]

@@ -1,0 +1,92 @@
+"""Running one side of a pair on the case's device and dtype: the one place where inputs are
+cast and placed, each framework gets its layout, and outputs come back as numpy in torch's.
+
+Floating inputs are cast once, on the host, so that both frameworks get the same bits (integer
+inputs such as token ids keep their dtype); torch runs in eval mode under `torch.no_grad`,
+Flax through its jitted apply. `LoadedPair` (registered pairs) and `@parity_test` (layers)
+both run their sides here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from pytest_parity.arrays import to_numpy, to_torch
+from pytest_parity.devices import jax_device, torch_device
+from pytest_parity.layouts import Layout
+
+_NUMPY_DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16)}
+
+
+def numpy_dtype(dtype: str) -> np.dtype:
+    """The numpy dtype of a case's dtype name ('bfloat16' through ml_dtypes)."""
+    return _NUMPY_DTYPES.get(dtype) or np.dtype(dtype)
+
+
+def host_input(array: Any, dtype: str) -> np.ndarray:
+    """The input as both frameworks get it: floating values cast to the case's dtype."""
+    array = np.asarray(array)
+    floating = np.issubdtype(array.dtype, np.floating) or array.dtype == _NUMPY_DTYPES["bfloat16"]
+    return array.astype(numpy_dtype(dtype), copy=False) if floating else array
+
+
+def _numpy_tree(output: Any) -> Any:
+    """A framework's output tree (tensors or jax arrays in dicts, lists, tuples) as numpy."""
+    if isinstance(output, Mapping):
+        return {key: _numpy_tree(value) for key, value in output.items()}
+    if isinstance(output, list):
+        return [_numpy_tree(value) for value in output]
+    if isinstance(output, tuple):  # namedtuples too: the comparisons see tuples
+        return tuple(_numpy_tree(value) for value in output)
+    return to_numpy(output)
+
+
+def torch_model_on(model: Any, device: str, dtype: str) -> Any:
+    """The torch model in eval mode on the device, its floating tensors in `dtype`."""
+    import torch
+
+    return model.eval().to(torch_device(device), getattr(torch, dtype))
+
+
+def flax_module_in(module: Any, dtype: str) -> Any:
+    """The Flax module computing in `dtype`, where it has a `dtype` field (Flax's convention)."""
+    import jax.numpy as jnp
+
+    return module.clone(dtype=jnp.dtype(dtype)) if hasattr(module, "dtype") else module
+
+
+def placed_variables(variables: Any, device: str, dtype: str) -> Any:
+    """Flax variables (numpy) on the device in one transfer, floating ones cast to `dtype`."""
+    import jax
+
+    cast_tree = jax.tree_util.tree_map(lambda array: host_input(array, dtype), variables)
+    return jax.block_until_ready(jax.device_put(cast_tree, jax_device(device)))
+
+
+def run_torch(model: Any, inputs: Any, device: str, dtype: str) -> Any:
+    """The torch model's output on a torch-layout input, as numpy."""
+    import torch
+
+    tensor = to_torch(host_input(inputs, dtype)).to(torch_device(device))
+    with torch.no_grad():
+        return _numpy_tree(model(tensor))
+
+
+def run_flax(apply: Callable[..., Any], flax_inputs: Any, device: str, dtype: str, *,
+             variables: Any = None, layout: Layout = Layout.SAME) -> Any:
+    """A jitted Flax apply's output on a Flax-layout input, as numpy in torch's layout.
+
+    `apply` takes `(variables, inputs)`, or only the inputs where `variables` is None (a
+    function without parameters: pooling, activations).
+    """
+    import jax
+
+    batch = jax.device_put(host_input(flax_inputs, dtype), jax_device(device))
+    output = apply(batch) if variables is None else apply(variables, batch)
+    rank = np.ndim(flax_inputs)
+    return jax.tree_util.tree_map(
+        lambda leaf: layout.output_to_torch(np.asarray(leaf), rank), output)
