@@ -39,6 +39,9 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str, str]] = [
     ("parity_numerics", "parity_numerics", options.parse_numerics, "pinned",
      "pinned (jax matmul precision highest, torch TF32 off, deterministic algorithms) or "
      "default (the frameworks' fast defaults). Default: pinned."),
+    ("parity_trace", "parity_trace", options.parse_trace, "on-failure",
+     "when a failing pair comparison is diagnosed (weight and settings audits, the first "
+     "divergent module): on-failure, always or off. Default: on-failure."),
     ("parity_jax_cache", "parity_jax_cache", options.parse_jax_cache, "",
      "directory of jax's persistent compilation cache, or none. Default: "
      ".pytest_cache/d/parity-xla."),
@@ -53,6 +56,7 @@ class Settings:
     atol: float | None
     seed: int
     numerics: str
+    trace: str
     update_golden: bool
     golden_dir: Path
     jax_cache: Path | None
@@ -63,6 +67,7 @@ class Settings:
     def to_record(self) -> dict[str, Any]:
         return {"device": self.device, "dtypes": list(self.dtypes), "rtol": self.rtol,
                 "atol": self.atol, "seed": self.seed, "numerics": self.numerics,
+                "trace": self.trace,
                 "jax_cache": str(self.jax_cache) if self.jax_cache else None}
 
 
@@ -90,7 +95,7 @@ def read_settings(config: pytest.Config) -> Settings:
     return Settings(
         device=values["parity_device"], dtypes=values["parity_dtype"],
         rtol=values["parity_rtol"], atol=values["parity_atol"], seed=values["parity_seed"],
-        numerics=values["parity_numerics"],
+        numerics=values["parity_numerics"], trace=values["parity_trace"],
         update_golden=bool(config.getoption("parity_update_golden")),
         golden_dir=golden_dir if golden_dir.is_absolute() else config.rootpath / golden_dir,
         jax_cache=_jax_cache_dir(config, values["parity_jax_cache"]),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from pytest_parity.errors import PREFIX
+from pytest_parity.errors import PREFIX, ParityError
 
 
 def _env(arguments: argparse.Namespace) -> int:
@@ -45,7 +46,6 @@ def _convert(arguments: argparse.Namespace) -> int:
 
 def _golden(arguments: argparse.Namespace) -> int:
     from pytest_parity import golden, registry
-    from pytest_parity.errors import ParityError
 
     names = arguments.names or [name for name in registry.names()
                                 if registry.get(name).golden is not None]
@@ -58,6 +58,43 @@ def _golden(arguments: argparse.Namespace) -> int:
                                  update=arguments.update):
             print(f"wrote {path}")
     return 0
+
+
+def _photo_batch(pair: Any) -> Any:
+    """The real photo that ships with matplotlib, preprocessed the pair's original way."""
+    from matplotlib import cbook
+    from PIL import Image
+
+    if pair.preprocess is None:
+        raise ParityError(f"{PREFIX} {pair.name}: its pair registers no preprocess for a "
+                          "photo; use --input random")
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as image:
+        return pair.preprocess(image.convert("RGB"))
+
+
+def _trace(arguments: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from pytest_parity import registry
+    from pytest_parity.checkpoint import load
+    from pytest_parity.run import checkpoint_for, load_pair
+
+    pair = registry.get(arguments.arch)
+    checkpoint = (load(arguments.checkpoint, architecture=pair.name) if arguments.checkpoint
+                  else checkpoint_for(pair, arguments.seed, Path(tempfile.gettempdir())
+                                      / "pytest-parity-checkpoints"))
+    inputs = (_photo_batch(pair) if arguments.input == "photo" else np.random.default_rng(
+        arguments.seed).standard_normal(pair.input_shape).astype(np.float32))
+    loaded = load_pair(pair, checkpoint, arguments.device, arguments.dtype)
+    diagnosis = loaded.diagnose(inputs)
+    culprit = diagnosis.trace.culprit
+    print(f"{pair.name} on {arguments.device} in {arguments.dtype}, input {arguments.input}: "
+          + ("the outputs differ" if culprit else "no module diverges"))
+    print("\n".join(diagnosis.lines()))
+    return 1 if diagnosis.found else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,11 +136,27 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("a", metavar="A")
     diff.add_argument("b", metavar="B")
     diff.set_defaults(run=_diff)
+    trace = verbs.add_parser(
+        "trace", help="find where a registered pair's two sides diverge; exit status 1 when "
+                      "an audit or the trace finds something",
+        description="Load the pair from its checkpoint (--checkpoint, else the pair's own for "
+                    "--seed), run both sides on one input, audit the weights and the settings "
+                    "of every aligned module and trace every module's activations: the first "
+                    "divergent module is the innermost that fails on identical inputs.")
+    trace.add_argument("arch", metavar="ARCH", help="a registered architecture")
+    trace.add_argument("--checkpoint", metavar="FILE", help="a canonical .h5 checkpoint")
+    trace.add_argument("--input", choices=("photo", "random"), default="random",
+                       help="matplotlib's photo, preprocessed the pair's way, or a seeded "
+                            "batch of the pair's input shape (default)")
+    trace.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "float64"),
+                       default="float32", help="default: float32")
+    trace.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="default: cpu")
+    trace.add_argument("--seed", type=int, default=0, help="default: 0")
+    trace.set_defaults(run=_trace)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pytest_parity.errors import ParityError
 
     arguments = build_parser().parse_args(argv)
     try:

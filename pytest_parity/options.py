@@ -12,6 +12,7 @@ import math
 DEVICE_CHOICES = ("cpu", "gpu", "all", "auto")
 DTYPE_CHOICES = ("float32", "bfloat16", "float16", "float64")
 NUMERICS_CHOICES = ("pinned", "default")
+TRACE_MODES = ("on-failure", "always", "off")
 
 
 def _bad(value: object, expected: str, example: str) -> argparse.ArgumentTypeError:
@@ -72,3 +73,11 @@ def parse_jax_cache(value: str) -> str:
     if not path:
         raise _bad(value, "a directory or none", "--parity-jax-cache=.pytest_cache/xla")
     return "none" if path.lower() == "none" else path
+
+
+def parse_trace(value: str) -> str:
+    """`--parity-trace`: when a pair comparison is diagnosed (on-failure, always, off)."""
+    mode = value.strip().lower()
+    if mode not in TRACE_MODES:
+        raise _bad(value, f"one of {', '.join(TRACE_MODES)}", "--parity-trace=on-failure")
+    return mode

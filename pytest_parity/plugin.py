@@ -24,7 +24,8 @@ from pytest_parity.fixtures import (  # noqa: F401 (pytest finds fixtures by mod
 )
 
 RECORDS_PROPERTY = "parity_records"
-METAVARS = {"parity_dtype": "DTYPES", "parity_numerics": "MODE", "parity_jax_cache": "DIR"}
+METAVARS = {"parity_dtype": "DTYPES", "parity_numerics": "MODE", "parity_trace": "WHEN",
+            "parity_jax_cache": "DIR"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -117,10 +118,11 @@ def pytest_runtest_call(item: pytest.Item):
     if not is_parity_case(item):
         return (yield)
     from pytest_parity.compare import case_tolerances, records
+    from pytest_parity.diagnose import mode
 
     settings = item.config.stash[cases.SETTINGS]
     layers = [cases.read_marker(item.get_closest_marker("parity")).layer(), *settings.layers()]
-    with numerics.applied(settings.numerics, settings.seed), \
+    with numerics.applied(settings.numerics, settings.seed), mode.applied(settings.trace), \
             case_tolerances.applied(layers), records.collecting() as found:
         try:
             return (yield)
@@ -167,3 +169,21 @@ class ReportCollector:
                 {**settings.to_record(), "devices": self.config.stash[cases.DEVICES],
                  "numerics": numerics.describe(settings.numerics, settings.seed)})
             terminalreporter.write_line(f"parity report written to {path}")
+            for line in _draw_traces(Path(path), self.records):
+                terminalreporter.write_line(line)
+
+
+def _draw_traces(report: Path, found: list[dict[str, Any]]) -> list[str]:
+    """A PNG beside the JSON report for each diagnosed failure."""
+    traced = [r for r in found if not r["passed"] and r.get("diagnosis")]
+    if not traced:
+        return []
+    from importlib.util import find_spec
+
+    if find_spec("matplotlib") is None:
+        return [f"no trace pictures: matplotlib is not installed ({len(traced)} traced)"]
+    from pytest_parity.diagnose.picture import draw_trace, picture_path
+
+    return [f"trace picture written to "
+            f"{draw_trace(record, picture_path(report, record['test'], record['name']))}"
+            for record in traced]

@@ -6,12 +6,19 @@
 """
 
 from pytest_parity.run.decorator import ParityTestResult, check_parity, parity_test
-from pytest_parity.run.loaded import LoadedPair, PairCache, checkpoint_for, load_pair
+from pytest_parity.run.loaded import (
+    LoadedPair,
+    PairCache,
+    PairResult,
+    checkpoint_for,
+    load_pair,
+)
 from pytest_parity.run.sides import placed_variables, run_flax, run_torch
 
 __all__ = [
     "LoadedPair",
     "PairCache",
+    "PairResult",
     "ParityTestResult",
     "check_parity",
     "checkpoint_for",

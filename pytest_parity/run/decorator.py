@@ -31,10 +31,12 @@ from typing import Any
 import pytest
 
 from pytest_parity.arrays import to_numpy
-from pytest_parity.compare import Comparison, compare, format_failure, records
+from pytest_parity.compare import Comparison, compare, format_failure
 from pytest_parity.compare.trees import leaves
+from pytest_parity.diagnose import Diagnosis
 from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.mapping import Mapping, Rule, automatic_mapping
+from pytest_parity.run.diagnosed import concluded, diagnosis_of, recorded
 from pytest_parity.run.sides import (
     flax_module_in,
     placed_variables,
@@ -85,6 +87,7 @@ class _Runner:
         self.mapping, self.hints, self.extra_rules = mapping, hints, extra_rules
         self.variables: Any = None
         self.apply: Any = None
+        self.failing: tuple[Batch, Comparison] | None = None
         self.result = ParityTestResult(self.torch_module, self.flax_module, mapping=mapping)
 
     def _prepare(self, batch: Batch) -> None:
@@ -142,7 +145,17 @@ class _Runner:
             raise AssertionError(f"{PREFIX} {name}: output dtypes differ: "
                                  f"{'; '.join(wrong_dtypes)}\n  input: {batch!r}")
         if not comparison.passed:
+            self.failing = (batch, comparison)  # the last one is hypothesis' shrunk example
             raise AssertionError(f"{format_failure(comparison)}\n  input: {batch!r}")
+
+    def diagnosis(self, batch: Batch) -> Diagnosis | None:
+        """The audits and the trace of one example (none for a Flax function: no weights)."""
+        if self.variables is None:
+            return None
+        return diagnosis_of(mapping=self.mapping, torch_model=self.torch_module,
+                            flax_module=self.flax_module, flax_variables=self.variables,
+                            inputs=batch.torch, flax_inputs=batch.flax, layout=batch.layout,
+                            device=self.device, dtype=self.dtype, tolerance={})
 
     def compilations(self) -> int:
         cache_size = getattr(self.apply, "_cache_size", None)
@@ -231,13 +244,33 @@ def check_parity(*, torch: Any, flax: Any, inputs: Any = None, device: str = "cp
         __tracebackhide__ = True
         runner.check(batch, name)
 
-    examples()
+    try:
+        examples()
+    except AssertionError as failure:
+        if runner.failing is None:  # structures, shapes or dtypes differ
+            raise
+        _diagnosed(failure, runner, name)
     result = runner.result
     result.compilations = runner.compilations()
-    if result.worst is not None:
+    if result.worst is not None and result.worst_input is not None:
         record = result.worst.to_record()
         record.update(name=f"{name}: worst of {result.examples} examples, "
                            f"{result.compilations} compilations",
                       examples=result.examples, compilations=result.compilations)
-        records.emit(record)
+        worst_input = result.worst_input
+        concluded(result.worst, lambda: runner.diagnosis(worst_input), record)
     return result
+
+
+def _diagnosed(failure: AssertionError, runner: _Runner, name: str) -> None:
+    """Re-raise hypothesis' failure with the diagnosis of its shrunk example, and report it."""
+    __tracebackhide__ = True
+    assert runner.failing is not None
+    batch, comparison = runner.failing
+    record = comparison.to_record()
+    record.update(name=f"{name}: shrunk failing example of {runner.result.examples}",
+                  examples=runner.result.examples)
+    found = recorded(comparison, lambda: runner.diagnosis(batch), record)
+    error = AssertionError("\n".join([str(failure), *(found.lines() if found else [])]))
+    error.__notes__ = list(getattr(failure, "__notes__", []))
+    raise error from None

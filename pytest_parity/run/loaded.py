@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pytest_parity import threads
 from pytest_parity.checkpoint.convert import (
     checkpoint_from_torch,
@@ -21,9 +23,13 @@ from pytest_parity.checkpoint.convert import (
     checkpoint_to_torch,
 )
 from pytest_parity.checkpoint.format import Checkpoint
+from pytest_parity.compare import Comparison, compare
+from pytest_parity.diagnose import Diagnosis
 from pytest_parity.registry import Pair
+from pytest_parity.run.diagnosed import concluded, diagnosis_of
 from pytest_parity.run.sides import (
     flax_module_in,
+    host_input,
     placed_variables,
     run_flax,
     run_torch,
@@ -43,6 +49,16 @@ def checkpoint_for(pair: Pair, seed: int, cache_dir: Path) -> Checkpoint:
     state = pair.torch_model().state_dict()
     return checkpoint_from_torch(state, pair, source=f"torch {torch.__version__} init, "
                                                      f"torch.manual_seed({seed})")
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """What `LoadedPair.assert_close` compared: the verdict, and both sides' outputs (numpy,
+    torch's layout)."""
+
+    comparison: Comparison
+    torch: Any
+    flax: Any
 
 
 @dataclass
@@ -70,6 +86,51 @@ class LoadedPair:
         return run_flax(self.flax_apply, self.pair.input_layout.to_flax(inputs), self.device,
                         self.dtype, variables=self.flax_variables, layout=self.pair.input_layout)
 
+    def tolerance(self, rtol: float | None = None, atol: float | None = None
+                  ) -> dict[str, float]:
+        """The pair's tolerance for this dtype, with rtol/atol where given."""
+        given = {key: value for key, value in (("rtol", rtol), ("atol", atol))
+                 if value is not None}
+        return {**self.pair.tolerance(self.dtype), **given}
+
+    def assert_close(self, inputs: Any, *, flax_inputs: Any = None, rtol: float | None = None,
+                     atol: float | None = None, name: str | None = None) -> PairResult:
+        """Run both sides on `inputs` (torch's layout; Flax gets them in its own, or
+        `flax_inputs` where its input pipeline is its own) and assert their outputs are close
+        under the pair's tolerance. A failure is diagnosed (`--parity-trace`): the weight and
+        settings audits, and the first divergent module.
+
+        Raises:
+            AssertionError: the failure report, then where it goes wrong.
+        """
+        __tracebackhide__ = True
+        layout = self.pair.input_layout
+        flax_given = layout.to_flax(inputs) if flax_inputs is None else np.asarray(flax_inputs)
+        flax_out = run_flax(self.flax_apply, flax_given, self.device, self.dtype,
+                            variables=self.flax_variables, layout=layout)
+        torch_out = self.torch_forward(inputs)
+        comparison = compare(flax_out, torch_out, name=name or self.name,
+                             **self.tolerance(rtol, atol))
+        concluded(comparison, lambda: self.diagnose(inputs, flax_inputs=flax_inputs,
+                                                    rtol=rtol, atol=atol))
+        return PairResult(comparison, torch_out, flax_out)
+
+    def diagnose(self, inputs: Any, *, flax_inputs: Any = None, rtol: float | None = None,
+                 atol: float | None = None, descend: bool | None = None) -> Diagnosis:
+        """The weight and settings audits and the activation trace of one input (as
+        `assert_close` takes it); `descend=True` searches for a culprit even where the outputs
+        agree."""
+        layout, tolerance = self.pair.input_layout, self.tolerance(rtol, atol)
+        flax_given = layout.to_flax(inputs) if flax_inputs is None else np.asarray(flax_inputs)
+        inputs_differ = flax_inputs is not None and not compare(
+            layout.output_to_torch(host_input(flax_given, self.dtype), np.ndim(inputs)),
+            host_input(inputs, self.dtype), name="inputs", **tolerance).passed
+        return diagnosis_of(
+            mapping=self.pair.mapping, torch_model=self.torch_model, flax_module=self.flax_model,
+            flax_variables=self.flax_variables, inputs=inputs, flax_inputs=flax_given,
+            layout=layout, device=self.device, dtype=self.dtype, tolerance=tolerance,
+            inputs_differ=inputs_differ, descend=descend)
+
 
 @functools.cache
 def _meta_model(pair: Pair) -> Any:
@@ -95,7 +156,6 @@ def _torch_model_with(pair: Pair, state: dict[str, Any]) -> Any:
 
 def _flax_variables(pair: Pair, checkpoint: Checkpoint, device: str, dtype: str) -> Any:
     """The checkpoint's Flax variables on the device, floating ones in `dtype`."""
-
     return placed_variables(checkpoint_to_flax(checkpoint, pair), device, dtype)
 
 
@@ -104,7 +164,6 @@ def load_pair(pair: Pair, checkpoint: Checkpoint, device: str, dtype: str) -> Lo
     side is converted and transferred in a worker thread while the torch side is built."""
     import jax
     import torch
-
 
     flax_side = threads.submit(_flax_variables, pair, checkpoint, device, dtype)
     state = {key: torch.from_numpy(value)

@@ -67,13 +67,24 @@ def placed_variables(variables: Any, device: str, dtype: str) -> Any:
     return jax.block_until_ready(jax.device_put(cast_tree, jax_device(device)))
 
 
+def torch_input(inputs: Any, device: str, dtype: str) -> Any:
+    """A torch-layout input as the torch side takes it: a tensor on the device."""
+    return to_torch(host_input(inputs, dtype)).to(torch_device(device))
+
+
+def flax_input(flax_inputs: Any, device: str, dtype: str) -> Any:
+    """A Flax-layout input as the Flax side takes it: a jax array on the device."""
+    import jax
+
+    return jax.device_put(host_input(flax_inputs, dtype), jax_device(device))
+
+
 def run_torch(model: Any, inputs: Any, device: str, dtype: str) -> Any:
     """The torch model's output on a torch-layout input, as numpy."""
     import torch
 
-    tensor = to_torch(host_input(inputs, dtype)).to(torch_device(device))
     with torch.no_grad():
-        return _numpy_tree(model(tensor))
+        return _numpy_tree(model(torch_input(inputs, device, dtype)))
 
 
 def run_flax(apply: Callable[..., Any], flax_inputs: Any, device: str, dtype: str, *,
@@ -85,7 +96,7 @@ def run_flax(apply: Callable[..., Any], flax_inputs: Any, device: str, dtype: st
     """
     import jax
 
-    batch = jax.device_put(host_input(flax_inputs, dtype), jax_device(device))
+    batch = flax_input(flax_inputs, device, dtype)
     output = apply(batch) if variables is None else apply(variables, batch)
     rank = np.ndim(flax_inputs)
     return jax.tree_util.tree_map(

@@ -41,6 +41,7 @@ def test_help_lists_the_parity_group_as_pinned(pytester, monkeypatch):
         "  parity_atol (string): default for --parity-atol",
         "  parity_seed (string): default for --parity-seed",
         "  parity_numerics (string):", "*default for --parity-numerics",
+        "  parity_trace (string):", "*default for --parity-trace",
         "  parity_jax_cache (string):", "*default for --parity-jax-cache",
         "  parity_golden_dir (string):",
     ])

@@ -21,6 +21,7 @@ LAYERS = [
     ("pairs", {"registry"}),
     ("checkpoint", {"checkpoint"}),
     ("compare", {"compare"}),
+    ("diagnose", {"diagnose"}),
     ("golden", {"golden"}),
     ("run", {"run"}),
     ("faces", {"__init__", "cases", "fixtures", "plugin", "cli"}),

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from models.registry import PARAM_COUNTS
-from pytest_parity import assert_close
 
 
 def _top(logits, k):
@@ -23,13 +22,11 @@ def _top(logits, k):
 @pytest.mark.parametrize("name", sorted(PARAM_COUNTS))
 def test_torch_and_flax_logits_agree(parity_pair, parity_dtype, random_images, name):
     pair = parity_pair(name)
-    torch_logits = pair.torch_forward(random_images)
-    flax_logits = pair.flax_forward(random_images)
+    result = pair.assert_close(random_images, name=f"{name} logits")  # diagnosed on failure
+    torch_logits, flax_logits = result.torch, result.flax
     assert str(torch_logits.dtype) == str(flax_logits.dtype) == parity_dtype
     assert 1.0 < np.abs(torch_logits.astype(np.float32)).max() < 50.0, \
         "seeded logits should be ImageNet-like"
-    assert_close(flax_logits, torch_logits, name=f"{name} logits",
-                 **pair.pair.tolerance(parity_dtype))
     assert _top(flax_logits, 1) == _top(torch_logits, 1)
     if parity_dtype == "float32":  # in bfloat16 neighbours closer than its step may swap places
         assert _top(flax_logits, 5) == _top(torch_logits, 5)

@@ -1,0 +1,28 @@
+"""Where a port goes wrong: weight and settings audits, and the per-module activation trace
+that finds the first divergent module.
+
+    modules.py    which torch module is which Flax module (they hold the same weights)
+    weights.py    the weight audit: every Flax variable against the torch tensor, mapped
+    settings.py   the settings audit: eps, momentum, strides, padding, groups... of each pair
+    settings_checks.py  how each setting is compared (padding, momentum conventions...)
+    capture.py    both sides run once with every aligned module's inputs and outputs kept
+    trace.py      each module judged on torch's inputs; the first divergent module
+    diagnosis.py  the three together, as the failure text's section and the report's record
+    findings.py   what an audit finds
+    mode.py       when to diagnose (`--parity-trace`)
+"""
+
+from pytest_parity.diagnose.diagnosis import Diagnosis, diagnose
+from pytest_parity.diagnose.findings import Finding
+from pytest_parity.diagnose.modules import ModulePair, aligned_modules
+from pytest_parity.diagnose.trace import ModuleVerdict, Trace
+
+__all__ = [
+    "Diagnosis",
+    "Finding",
+    "ModulePair",
+    "ModuleVerdict",
+    "Trace",
+    "aligned_modules",
+    "diagnose",
+]

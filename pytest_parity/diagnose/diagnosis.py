@@ -1,0 +1,124 @@
+"""Where a port goes wrong: the weight audit, the settings audit and the activation trace of one
+failing input, run together (cheapest first) and reported as one section of the failure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pytest_parity.arrays import to_numpy
+from pytest_parity.diagnose.capture import capture_flax, capture_torch
+from pytest_parity.diagnose.findings import Finding
+from pytest_parity.diagnose.modules import aligned_modules
+from pytest_parity.diagnose.settings import audit_settings
+from pytest_parity.diagnose.trace import BLAME, ModuleVerdict, Side, Trace, trace
+from pytest_parity.diagnose.weights import audit_weights
+from pytest_parity.errors import PREFIX
+from pytest_parity.mapping import Mapping
+
+AROUND = 4  # modules shown before and after the culprit
+
+
+@dataclass
+class Diagnosis:
+    weights: list[Finding]
+    settings: list[Finding]
+    trace: Trace
+
+    @property
+    def found(self) -> bool:
+        """Whether anything was found: an audit finding, a culprit, or different inputs."""
+        return bool(self.weights or self.settings or self.trace.culprit
+                    or self.trace.inputs_differ)
+
+    def lines(self) -> list[str]:
+        """The failure text's section, audit findings first."""
+        lines = [f"{PREFIX} where it goes wrong:"]
+        for title, findings in (("weight audit", self.weights), ("settings audit",
+                                                                 self.settings)):
+            lines.append(f"  {title}: " + (f"{len(findings)} difference"
+                                            f"{'s' if len(findings) > 1 else ''}" if findings
+                                            else "nothing differs"))
+            lines += [f"    {finding.line()}" for finding in findings]
+        lines += _trace_lines(self.trace)
+        return lines
+
+    def to_record(self) -> dict[str, Any]:
+        culprit = self.trace.culprit
+        return {
+            "weights": [finding.to_record() for finding in self.weights],
+            "settings": [finding.to_record() for finding in self.settings],
+            "inputs_differ": self.trace.inputs_differ,
+            "culprit": culprit.to_record() if culprit else None,
+            "own_code": self.trace.own_code, "between": list(self.trace.between),
+            "modules": [verdict.to_record() for verdict in self.trace.modules],
+        }
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2e}"
+
+
+def _trace_lines(result: Trace) -> list[str]:
+    if result.inputs_differ:
+        return ["  first divergence: the inputs themselves (the input pipeline, e.g. "
+                "preprocessing, differs)"]
+    culprit = result.culprit
+    if culprit is None:
+        return [f"  first divergent module: none (no module's output on identical inputs is "
+                f"{BLAME:g}x beyond its tolerance: rounding that accumulates, not a module)"]
+    lines = [f"  first divergent module: {culprit.pair.label()} (inputs max abs "
+             f"{_fmt(culprit.input_error)}; on torch's inputs its output max abs "
+             f"{_fmt(culprit.isolated_error)}, margin {culprit.isolated_margin or 0:.3g})"]
+    before, after = result.between
+    if result.own_code or before or after:
+        where = f" between {before or '(its start)'} and {after or '(its end)'}"
+        lines.append(f"    its own code{where}: {', '.join(result.own_code) or '-'}")
+    index = result.modules.index(culprit)
+    shown = result.modules[max(0, index - AROUND):index + AROUND + 1]
+    rows = [("", "module (torch)", "input max abs", "output max abs", "alone max abs",
+             "margin")]
+    rows += [(">" if verdict is culprit else "", verdict.pair.torch or "(root)",
+              _fmt(verdict.input_error), _fmt(verdict.output_error),
+              _fmt(verdict.isolated_error), _margin(verdict)) for verdict in shown]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines.append("  modules around it, in execution order (alone: the Flax module run on "
+                 "torch's inputs):")
+    lines += ["    " + "  ".join(cell.ljust(width) for cell, width in
+                                 zip(row, widths, strict=True)).rstrip() for row in rows]
+    return lines
+
+
+def _margin(verdict: ModuleVerdict) -> str:
+    margin = verdict.isolated_margin if verdict.isolated_margin is not None \
+        else verdict.output_margin
+    return "-" if margin is None else f"{margin:.3g}"
+
+
+def diagnose(*, mapping: Mapping | None, torch_model: Any, flax_module: Any,
+             flax_variables: Any, torch_inputs: Any, flax_inputs: Any,
+             image_rank: int | None, tolerance: dict[str, float],
+             inputs_differ: bool = False, descend: bool | None = None) -> Diagnosis:
+    """Audit the weights and settings of every aligned module pair, then trace one input.
+
+    `torch_inputs` and `flax_inputs` are placed on the case's device in its dtype, each in its
+    framework's layout; `image_rank` is the input's rank where it is an image batch (its
+    channels move between layouts), else None.
+    """
+    import jax
+
+    torch_state = {key: to_numpy(value) for key, value in torch_model.state_dict().items()}
+    pairs = aligned_modules(mapping, torch_state) if mapping is not None else []
+    weights = audit_weights(mapping, torch_state, jax.tree_util.tree_map(
+        np.asarray, flax_variables)) if mapping is not None else []
+    torch_capture = capture_torch(torch_model, torch_inputs, [p.torch for p in pairs])
+    flax_capture = capture_flax(flax_module, flax_variables, flax_inputs,
+                                [p.flax for p in pairs])
+    settings = audit_settings(torch_model, flax_capture.modules,
+                              [(p.torch, p.flax) for p in pairs])
+    side = Side(torch_capture, flax_capture, flax_variables, image_rank)
+    result = trace(pairs, side, torch_model, tolerance, inputs_differ=inputs_differ,
+                   descend=descend)
+    return Diagnosis(weights, settings, result)

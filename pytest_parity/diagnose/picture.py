@@ -1,0 +1,62 @@
+"""A picture of one trace: every aligned module's error in execution order, the tolerance line
+and the culprit, as a PNG beside the JSON report (matplotlib, imported when drawing)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pytest_parity.atomic import write_atomically
+
+FLOOR = 1e-12  # where an exact match is drawn on the log scale
+
+
+def picture_path(report: Path, test: str, name: str) -> Path:
+    """`report.json` -> `report.<test id>.<comparison>.png`, with a file-safe name."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{test}.{name}").strip("_")[:150]
+    return report.with_name(f"{report.stem}.{safe}.png")
+
+
+def draw_trace(record: dict[str, Any], path: Path) -> Path:
+    """Draw the record's trace (its `diagnosis`) to `path`, atomically.
+
+    The y axis is the margin (error / allowed error) on a log scale, so that one line, at 1,
+    is every module's tolerance. Natural: both sides run as they are; alone: the Flax module
+    run on the torch module's inputs (the verdict that finds the culprit).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    diagnosis = record["diagnosis"]
+    modules = diagnosis["modules"]
+    culprit = (diagnosis["culprit"] or {}).get("torch")
+    positions = range(len(modules))
+    natural = [max(m["output_margin"] or 0.0, FLOOR) for m in modules]
+    alone = [(i, max(m["alone_margin"], FLOOR)) for i, m in enumerate(modules)
+             if m["alone_margin"] is not None]
+    figure, axes = plt.subplots(figsize=(max(8.0, len(modules) * 0.12), 4.5))
+    axes.semilogy(positions, natural, ".-", color="tab:blue", linewidth=0.8,
+                  label="output margin, both sides as they run")
+    if alone:
+        axes.semilogy(*zip(*alone, strict=True), "o", color="tab:orange",
+                      label="output margin, Flax module on torch's inputs")
+    axes.axhline(1.0, color="tab:red", linestyle="--", linewidth=1, label="tolerance")
+    for index, module in enumerate(modules):
+        if culprit is not None and module["torch"] == culprit:
+            axes.axvline(index, color="tab:red", alpha=0.3, linewidth=6)
+            axes.annotate(f"first divergent: {culprit or '(root)'}", (index, natural[index]),
+                          textcoords="offset points", xytext=(8, 8), color="tab:red")
+    axes.set_xlabel("aligned modules, in torch's execution order")
+    axes.set_ylabel("error / allowed error")
+    axes.set_title(f"{record.get('test', '')} {record['name']}"[-110:], fontsize=9)
+    axes.legend(fontsize=8, loc="upper left")
+    figure.tight_layout()
+    try:
+        write_atomically(path, lambda temporary: figure.savefig(temporary, format="png",
+                                                                dpi=100), overwrite=True)
+    finally:
+        plt.close(figure)
+    return path

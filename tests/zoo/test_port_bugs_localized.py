@@ -1,0 +1,76 @@
+"""Where a port goes wrong: realistic porting bugs injected into the zoo's Flax side are each
+found at their module by the trace, and named by the audit that can see them; a correct port
+is never blamed.
+
+Each bug must change the output (the comparison fails) before its diagnosis counts. These
+comparisons are meant to fail, so they are collected here and kept out of the parity report.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pytest_parity.compare import records
+from pytest_parity.diagnose import mode
+from tests.support.port_bugs import BUGS, PortBug
+
+
+def _with_bug(loaded, bug: PortBug, monkeypatch):
+    import jax
+
+    from pytest_parity.run.sides import flax_module_in, placed_variables
+
+    if bug.code is not None:
+        module = bug.code(monkeypatch, flax_module_in(loaded.pair.flax_model(), loaded.dtype))
+        loaded = dataclasses.replace(loaded, flax_model=module, flax_apply=jax.jit(module.apply))
+    if bug.variables is not None:
+        variables = jax.tree_util.tree_map(np.array, loaded.flax_variables)  # copies
+        bug.variables(variables)
+        loaded = dataclasses.replace(loaded, flax_variables=placed_variables(
+            variables, loaded.device, loaded.dtype))
+    return loaded
+
+
+def diagnosed_failure(loaded, images, bug: PortBug) -> dict:
+    """The diagnosis of the failing comparison of the pair with the bug injected."""
+    flax_inputs = bug.flax_inputs(images) if bug.flax_inputs else None
+    with mode.applied("on-failure"), records.collecting() as found, \
+            pytest.raises(AssertionError) as failure:
+        loaded.assert_close(images, flax_inputs=flax_inputs, name="with the bug")
+    assert "where it goes wrong" in str(failure.value)
+    assert not found[-1]["passed"]  # the injection changed the output
+    return found[-1]["diagnosis"]
+
+
+@pytest.mark.parity(devices=["cpu"], dtypes=["float32"])
+@pytest.mark.parametrize("bug", BUGS)
+def test_a_porting_bug_is_found_where_it_is(parity_pair, random_images, monkeypatch, bug):
+    spec = BUGS[bug]
+    name = spec.model
+    diagnosis = diagnosed_failure(_with_bug(parity_pair(name), spec, monkeypatch),
+                                  random_images, spec)
+    if spec.culprit == "(inputs)":
+        assert diagnosis["inputs_differ"] and diagnosis["culprit"] is None
+    else:
+        assert diagnosis["culprit"] is not None, diagnosis["modules"][:3]
+        assert diagnosis["culprit"]["torch"] == spec.culprit
+    if spec.own_code:
+        assert spec.own_code in diagnosis["own_code"]
+    findings = [f for f in diagnosis["weights"] + diagnosis["settings"]]
+    if spec.finding:
+        audit, text = spec.finding
+        assert any(f["audit"] == audit and text in f"{f['where']}: {f['what']}"
+                   for f in findings), findings
+    else:
+        assert findings == []
+
+
+@pytest.mark.parity(devices=["cpu"], dtypes=["float32", "bfloat16"])
+@pytest.mark.parametrize("name", ["resnet18", "vit_ti_16"])
+def test_a_correct_port_is_never_blamed(parity_pair, random_images, name):
+    """Even told to search where the outputs agree, no module is blamed and no audit finds
+    anything (measured for every zoo model: docs/diagnosis.md)."""
+    diagnosis = parity_pair(name).diagnose(random_images, descend=True)
+    assert not diagnosis.found, diagnosis.lines()
+    assert len(diagnosis.trace.modules) > 50  # every aligned module was compared
