@@ -77,6 +77,7 @@ GATED = [
     "tests/benchmarks/test_forward_speed.py::test_flax_forward[resnet50-b8-float32]",
     "tests/benchmarks/test_process_costs.py",
     "tests/benchmarks/test_parity_test_speed.py::test_parity_test_examples",
+    "tests/benchmarks/test_trace_speed.py",
 ]
 
 

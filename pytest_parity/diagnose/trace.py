@@ -24,6 +24,7 @@ from pytest_parity.compare import case_tolerances
 from pytest_parity.compare.tolerance import resolve_layers
 from pytest_parity.diagnose.capture import FlaxCapture, TorchCapture, run_flax_module
 from pytest_parity.diagnose.modules import ModulePair
+from pytest_parity.threads import thread_map
 
 # How far beyond the case's tolerance a module's error on identical inputs must be for the
 # trace to blame it. On identical inputs correct modules stay within 1.08x the tolerance (the
@@ -98,8 +99,8 @@ def _errors(flax_arrays: list[np.ndarray], torch_arrays: list[np.ndarray], side:
             tolerance: dict[str, float]) -> Errors | None:
     """How far the leaves both sides have are apart (Flax's in torch's layout), under the
     case's tolerance policy; infinitely far where both have leaves but none fits the other's
-    shape; None where a side has none. Only the figures a verdict needs: a
-    module's activations are large and many, so no failure report is built."""
+    shape; None where a side has none. Only the figures a verdict needs: a module's
+    activations are large and many, so no failure report is built."""
     max_abs = margin = 0.0
     compared = False
     for flax_array, torch_array in zip(flax_arrays, torch_arrays, strict=False):
@@ -110,32 +111,48 @@ def _errors(flax_arrays: list[np.ndarray], torch_arrays: list[np.ndarray], side:
         names = (str(moved.dtype), str(torch_array.dtype))
         policy, _ = resolve_layers(names, [("pair", tolerance.get("rtol"),
                                             tolerance.get("atol")), *case_tolerances.current()])
-        wide = np.float64 if "float64" in names else np.float32
-        actual: np.ndarray = moved.astype(wide)
-        expected: np.ndarray = torch_array.astype(wide)
-        with np.errstate(invalid="ignore", over="ignore"):
-            difference = np.abs(actual - expected)
-            same_nonfinite = (np.isnan(actual) & np.isnan(expected)) | (
-                np.isinf(actual) & (actual == expected))
-            difference = np.where(same_nonfinite, 0, difference)
-            worst = float(np.max(difference / (policy.atol + policy.rtol * np.abs(expected)),
-                                 initial=0.0))
-        bad = bool(np.isnan(difference).any())
-        max_abs = max(max_abs, float(np.nanmax(difference, initial=0.0)))
-        margin = max(margin, float("inf") if bad or np.isnan(worst) else worst)
+        max_abs_here, margin_here = _apart(moved, torch_array, policy.rtol, policy.atol)
+        max_abs, margin = max(max_abs, max_abs_here), max(margin, margin_here)
     if not compared and flax_arrays and torch_arrays:  # both ran, but on other shapes
         return Errors(float("inf"), float("inf"))
     return Errors(max_abs, margin) if compared else None
 
 
+def _apart(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float
+           ) -> tuple[float, float]:
+    """Max abs difference and margin (worst |a - e| / (atol + rtol * |e|)); NaN and inf must
+    sit at the same places with the same signs (else an infinite margin). A few passes over
+    the data: the non-finite checks run only where the difference is not finite."""
+    wide = np.float64 if np.float64 in (actual.dtype, expected.dtype) else np.float32
+    a: np.ndarray = actual.astype(wide, copy=False)
+    e: np.ndarray = expected.astype(wide, copy=False)
+    with np.errstate(invalid="ignore", over="ignore"):
+        difference = np.abs(a - e)
+        largest = float(np.max(difference, initial=0.0))
+        if not np.isfinite(largest):
+            finite = np.isfinite(a) & np.isfinite(e)
+            if np.any(~finite & ~((np.isnan(a) & np.isnan(e)) | (a == e))):
+                return float("inf"), float("inf")
+            difference = np.where(finite, difference, 0.0)
+            largest = float(np.max(difference, initial=0.0))
+            e = np.where(finite, e, 0.0)
+        if largest == 0.0:
+            return 0.0, 0.0
+        allowed = np.abs(e) * wide(rtol) + wide(atol)
+        return largest, float(np.max(np.divide(difference, allowed, out=difference,
+                                               where=allowed > 0), initial=0.0))
+
+
 def _verdicts(pairs: list[ModulePair], side: Side, tolerance: dict[str, float]
               ) -> list[ModuleVerdict]:
+    """Every aligned module both sides ran, its natural input and output errors (the
+    comparisons spread over the thread pool: numpy releases the GIL on large arrays)."""
     order = {name: index for index, name in enumerate(side.torch.order)}
-    verdicts = []
-    for pair in pairs:
-        torch_call, flax_call = side.torch.calls.get(pair.torch), side.flax.calls.get(pair.flax)
-        if torch_call is None or flax_call is None:
-            continue
+    ran = [pair for pair in pairs
+           if pair.torch in side.torch.calls and pair.flax in side.flax.calls]
+
+    def judged(pair: ModulePair) -> ModuleVerdict:
+        torch_call, flax_call = side.torch.calls[pair.torch], side.flax.calls[pair.flax]
         verdict = ModuleVerdict(pair, order.get(pair.torch, len(order)))
         inputs = _errors(flax_call.inputs, torch_call.inputs, side, tolerance)
         outputs = _errors(flax_call.outputs, torch_call.outputs, side, tolerance)
@@ -143,8 +160,9 @@ def _verdicts(pairs: list[ModulePair], side: Side, tolerance: dict[str, float]
             verdict.input_error, verdict.input_margin = inputs.max_abs, inputs.margin
         if outputs is not None:
             verdict.output_error, verdict.output_margin = outputs.max_abs, outputs.margin
-        verdicts.append(verdict)
-    return sorted(verdicts, key=lambda v: v.order)
+        return verdict
+
+    return sorted(thread_map(judged, ran), key=lambda v: v.order)
 
 
 def _judge_alone(verdict: ModuleVerdict, side: Side, tolerance: dict[str, float]) -> None:

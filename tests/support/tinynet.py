@@ -39,7 +39,8 @@ def flax_tinynet():
         @nn.compact
         def __call__(self, x):
             x = nn.Conv(4, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="conv1")(x)
-            x = nn.relu(nn.BatchNorm(use_running_average=True, epsilon=1e-5, name="bn1")(x))
+            x = nn.relu(nn.BatchNorm(use_running_average=True, momentum=0.9, epsilon=1e-5,
+                                     name="bn1")(x))
             return nn.Dense(10, name="fc")(jnp.mean(x, axis=(1, 2)))
 
     return TinyNet()

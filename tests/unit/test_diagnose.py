@@ -1,0 +1,127 @@
+"""The diagnosis' pieces: module correspondence, the weight audit, per-module errors, the
+trace mode and the picture."""
+
+import numpy as np
+import pytest
+
+from pytest_parity.diagnose import aligned_modules, mode
+from pytest_parity.diagnose.picture import draw_trace, picture_path
+from pytest_parity.diagnose.weights import audit_weights
+from pytest_parity.mapping import Mapping, Rule
+from pytest_parity.mapping.layer_rules import batch_norm_rules
+from pytest_parity.mapping.transforms import OUT_IN_TO_IN_OUT
+
+
+def _meta_keys(name):
+    torch = pytest.importorskip("torch")
+    from pytest_parity import registry
+
+    pair = registry.get(name)
+    with torch.device("meta"):
+        return pair.mapping, list(pair.torch_model().state_dict())
+
+
+def test_modules_correspond_where_they_hold_the_same_weights():
+    mapping, keys = _meta_keys("resnet50")
+    pairs = {(p.torch, p.flax) for p in aligned_modules(mapping, keys)}
+    assert {("", ""), ("layer1", "layer1"), ("layer1.0", "layer1/block0"),
+            ("layer1.0.downsample", "layer1/block0/downsample"),
+            ("layer1.0.downsample.0", "layer1/block0/downsample/conv"),
+            ("layer4.2.bn3", "layer4/block2/bn3"), ("fc", "fc")} <= pairs
+    assert len(pairs) == 132  # 1 model, 4 stages, 16 blocks, 4 shortcuts, 53 conv, 53 bn, fc
+
+
+def test_a_container_holding_other_weights_than_any_flax_module_corresponds_to_none():
+    mapping, keys = _meta_keys("vit_b_16")
+    pairs = dict((p.torch, p.flax) for p in aligned_modules(mapping, keys))
+    assert pairs["encoder"] == "encoder" and "encoder.layers" not in pairs  # no final ln there
+    assert pairs["heads"] == "head" and "heads.head" not in pairs  # the outer one pairs first
+    assert pairs["encoder.layers.encoder_layer_0.self_attention"] == "encoder/layer0/attention"
+
+
+SQUARE = Mapping("square", (Rule("fc/kernel", "fc.weight", "IO", transform=OUT_IN_TO_IN_OUT),
+                            Rule("fc/bias", "fc.bias", "O"), *batch_norm_rules("bn", "bn")))
+
+
+def _state():
+    rng = np.random.default_rng(0)
+    return {"fc.weight": rng.normal(size=(4, 4)).astype(np.float32),
+            "fc.bias": rng.normal(size=4).astype(np.float32),
+            "bn.weight": rng.normal(size=4).astype(np.float32),
+            "bn.bias": rng.normal(size=4).astype(np.float32),
+            "bn.running_mean": rng.normal(size=4).astype(np.float32),
+            "bn.running_var": rng.uniform(1, 2, size=4).astype(np.float32),
+            "bn.num_batches_tracked": np.array(3)}
+
+
+def _flax(state):
+    arrays, _ = SQUARE.torch_to_canonical(state)
+    return SQUARE.canonical_to_flax(arrays)
+
+
+def test_a_correct_conversion_has_no_weight_finding():
+    assert audit_weights(SQUARE, _state(), _flax(_state())) == []
+
+
+@pytest.mark.parametrize(("mistake", "where", "hint"), [
+    (lambda v, s: v["params"]["fc"].update(kernel=s["fc.weight"]), "fc/kernel",
+     "equals the torch tensor without the transform"),
+    (lambda v, s: v["params"]["bn"].update(scale=s["bn.running_var"]), "bn/scale",
+     "equals torch's value for bn/var"),
+    (lambda v, s: v["params"]["fc"].update(
+        bias=s["fc.bias"].astype(np.float16).astype(np.float32) + 1e-3), "fc/bias", "max abs"),
+], ids=["kernel-not-transposed", "scale-is-the-variance", "bias-off"])
+def test_a_wrong_weight_is_named_with_what_it_equals(mistake, where, hint):
+    state = _state()
+    variables = _flax(state)
+    mistake(variables, state)
+    findings = audit_weights(SQUARE, state, variables)
+    assert [f.where for f in findings] == [where]
+    assert hint in findings[0].note and findings[0].audit == "weights"
+
+
+def test_a_missing_flax_variable_is_a_finding():
+    variables = _flax(_state())
+    del variables["params"]["fc"]["bias"]
+    findings = audit_weights(SQUARE, _state(), variables)
+    assert [(f.where, f.what, f.flax) for f in findings] == [("fc/bias", "missing", "absent")]
+
+
+def test_the_trace_mode_applies_inside_its_block_only():
+    assert mode.current() == "on-failure" and mode.wanted(False) and not mode.wanted(True)
+    with mode.applied("always"):
+        assert mode.wanted(True)
+        with mode.applied("off"):
+            assert not mode.wanted(False)
+    assert mode.current() == "on-failure"
+    with pytest.raises(ValueError, match="sometimes"), mode.applied("sometimes"):
+        pass
+
+
+def test_module_errors_under_the_policy():
+    from pytest_parity.diagnose.capture import FlaxCapture, TorchCapture
+    from pytest_parity.diagnose.trace import Side, _errors
+
+    side = Side(TorchCapture(), FlaxCapture(), {}, image_rank=4)
+    torch_out = np.array([[1.0, np.nan, np.inf]], np.float32)
+    same = _errors([torch_out.copy()], [torch_out], side, {})
+    assert (same.max_abs, same.margin) == (0.0, 0.0)  # NaN and inf where the other has them
+    off = _errors([torch_out + np.float32(1e-4)], [torch_out], side, {})
+    assert off.margin == pytest.approx(1e-4 / (1e-5 + 1.3e-6), rel=1e-3)
+    moved = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)  # NCHW
+    assert _errors([moved.transpose(0, 2, 3, 1)], [moved], side, {}).margin == 0.0  # NHWC
+    other_shape = _errors([np.zeros((1, 5), np.float32)], [np.zeros((1, 4), np.float32)], side,
+                          {})
+    assert other_shape.margin == float("inf")
+
+
+def test_the_picture_marks_the_culprit(tmp_path):
+    pytest.importorskip("matplotlib")
+    modules = [{"torch": name, "output_margin": margin, "alone_margin": alone}
+               for name, margin, alone in [("", 40.0, 40.0), ("a", 0.1, None),
+                                           ("b", 52.0, 52.0), ("c", 30.0, 0.2)]]
+    record = {"test": "t.py::test[cpu-float32]", "name": "logits",
+              "diagnosis": {"modules": modules, "culprit": modules[2]}}
+    path = picture_path(tmp_path / "report.json", record["test"], record["name"])
+    assert path.name == "report.t.py_test_cpu-float32_.logits.png"
+    assert draw_trace(record, path).read_bytes()[:4] == b"\x89PNG"
