@@ -78,18 +78,26 @@ def _trace(arguments: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from pytest_parity import registry
+    from pytest_parity import devices, numerics, registry
     from pytest_parity.checkpoint import load
     from pytest_parity.run import checkpoint_for, load_pair
 
+    problems = devices.missing_frameworks()
+    if arguments.device == "gpu" and not problems:
+        problems = devices.gpu_problems()
+    if not problems and devices.dtype_problem(arguments.device, arguments.dtype):
+        problems = [str(devices.dtype_problem(arguments.device, arguments.dtype))]
+    if problems:
+        raise ParityError(f"{PREFIX} parity trace on {arguments.device}: {'; '.join(problems)}")
     pair = registry.get(arguments.arch)
     checkpoint = (load(arguments.checkpoint, architecture=pair.name) if arguments.checkpoint
                   else checkpoint_for(pair, arguments.seed, Path(tempfile.gettempdir())
                                       / "pytest-parity-checkpoints"))
     inputs = (_photo_batch(pair) if arguments.input == "photo" else np.random.default_rng(
         arguments.seed).standard_normal(pair.input_shape).astype(np.float32))
-    loaded = load_pair(pair, checkpoint, arguments.device, arguments.dtype)
-    diagnosis = loaded.diagnose(inputs)
+    with numerics.applied("pinned", arguments.seed):  # as a parity case runs
+        loaded = load_pair(pair, checkpoint, arguments.device, arguments.dtype)
+        diagnosis = loaded.diagnose(inputs)
     culprit = diagnosis.trace.culprit
     print(f"{pair.name} on {arguments.device} in {arguments.dtype}, input {arguments.input}: "
           + ("the outputs differ" if culprit else "no module diverges"))

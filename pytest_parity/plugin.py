@@ -184,6 +184,7 @@ def _draw_traces(report: Path, found: list[dict[str, Any]]) -> list[str]:
         return [f"no trace pictures: matplotlib is not installed ({len(traced)} traced)"]
     from pytest_parity.diagnose.picture import draw_trace, picture_path
 
+    taken: set[Path] = set()
     return [f"trace picture written to "
-            f"{draw_trace(record, picture_path(report, record['test'], record['name']))}"
+            f"{draw_trace(record, picture_path(report, record['test'], record['name'], taken))}"
             for record in traced]

@@ -26,6 +26,8 @@ from pytest_parity.atomic import write_atomically
 from pytest_parity.environment import installed_versions
 
 SCHEMA = "pytest-parity-report/3"
+
+
 def _fmt(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:.2e}"
 

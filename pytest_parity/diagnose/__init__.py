@@ -7,9 +7,11 @@ that finds the first divergent module.
     settings_checks.py  how each setting is compared (padding, momentum conventions...)
     capture.py    both sides run once with every aligned module's inputs and outputs kept
     trace.py      each module judged on torch's inputs; the first divergent module
+    distance.py   how far the two sides' captured arrays are apart, under the tolerance policy
     diagnosis.py  the three together, as the failure text's section and the report's record
     findings.py   what an audit finds
     mode.py       when to diagnose (`--parity-trace`)
+    picture.py    a trace drawn as a PNG beside the JSON report
 """
 
 from pytest_parity.diagnose.diagnosis import Diagnosis, diagnose

@@ -29,16 +29,30 @@ class Captured:
 class TorchCapture:
     calls: dict[str, Captured] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # every module, by first call
-    output: Any = None
+
+
+# Where a call's arrays go: its positional arguments and keywords, each array replaced by
+# SLOT; Captured.inputs holds the arrays in slot order (positional ones first).
+SLOT = object()
+
+
+@dataclass(frozen=True)
+class CallTemplate:
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    def filled(self, arrays: list[Any]) -> tuple[list[Any], dict[str, Any]]:
+        given = iter(arrays)
+        args = [next(given) if a is SLOT else a for a in self.args]
+        kwargs = {k: next(given) if v is SLOT else v for k, v in self.kwargs.items()}
+        return args, kwargs
 
 
 @dataclass
 class FlaxCapture:
     calls: dict[str, Captured] = field(default_factory=dict)
     modules: dict[str, Any] = field(default_factory=dict)  # path -> the module as called
-    kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    positions: dict[str, list[int]] = field(default_factory=dict)  # of array arguments
-    output: Any = None
+    templates: dict[str, CallTemplate] = field(default_factory=dict)
 
 
 def _leaves(value: Any) -> list[Any]:
@@ -83,7 +97,7 @@ def capture_torch(model: Any, inputs: Any, names: Iterable[str]) -> TorchCapture
             hooks.append(module.register_forward_hook(recorder(name), with_kwargs=True))
     try:
         with torch.no_grad():
-            capture.output = model(inputs)
+            model(inputs)
     finally:
         for hook in hooks:
             hook.remove()
@@ -105,19 +119,19 @@ def capture_flax(apply_module: Any, variables: Any, inputs: Any, paths: Iterable
             output = next_fun(*args, **kwargs)
             path = "/".join(context.module.path)
             if context.method_name == "__call__" and path in wanted and path not in found:
-                positions = [i for i, a in enumerate(args) if _is_array(a)]
-                found[path] = ([args[i] for i in positions], _leaves(output))
+                arrays = [a for a in (*args, *kwargs.values()) if _is_array(a)]
+                found[path] = (arrays, _leaves(output))
                 capture.modules[path] = context.module.unbind()[0]
-                capture.kwargs[path] = dict(kwargs)
-                capture.positions[path] = positions
+                capture.templates[path] = CallTemplate(
+                    tuple(SLOT if _is_array(a) else a for a in args),
+                    {k: SLOT if _is_array(v) else v for k, v in kwargs.items()})
             return output
 
         with nn.intercept_methods(record):
-            output = apply_module.apply(variables, inputs)
-        return output, found
+            apply_module.apply(variables, inputs)
+        return found
 
-    output, found = jax.jit(run)(variables, inputs)
-    capture.output = output
+    found = jax.jit(run)(variables, inputs)
     capture.calls = {path: Captured([np.asarray(a) for a in args],
                                     [np.asarray(leaf) for leaf in leaves if _is_array(leaf)])
                      for path, (args, leaves) in found.items()}
@@ -138,19 +152,24 @@ def submodule_variables(variables: Any, path: str) -> dict[str, Any]:
     return kept
 
 
-def run_flax_module(capture: FlaxCapture, path: str, variables: Any, arrays: list[Any]) -> list[
-        np.ndarray]:
-    """The captured Flax module at `path`, run on its own on these array arguments (its other
-    arguments and keywords as in the captured call); output leaves as numpy."""
+def run_flax_module(capture: FlaxCapture, path: str, variables: Any, arrays: list[Any]
+                    ) -> list[np.ndarray]:
+    """The captured Flax module at `path`, run on its own on these arrays in place of the
+    captured call's (its other arguments and keywords as they were); output leaves as numpy.
+
+    Raises:
+        ValueError: as many arrays as the call took are not given.
+    """
     import jax
 
-    module, kwargs = capture.modules[path], capture.kwargs[path]
-    positions = capture.positions[path]
+    module, template = capture.modules[path], capture.templates[path]
+    if len(arrays) != len(capture.calls[path].inputs):
+        raise ValueError(f"{path}: its call took {len(capture.calls[path].inputs)} arrays, "
+                         f"{len(arrays)} given")
 
-    def call(sub_variables: Any, *given: Any) -> Any:
-        return module.apply(sub_variables, *given, **kwargs)
+    def call(sub_variables: Any, given: list[Any]) -> Any:
+        args, kwargs = template.filled(given)
+        return module.apply(sub_variables, *args, **kwargs)
 
-    if len(positions) != len(arrays) or positions != list(range(len(positions))):
-        raise ValueError(f"{path}: its call takes arguments other than arrays first")
-    output = jax.jit(call)(submodule_variables(variables, path), *arrays)
+    output = jax.jit(call)(submodule_variables(variables, path), list(arrays))
     return [np.asarray(leaf) for leaf in _leaves(output) if _is_array(leaf)]

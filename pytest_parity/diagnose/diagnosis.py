@@ -13,7 +13,7 @@ from pytest_parity.diagnose.capture import capture_flax, capture_torch
 from pytest_parity.diagnose.findings import Finding
 from pytest_parity.diagnose.modules import aligned_modules
 from pytest_parity.diagnose.settings import audit_settings
-from pytest_parity.diagnose.trace import BLAME, ModuleVerdict, Side, Trace, trace
+from pytest_parity.diagnose.trace import BLAME, Captures, ModuleVerdict, Trace, trace
 from pytest_parity.diagnose.weights import audit_weights
 from pytest_parity.errors import PREFIX
 from pytest_parity.mapping import Mapping
@@ -67,8 +67,9 @@ def _trace_lines(result: Trace) -> list[str]:
                 "preprocessing, differs)"]
     culprit = result.culprit
     if culprit is None:
-        return [f"  first divergent module: none (no module's output on identical inputs is "
-                f"{BLAME:g}x beyond its tolerance: rounding that accumulates, not a module)"]
+        return [f"  first divergent module: none (no module is {BLAME:g}x beyond its tolerance "
+                "on identical inputs: where the outputs differ, rounding accumulates over "
+                "many modules)"]
     lines = [f"  first divergent module: {culprit.pair.label()} (inputs max abs "
              f"{_fmt(culprit.input_error)}; on torch's inputs its output max abs "
              f"{_fmt(culprit.isolated_error)}, margin {culprit.isolated_margin or 0:.3g})"]
@@ -100,7 +101,8 @@ def _margin(verdict: ModuleVerdict) -> str:
 def diagnose(*, mapping: Mapping | None, torch_model: Any, flax_module: Any,
              flax_variables: Any, torch_inputs: Any, flax_inputs: Any,
              image_rank: int | None, tolerance: dict[str, float],
-             inputs_differ: bool = False, descend: bool | None = None) -> Diagnosis:
+             inputs_differ: bool = False, descend: bool | None = None,
+             every_module_alone: bool = False) -> Diagnosis:
     """Audit the weights and settings of every aligned module pair, then trace one input.
 
     `torch_inputs` and `flax_inputs` are placed on the case's device in its dtype, each in its
@@ -118,7 +120,8 @@ def diagnose(*, mapping: Mapping | None, torch_model: Any, flax_module: Any,
                                 [p.flax for p in pairs])
     settings = audit_settings(torch_model, flax_capture.modules,
                               [(p.torch, p.flax) for p in pairs])
-    side = Side(torch_capture, flax_capture, flax_variables, image_rank)
-    result = trace(pairs, side, torch_model, tolerance, inputs_differ=inputs_differ,
-                   descend=descend)
+    captures = Captures(torch_capture, flax_capture, flax_variables,
+                        next(iter(flax_inputs.devices())), image_rank)
+    result = trace(pairs, captures, torch_model, tolerance, inputs_differ=inputs_differ,
+                   descend=descend, every_module_alone=every_module_alone)
     return Diagnosis(weights, settings, result)

@@ -10,12 +10,25 @@ from typing import Any
 from pytest_parity.atomic import write_atomically
 
 FLOOR = 1e-12  # where an exact match is drawn on the log scale
+CEILING = 1e12  # where an infinite margin (NaN where the other side has a number) is drawn
 
 
-def picture_path(report: Path, test: str, name: str) -> Path:
-    """`report.json` -> `report.<test id>.<comparison>.png`, with a file-safe name."""
+def _drawn(margin: float | None) -> float:
+    """A margin as the log scale can show it; a module not compared is a gap (NaN)."""
+    return float("nan") if margin is None else min(max(margin, FLOOR), CEILING)
+
+
+def picture_path(report: Path, test: str, name: str, taken: set[Path] | None = None) -> Path:
+    """`report.json` -> `report.<test id>.<comparison>.png`, with a file-safe name; a name in
+    `taken` gets a number (two failures of one test with one comparison name)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{test}.{name}").strip("_")[:150]
-    return report.with_name(f"{report.stem}.{safe}.png")
+    path, count = report.with_name(f"{report.stem}.{safe}.png"), 1
+    while taken is not None and path in taken:
+        count += 1
+        path = report.with_name(f"{report.stem}.{safe}.{count}.png")
+    if taken is not None:
+        taken.add(path)
+    return path
 
 
 def draw_trace(record: dict[str, Any], path: Path) -> Path:
@@ -34,8 +47,8 @@ def draw_trace(record: dict[str, Any], path: Path) -> Path:
     modules = diagnosis["modules"]
     culprit = (diagnosis["culprit"] or {}).get("torch")
     positions = range(len(modules))
-    natural = [max(m["output_margin"] or 0.0, FLOOR) for m in modules]
-    alone = [(i, max(m["alone_margin"], FLOOR)) for i, m in enumerate(modules)
+    natural = [_drawn(m["output_margin"]) for m in modules]
+    alone = [(i, _drawn(m["alone_margin"])) for i, m in enumerate(modules)
              if m["alone_margin"] is not None]
     figure, axes = plt.subplots(figsize=(max(8.0, len(modules) * 0.12), 4.5))
     axes.semilogy(positions, natural, ".-", color="tab:blue", linewidth=0.8,
@@ -47,7 +60,8 @@ def draw_trace(record: dict[str, Any], path: Path) -> Path:
     for index, module in enumerate(modules):
         if culprit is not None and module["torch"] == culprit:
             axes.axvline(index, color="tab:red", alpha=0.3, linewidth=6)
-            axes.annotate(f"first divergent: {culprit or '(root)'}", (index, natural[index]),
+            height = _drawn(module["alone_margin"] or module["output_margin"] or 1.0)
+            axes.annotate(f"first divergent: {culprit or '(root)'}", (index, height),
                           textcoords="offset points", xytext=(8, 8), color="tab:red")
     axes.set_xlabel("aligned modules, in torch's execution order")
     axes.set_ylabel("error / allowed error")

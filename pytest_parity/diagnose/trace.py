@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity.compare import case_tolerances
-from pytest_parity.compare.tolerance import resolve_layers
 from pytest_parity.diagnose.capture import FlaxCapture, TorchCapture, run_flax_module
+from pytest_parity.diagnose.distance import errors_between, in_layout
 from pytest_parity.diagnose.modules import ModulePair
 from pytest_parity.threads import thread_map
 
@@ -45,8 +44,9 @@ class ModuleVerdict:
     input_margin: float | None = None
     output_error: float | None = None
     output_margin: float | None = None
-    isolated_error: float | None = None
+    isolated_error: float | None = None  # judged on torch's inputs (or naturally: `judged`)
     isolated_margin: float | None = None
+    judged: str | None = None  # "alone", or "natural" where it could not run alone
 
     @property
     def fails_alone(self) -> bool:
@@ -57,7 +57,7 @@ class ModuleVerdict:
                 "input_max_abs": self.input_error, "input_margin": self.input_margin,
                 "output_max_abs": self.output_error,
                 "output_margin": self.output_margin, "alone_max_abs": self.isolated_error,
-                "alone_margin": self.isolated_margin}
+                "alone_margin": self.isolated_margin, "judged": self.judged}
 
 
 @dataclass
@@ -70,80 +70,18 @@ class Trace:
 
 
 @dataclass
-class Side:
-    """What the trace needs of one run: the capture and how to move arrays between layouts."""
+class Captures:
+    """What the trace works on: both sides' captures, the Flax variables and where they live,
+    and how arrays move between layouts."""
 
     torch: TorchCapture
     flax: FlaxCapture
     flax_variables: Any
+    flax_device: Any  # where the Flax side ran: a module run alone runs there too
     image_rank: int | None  # the input's rank where it is an image batch (NCHW <-> NHWC)
 
 
-def _in_layout(array: np.ndarray, shape: tuple[int, ...], image_rank: int | None,
-               to_flax: bool) -> np.ndarray | None:
-    """`array` in the other side's layout, where `shape` says which (None: no way fits)."""
-    if image_rank is not None and array.ndim == image_rank:
-        moved = np.moveaxis(array, 1, -1) if to_flax else np.moveaxis(array, -1, 1)
-        if moved.shape == tuple(shape):
-            return moved
-    return array if array.shape == tuple(shape) else None
-
-
-@dataclass(frozen=True)
-class Errors:
-    max_abs: float
-    margin: float  # worst |flax - torch| / (atol + rtol * |torch|): <= 1 agrees
-
-
-def _errors(flax_arrays: list[np.ndarray], torch_arrays: list[np.ndarray], side: Side,
-            tolerance: dict[str, float]) -> Errors | None:
-    """How far the leaves both sides have are apart (Flax's in torch's layout), under the
-    case's tolerance policy; infinitely far where both have leaves but none fits the other's
-    shape; None where a side has none. Only the figures a verdict needs: a module's
-    activations are large and many, so no failure report is built."""
-    max_abs = margin = 0.0
-    compared = False
-    for flax_array, torch_array in zip(flax_arrays, torch_arrays, strict=False):
-        moved = _in_layout(flax_array, torch_array.shape, side.image_rank, to_flax=False)
-        if moved is None:
-            continue
-        compared = True
-        names = (str(moved.dtype), str(torch_array.dtype))
-        policy, _ = resolve_layers(names, [("pair", tolerance.get("rtol"),
-                                            tolerance.get("atol")), *case_tolerances.current()])
-        max_abs_here, margin_here = _apart(moved, torch_array, policy.rtol, policy.atol)
-        max_abs, margin = max(max_abs, max_abs_here), max(margin, margin_here)
-    if not compared and flax_arrays and torch_arrays:  # both ran, but on other shapes
-        return Errors(float("inf"), float("inf"))
-    return Errors(max_abs, margin) if compared else None
-
-
-def _apart(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float
-           ) -> tuple[float, float]:
-    """Max abs difference and margin (worst |a - e| / (atol + rtol * |e|)); NaN and inf must
-    sit at the same places with the same signs (else an infinite margin). A few passes over
-    the data: the non-finite checks run only where the difference is not finite."""
-    wide = np.float64 if np.float64 in (actual.dtype, expected.dtype) else np.float32
-    a: np.ndarray = actual.astype(wide, copy=False)
-    e: np.ndarray = expected.astype(wide, copy=False)
-    with np.errstate(invalid="ignore", over="ignore"):
-        difference = np.abs(a - e)
-        largest = float(np.max(difference, initial=0.0))
-        if not np.isfinite(largest):
-            finite = np.isfinite(a) & np.isfinite(e)
-            if np.any(~finite & ~((np.isnan(a) & np.isnan(e)) | (a == e))):
-                return float("inf"), float("inf")
-            difference = np.where(finite, difference, 0.0)
-            largest = float(np.max(difference, initial=0.0))
-            e = np.where(finite, e, 0.0)
-        if largest == 0.0:
-            return 0.0, 0.0
-        allowed = np.abs(e) * wide(rtol) + wide(atol)
-        return largest, float(np.max(np.divide(difference, allowed, out=difference,
-                                               where=allowed > 0), initial=0.0))
-
-
-def _verdicts(pairs: list[ModulePair], side: Side, tolerance: dict[str, float]
+def _verdicts(pairs: list[ModulePair], side: Captures, tolerance: dict[str, float]
               ) -> list[ModuleVerdict]:
     """Every aligned module both sides ran, its natural input and output errors (the
     comparisons spread over the thread pool: numpy releases the GIL on large arrays)."""
@@ -154,8 +92,9 @@ def _verdicts(pairs: list[ModulePair], side: Side, tolerance: dict[str, float]
     def judged(pair: ModulePair) -> ModuleVerdict:
         torch_call, flax_call = side.torch.calls[pair.torch], side.flax.calls[pair.flax]
         verdict = ModuleVerdict(pair, order.get(pair.torch, len(order)))
-        inputs = _errors(flax_call.inputs, torch_call.inputs, side, tolerance)
-        outputs = _errors(flax_call.outputs, torch_call.outputs, side, tolerance)
+        inputs = errors_between(flax_call.inputs, torch_call.inputs, side.image_rank, tolerance)
+        outputs = errors_between(flax_call.outputs, torch_call.outputs, side.image_rank,
+                                 tolerance)
         if inputs is not None:
             verdict.input_error, verdict.input_margin = inputs.max_abs, inputs.margin
         if outputs is not None:
@@ -165,31 +104,36 @@ def _verdicts(pairs: list[ModulePair], side: Side, tolerance: dict[str, float]
     return sorted(thread_map(judged, ran), key=lambda v: v.order)
 
 
-def _judge_alone(verdict: ModuleVerdict, side: Side, tolerance: dict[str, float]) -> None:
-    """Run the Flax module on the torch module's inputs; hold it to the torch output."""
+def _judge_alone(verdict: ModuleVerdict, side: Captures, tolerance: dict[str, float]) -> None:
+    """Run the Flax module on the torch module's inputs and hold it to the torch output. Where
+    it cannot run alone (the torch call's arrays do not fit the Flax call's), a module whose
+    natural inputs agree is judged on its natural output instead: it inherited nothing."""
     import jax
 
-    if verdict.isolated_margin is not None:
+    if verdict.judged is not None:
         return
     torch_call = side.torch.calls[verdict.pair.torch]
     flax_call = side.flax.calls[verdict.pair.flax]
-    given = [_in_layout(t, f.shape, side.image_rank, to_flax=True)
+    given = [in_layout(t, f.shape, side.image_rank, to_flax=True)
              for t, f in zip(torch_call.inputs, flax_call.inputs, strict=False)]
-    if len(given) < len(flax_call.inputs) or any(array is None for array in given):
-        return  # the torch call's arguments do not fit the Flax call's
-    device = next(iter(jax.tree_util.tree_leaves(side.flax_variables)[0].devices()))
-    try:
-        outputs = run_flax_module(side.flax, verdict.pair.flax, side.flax_variables,
-                                  [jax.device_put(np.ascontiguousarray(a), device)
-                                   for a in given])
-    except ValueError:
-        return
-    errors = _errors(outputs, torch_call.outputs, side, tolerance)
+    errors = None
+    if len(given) == len(flax_call.inputs) and all(array is not None for array in given):
+        try:
+            outputs = run_flax_module(side.flax, verdict.pair.flax, side.flax_variables,
+                                      [jax.device_put(np.ascontiguousarray(a), side.flax_device)
+                                       for a in given])
+            errors = errors_between(outputs, torch_call.outputs, side.image_rank, tolerance)
+        except Exception:  # a module that cannot run alone is judged naturally below
+            errors = None
     if errors is not None:
-        verdict.isolated_error, verdict.isolated_margin = errors.max_abs, errors.margin
+        verdict.judged, verdict.isolated_error, verdict.isolated_margin = \
+            "alone", errors.max_abs, errors.margin
+    elif verdict.input_margin is not None and verdict.input_margin <= 1.0:
+        verdict.judged, verdict.isolated_error, verdict.isolated_margin = \
+            "natural", verdict.output_error, verdict.output_margin
 
 
-def _first_failing_alone(children: list[ModuleVerdict], side: Side,
+def _first_failing_alone(children: list[ModuleVerdict], side: Captures,
                          tolerance: dict[str, float]) -> ModuleVerdict | None:
     """The first child, in execution order, that fails on torch's inputs. A child whose natural
     output is within BLAME is taken to be within it on its own too (its natural inputs carry
@@ -210,48 +154,62 @@ def _children(parent: ModuleVerdict, verdicts: list[ModuleVerdict]) -> list[Modu
             if not any(o is not v and o.pair.contains(v.pair) for o in inside)]
 
 
-def _own_code(culprit: ModuleVerdict, children: list[ModuleVerdict], side: Side,
+def _own_code(culprit: ModuleVerdict, children: list[ModuleVerdict], side: Captures,
               torch_model: Any) -> tuple[list[str], tuple[str, str]]:
     """The weightless torch modules run inside the culprit but in none of its aligned children
     (between the last child whose input agreed and the first whose input diverged)."""
-    diverging = next((c for c in children if (c.input_margin or 0.0) > 1.0), None)
+    inherited = max(1.0, culprit.input_margin or 0.0)  # what the culprit's own input carried
+    diverging = next((c for c in children if (c.input_margin or 0.0) > inherited), None)
     index = children.index(diverging) if diverging else len(children)
     before = children[index - 1] if index > 0 else None
     low = before.order if before else culprit.order
     high = diverging.order if diverging else len(side.torch.order)
-    def relative(name: str) -> str:
-        return name.removeprefix(f"{culprit.pair.torch}.") if culprit.pair.torch else name
+    parent = culprit.pair.torch.rpartition(".")[0]
+
+    def relative(name: str) -> str:  # `mlp.1` inside `...encoder_layer_3.mlp`
+        return name.removeprefix(f"{parent}.") if parent else name
 
     own = []
     for position, name in enumerate(side.torch.order):
         inside = culprit.pair.contains(ModulePair(name, ""))
         in_child = any(c.pair.contains(ModulePair(name, "")) for c in children)
         if inside and not in_child and name != culprit.pair.torch and low < position < high:
-            own.append(f"{relative(name)} ({type(torch_model.get_submodule(name)).__name__})")
+            own.append(f"{relative(name)} ({_described(torch_model.get_submodule(name))})")
     return own, (relative(before.pair.torch) if before else "",
                  relative(diverging.pair.torch) if diverging else "")
 
 
-def trace(pairs: list[ModulePair], side: Side, torch_model: Any, tolerance: dict[str, float],
-          *, inputs_differ: bool = False, descend: bool | None = None) -> Trace:
+def _described(module: Any) -> str:
+    """A weightless torch module with its settings: `GELU(approximate='none')`."""
+    text = repr(module)
+    return text if "\n" not in text and len(text) <= 80 else type(module).__name__
+
+
+def trace(pairs: list[ModulePair], side: Captures, torch_model: Any, tolerance: dict[str, float],
+          *, inputs_differ: bool = False, descend: bool | None = None,
+          every_module_alone: bool = False) -> Trace:
     """Compare every aligned module and, where the model's output fails (or `descend`), find
-    the first divergent one."""
+    the first divergent one: only a module beyond BLAME on identical inputs is blamed.
+    `every_module_alone` runs every module on its own, not only those the search needs."""
     verdicts = _verdicts(pairs, side, tolerance)
     result = Trace(verdicts, inputs_differ=inputs_differ)
     root = next((v for v in verdicts if not v.pair.torch), None)
     if root is None or inputs_differ:
         return result
-    root.isolated_error, root.isolated_margin = root.output_error, root.output_margin
-    if not (root.fails_alone if descend is None else descend):
+    root.judged, root.isolated_error, root.isolated_margin = \
+        "alone", root.output_error, root.output_margin  # the model on identical inputs
+    if every_module_alone:  # to measure what correct modules do on identical inputs
+        for verdict in verdicts:
+            _judge_alone(verdict, side, tolerance)
+    if not ((root.output_margin or 0.0) > 1.0 if descend is None else descend):
         return result
-    current: ModuleVerdict | None = root
+    culprit, current = root, _first_failing_alone(_children(root, verdicts), side, tolerance)
     while current is not None:
         culprit, current = current, _first_failing_alone(_children(current, verdicts), side,
                                                         tolerance)
-    current = culprit
-    if current is root and not root.fails_alone:
-        return result
-    result.culprit = current
-    result.own_code, result.between = _own_code(current, _children(current, verdicts), side,
+    if culprit is root and not root.fails_alone:
+        return result  # no module is clearly wrong: the error accumulates from rounding
+    result.culprit = culprit
+    result.own_code, result.between = _own_code(culprit, _children(culprit, verdicts), side,
                                                 torch_model)
     return result

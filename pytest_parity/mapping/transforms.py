@@ -165,5 +165,6 @@ def from_data(data: dict[str, Any]) -> Any:
         return Chain(tuple(from_data(step) for step in data["steps"]))
     return _KINDS[data["kind"]](**fields)
 
+
 OIHW_TO_HWIO = Transpose((2, 3, 1, 0))
 OUT_IN_TO_IN_OUT = Transpose((1, 0))

@@ -270,7 +270,7 @@ def _diagnosed(failure: AssertionError, runner: _Runner, name: str) -> None:
     record = comparison.to_record()
     record.update(name=f"{name}: shrunk failing example of {runner.result.examples}",
                   examples=runner.result.examples)
-    found = recorded(comparison, lambda: runner.diagnosis(batch), record)
-    error = AssertionError("\n".join([str(failure), *(found.lines() if found else [])]))
+    lines = recorded(comparison, lambda: runner.diagnosis(batch), record)
+    error = AssertionError("\n".join([str(failure), *lines]))
     error.__notes__ = list(getattr(failure, "__notes__", []))
     raise error from None

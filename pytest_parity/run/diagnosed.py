@@ -10,6 +10,7 @@ import numpy as np
 
 from pytest_parity.compare import Comparison, format_failure, records
 from pytest_parity.diagnose import Diagnosis, diagnose, mode
+from pytest_parity.errors import PREFIX
 from pytest_parity.layouts import Layout
 from pytest_parity.mapping import Mapping
 from pytest_parity.run.sides import flax_input, torch_input
@@ -18,25 +19,37 @@ from pytest_parity.run.sides import flax_input, torch_input
 def diagnosis_of(*, mapping: Mapping | None, torch_model: Any, flax_module: Any,
                  flax_variables: Any, inputs: Any, flax_inputs: Any, layout: Layout,
                  device: str, dtype: str, tolerance: dict[str, Any],
-                 inputs_differ: bool = False, descend: bool | None = None) -> Diagnosis:
+                 inputs_differ: bool = False, descend: bool | None = None,
+                 every_module_alone: bool = False) -> Diagnosis:
     """Diagnose one input (`inputs` in torch's layout, `flax_inputs` in Flax's)."""
     return diagnose(mapping=mapping, torch_model=torch_model, flax_module=flax_module,
                     flax_variables=flax_variables,
                     torch_inputs=torch_input(inputs, device, dtype),
                     flax_inputs=flax_input(flax_inputs, device, dtype),
                     image_rank=np.ndim(inputs) if layout is Layout.IMAGE else None,
-                    tolerance=tolerance, inputs_differ=inputs_differ, descend=descend)
+                    tolerance=tolerance, inputs_differ=inputs_differ, descend=descend,
+                    every_module_alone=every_module_alone)
 
 
 def recorded(comparison: Comparison, diagnosis: Callable[[], Diagnosis | None],
-             record: dict[str, Any] | None = None) -> Diagnosis | None:
-    """Emit the comparison's record, with the diagnosis where `--parity-trace` wants one."""
-    found = diagnosis() if mode.wanted(comparison.passed) else None
+             record: dict[str, Any] | None = None) -> list[str]:
+    """Emit the comparison's record, with the diagnosis where `--parity-trace` wants one; the
+    diagnosis' lines for the failure text. A diagnosis that fails says so in one line: it
+    never hides the failure it was to explain."""
     record = dict(record or comparison.to_record())
-    if found is not None:
-        record["diagnosis"] = found.to_record()
+    lines: list[str] = []
+    if mode.wanted(comparison.passed):
+        try:
+            found = diagnosis()
+        except Exception as error:
+            record["diagnosis_error"] = f"{type(error).__name__}: {error}"
+            lines = [f"{PREFIX} no diagnosis: it failed with {record['diagnosis_error']}"]
+        else:
+            if found is not None:
+                record["diagnosis"] = found.to_record()
+                lines = found.lines()
     records.emit(record)
-    return found
+    return lines
 
 
 def concluded(comparison: Comparison, diagnosis: Callable[[], Diagnosis | None],
@@ -44,8 +57,7 @@ def concluded(comparison: Comparison, diagnosis: Callable[[], Diagnosis | None],
     """Record the comparison (diagnosed where wanted); raise its failure text, the diagnosis
     appended, when it failed."""
     __tracebackhide__ = True
-    found = recorded(comparison, diagnosis, record)
+    lines = recorded(comparison, diagnosis, record)
     if not comparison.passed:
-        raise AssertionError("\n".join([format_failure(comparison),
-                                        *(found.lines() if found is not None else [])]))
+        raise AssertionError("\n".join([format_failure(comparison), *lines]))
     return comparison

@@ -118,6 +118,12 @@ def test_group_norm_with_the_wrong_groups():
     pass
 
 
+@parity_test(torch=lambda: torch.nn.Conv2d(3, 8, 3, padding=1, padding_mode="reflect"),
+             flax=lambda: nn.Conv(8, (3, 3), padding=1), max_examples=5)
+def test_conv_with_reflected_borders_ported_with_zeros():
+    pass
+
+
 @parity_test(torch=lambda: torch.nn.LayerNorm(64), flax=lambda: nn.LayerNorm(),
              inputs=sequence_batches(features=64, min_value=-0.05, max_value=0.05),
              max_examples=5)
@@ -128,16 +134,19 @@ def test_layer_norm_with_flax_default_epsilon():
 
 @needs_frameworks
 def test_a_failing_parity_test_names_the_setting(pytester):
-    pytester.makepyfile(test_layers=LAYER_BUGS)
+    pytester.makepyfile(test_layer_bugs=LAYER_BUGS)  # a basename no other test file has
     result = pytester.runpytest("--parity-report=r.json")
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines([
         "*[[]parity[]] where it goes wrong:",
         "*torch (root) <-> flax (root): groups: torch 8, flax 4*",
         "*first divergent module: torch (root) <-> flax (root)*",
         "*Failing test case: examples(*",  # hypothesis' shrunk example stays
     ])
+    result.stdout.fnmatch_lines(["*torch (root) <-> flax (root): padding_mode: torch 'reflect', "
+                                 "flax 'zeros'*"])
     result.stdout.fnmatch_lines(["*torch (root) <-> flax (root): epsilon: torch 1e-05, "
                                  "flax 1e-06*"])
     records = json.loads((pytester.path / "r.json").read_text())["records"]
-    assert len(records) == 2 and all(not r["passed"] and r["diagnosis"] for r in records)
+    assert len(records) == 3 and all(not r["passed"] and r["diagnosis"]["culprit"]["torch"] == ""
+                                     for r in records)

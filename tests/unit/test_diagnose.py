@@ -99,20 +99,24 @@ def test_the_trace_mode_applies_inside_its_block_only():
 
 
 def test_module_errors_under_the_policy():
-    from pytest_parity.diagnose.capture import FlaxCapture, TorchCapture
-    from pytest_parity.diagnose.trace import Side, _errors
+    from pytest_parity.diagnose.distance import errors_between
 
-    side = Side(TorchCapture(), FlaxCapture(), {}, image_rank=4)
     torch_out = np.array([[1.0, np.nan, np.inf]], np.float32)
-    same = _errors([torch_out.copy()], [torch_out], side, {})
+    same = errors_between([torch_out.copy()], [torch_out], 4, {})
     assert (same.max_abs, same.margin) == (0.0, 0.0)  # NaN and inf where the other has them
-    off = _errors([torch_out + np.float32(1e-4)], [torch_out], side, {})
+    off = errors_between([torch_out + np.float32(1e-4)], [torch_out], 4, {})
     assert off.margin == pytest.approx(1e-4 / (1e-5 + 1.3e-6), rel=1e-3)
     moved = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)  # NCHW
-    assert _errors([moved.transpose(0, 2, 3, 1)], [moved], side, {}).margin == 0.0  # NHWC
-    other_shape = _errors([np.zeros((1, 5), np.float32)], [np.zeros((1, 4), np.float32)], side,
-                          {})
+    assert errors_between([moved.transpose(0, 2, 3, 1)], [moved], 4, {}).margin == 0.0
+    other_shape = errors_between([np.zeros((1, 5), np.float32)], [np.zeros((1, 4), np.float32)],
+                                 4, {})
     assert other_shape.margin == float("inf")
+    exact = errors_between([np.array([1e-3], np.float32)], [np.array([0.0], np.float32)], None,
+                           {"rtol": 1e-3, "atol": 0.0})
+    assert exact.margin == float("inf")  # nothing is allowed where expected is 0
+    nan_moved = errors_between([np.array([np.nan], np.float32)], [np.array([1.0], np.float32)],
+                               None, {})
+    assert nan_moved.margin == float("inf")
 
 
 def test_the_picture_marks_the_culprit(tmp_path):

@@ -1,0 +1,130 @@
+"""The culprit search on small two-layer nets: a stem, then a block with one Linear, called the
+ways real ports call their modules (keyword arrays, flags, scalars first), with a bug in the
+block's own code; and the diagnosis never hides the failure it explains."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = pytest.importorskip("flax.linen")
+
+from pytest_parity.diagnose import diagnose  # noqa: E402
+from pytest_parity.mapping import Mapping  # noqa: E402
+from pytest_parity.mapping.layer_rules import linear_rules  # noqa: E402
+from pytest_parity.run.sides import placed_variables  # noqa: E402
+
+MAPPING = Mapping("two", (*linear_rules("stem", "stem"), *linear_rules("blk.fc", "blk/fc")))
+INPUTS = np.random.default_rng(0).normal(0, 3, (4, 16)).astype(np.float32)
+
+
+class TorchBlock(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 16)
+
+    def forward(self, x, shift=None, train=False):
+        return self.fc(x) + (0 if shift is None else shift)
+
+
+class TorchNet(torch.nn.Module):
+    def __init__(self, call):
+        super().__init__()
+        self.stem, self.blk, self.call = torch.nn.Linear(16, 16), TorchBlock(), call
+
+    def forward(self, x):
+        return self.call(self.blk, self.stem(x))
+
+
+def flax_net(block_call, net_call):
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, *args, **kwargs):
+            return block_call(nn.Dense(16, name="fc"), *args, **kwargs)
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return net_call(Block(name="blk"), nn.Dense(16, name="stem")(x))
+
+    return Net()
+
+
+def _diagnosis(torch_call, block_call, net_call, **options):
+    import jax
+
+    torch.manual_seed(0)
+    model = TorchNet(torch_call).eval()
+    arrays, _ = MAPPING.torch_to_canonical({k: v.numpy() for k, v in model.state_dict().items()})
+    variables = placed_variables(MAPPING.canonical_to_flax(arrays), "cpu", "float32")
+    return diagnose(mapping=MAPPING, torch_model=model, flax_module=flax_net(block_call, net_call),
+                    flax_variables=variables, torch_inputs=torch.from_numpy(INPUTS),
+                    flax_inputs=jax.numpy.asarray(INPUTS), image_rank=None, tolerance={},
+                    **options)
+
+
+CALLS = {  # torch's call of the block, the Flax block's body (its bug: * 1.01), Flax's call
+    "array-keyword": (lambda blk, x: blk(x, shift=x),
+                      lambda fc, x, *, shift: fc(x) * 1.01 + shift,
+                      lambda blk, x: blk(x, shift=x)),
+    "flag-after-the-array": (lambda blk, x: blk(x, None, False),
+                             lambda fc, x, train: fc(x) * 1.01,
+                             lambda blk, x: blk(x, False)),
+    "scalar-first": (lambda blk, x: blk(x),
+                     lambda fc, scale, x: fc(x) * 1.01 * scale,
+                     lambda blk, x: blk(1.0, x)),
+}
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_the_block_with_the_bug_is_the_culprit_however_it_is_called(call):
+    diagnosis = _diagnosis(*CALLS[call])
+    culprit = diagnosis.trace.culprit
+    assert culprit is not None and culprit.pair.torch == "blk", diagnosis.lines()
+    assert culprit.isolated_margin > 1000  # 1% of activations of ~3 against atol 1e-5
+    assert not diagnosis.weights and not diagnosis.settings
+
+
+def test_a_block_that_cannot_run_alone_is_judged_on_its_natural_output():
+    """The torch call's one array cannot fill the Flax call's two; its inputs agree."""
+    two_arrays = (lambda blk, x: blk(x), lambda fc, x, y: fc(x) * 1.01 + 0 * y,
+                  lambda blk, x: blk(x, x))
+    diagnosis = _diagnosis(*two_arrays)
+    assert diagnosis.trace.culprit.judged == "natural"
+    assert diagnosis.trace.culprit.input_margin <= 1.0
+
+
+def test_no_search_and_no_culprit_when_the_outputs_agree():
+    same = (lambda blk, x: blk(x), lambda fc, x: fc(x), lambda blk, x: blk(x))
+    diagnosis = _diagnosis(*same)
+    assert diagnosis.trace.culprit is None and not diagnosis.found
+    assert all(v.judged in (None, "alone") for v in diagnosis.trace.modules)
+    assert [v.judged for v in diagnosis.trace.modules if v.pair.torch] == [None] * 3
+
+
+def test_a_small_failure_that_no_module_makes_has_no_culprit():
+    """1.000008x in the block: the model fails (by less than 4x), no module is 4x beyond."""
+    slight = (lambda blk, x: blk(x), lambda fc, x: fc(x) * 1.000008, lambda blk, x: blk(x))
+    diagnosis = _diagnosis(*slight)
+    root = diagnosis.trace.modules[0]
+    assert 1.0 < root.output_margin < 4.0, root
+    assert diagnosis.trace.culprit is None
+    assert "rounding accumulates" in "\n".join(diagnosis.lines())
+
+
+def test_a_failing_diagnosis_adds_a_line_and_keeps_the_failure():
+    from pytest_parity.compare import compare, records
+    from pytest_parity.diagnose import mode
+    from pytest_parity.run.diagnosed import concluded
+
+    comparison = compare(np.ones(3), np.zeros(3), name="logits")
+
+    def broken():
+        raise RuntimeError("a capture that went wrong")
+
+    with mode.applied("on-failure"), records.collecting() as found, \
+            pytest.raises(AssertionError) as failure:
+        concluded(comparison, broken)
+    text = str(failure.value)
+    assert text.startswith("[parity] logits: values are not sufficiently close")
+    assert "[parity] no diagnosis: it failed with RuntimeError: a capture that went wrong" in text
+    assert found[0]["diagnosis_error"] == "RuntimeError: a capture that went wrong"
