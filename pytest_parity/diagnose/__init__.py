@@ -5,6 +5,7 @@ that finds the first divergent module.
     weights.py    the weight audit: every Flax variable against the torch tensor, mapped
     settings.py   the settings audit: eps, momentum, strides, padding, groups... of each pair
     settings_checks.py  how each setting is compared (padding, momentum conventions...)
+    own_code.py   the culprit's own code: GELU and max pooling read from the Flax jaxpr
     capture.py    both sides run once with every aligned module's inputs and outputs kept
     trace.py      each module judged on torch's inputs; the first divergent module
     distance.py   how far the two sides' captured arrays are apart, under the tolerance policy

@@ -9,11 +9,20 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.arrays import to_numpy
-from pytest_parity.diagnose.capture import capture_flax, capture_torch
+from pytest_parity.diagnose.capture import FlaxCapture, capture_flax, capture_torch
 from pytest_parity.diagnose.findings import Finding
 from pytest_parity.diagnose.modules import aligned_modules
+from pytest_parity.diagnose.own_code import audit_own_code
 from pytest_parity.diagnose.settings import audit_settings
-from pytest_parity.diagnose.trace import BLAME, Captures, ModuleVerdict, Trace, trace
+from pytest_parity.diagnose.trace import (
+    BLAME,
+    Captures,
+    ModuleVerdict,
+    Trace,
+    children_of,
+    own_modules,
+    trace,
+)
 from pytest_parity.diagnose.weights import audit_weights
 from pytest_parity.errors import PREFIX
 from pytest_parity.mapping import Mapping
@@ -98,6 +107,21 @@ def _margin(verdict: ModuleVerdict) -> str:
     return "-" if margin is None else f"{margin:.3g}"
 
 
+# Flax modules often take these at call time (`bn(x, use_running_average=not train)`) rather
+# than as fields; the settings audit reads fields, so the call's values are set on them.
+CALL_TIME_FIELDS = ("use_running_average", "deterministic")
+
+
+def _as_called(capture: FlaxCapture) -> dict[str, Any]:
+    """Each captured Flax module with the call-time settings of its call as fields."""
+    called = {}
+    for path, module in capture.modules.items():
+        given = {name: value for name, value in capture.templates[path].kwargs.items()
+                 if name in CALL_TIME_FIELDS and isinstance(value, bool)}
+        called[path] = module.clone(**given) if given else module
+    return called
+
+
 def diagnose(*, mapping: Mapping | None, torch_model: Any, flax_module: Any,
              flax_variables: Any, torch_inputs: Any, flax_inputs: Any,
              image_rank: int | None, tolerance: dict[str, float],
@@ -118,10 +142,16 @@ def diagnose(*, mapping: Mapping | None, torch_model: Any, flax_module: Any,
     torch_capture = capture_torch(torch_model, torch_inputs, [p.torch for p in pairs])
     flax_capture = capture_flax(flax_module, flax_variables, flax_inputs,
                                 [p.flax for p in pairs])
-    settings = audit_settings(torch_model, flax_capture.modules,
+    settings = audit_settings(torch_model, _as_called(flax_capture),
                               [(p.torch, p.flax) for p in pairs])
     captures = Captures(torch_capture, flax_capture, flax_variables,
                         next(iter(flax_inputs.devices())), image_rank)
     result = trace(pairs, captures, torch_model, tolerance, inputs_differ=inputs_differ,
                    descend=descend, every_module_alone=every_module_alone)
+    if result.culprit is not None:
+        children = children_of(result.culprit, result.modules)
+        settings += audit_own_code(
+            result.culprit.pair, [c.pair for c in children], torch_model,
+            own_modules(result.culprit, children, torch_capture.order), flax_capture,
+            flax_variables)
     return Diagnosis(weights, settings, result)

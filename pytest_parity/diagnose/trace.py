@@ -28,9 +28,9 @@ from pytest_parity.threads import thread_map
 # How far beyond the case's tolerance a module's error on identical inputs must be for the
 # trace to blame it. On identical inputs correct modules stay within 1.08x the tolerance (the
 # worst, ResNet-34 layer2.3.conv1 in float32: a 3x3x128 reduction with float32 atol 1e-5;
-# every zoo model in float32 and bfloat16, docs/diagnosis.md), while every porting bug of the
-# test suite (tests/zoo/test_port_bugs_localized.py) is above 25x: a factor of 4 keeps
-# rounding noise from ever being blamed and still finds them all.
+# every zoo model in float32 and bfloat16; whole bfloat16 stages 1.56x: docs/diagnosis.md),
+# while every porting bug of the test suite (tests/zoo/test_port_bugs_localized.py) is above
+# 52x: a factor of 4 keeps rounding noise from ever being blamed and still finds them all.
 BLAME = 4.0
 
 
@@ -147,7 +147,7 @@ def _first_failing_alone(children: list[ModuleVerdict], side: Captures,
     return None
 
 
-def _children(parent: ModuleVerdict, verdicts: list[ModuleVerdict]) -> list[ModuleVerdict]:
+def children_of(parent: ModuleVerdict, verdicts: list[ModuleVerdict]) -> list[ModuleVerdict]:
     """The aligned modules directly inside `parent` (no aligned module between), in order."""
     inside = [v for v in verdicts if v is not parent and parent.pair.contains(v.pair)]
     return [v for v in inside
@@ -169,14 +169,23 @@ def _own_code(culprit: ModuleVerdict, children: list[ModuleVerdict], side: Captu
     def relative(name: str) -> str:  # `mlp.1` inside `...encoder_layer_3.mlp`
         return name.removeprefix(f"{parent}.") if parent else name
 
-    own = []
-    for position, name in enumerate(side.torch.order):
-        inside = culprit.pair.contains(ModulePair(name, ""))
-        in_child = any(c.pair.contains(ModulePair(name, "")) for c in children)
-        if inside and not in_child and name != culprit.pair.torch and low < position < high:
-            own.append(f"{relative(name)} ({_described(torch_model.get_submodule(name))})")
+    position = {name: index for index, name in enumerate(side.torch.order)}
+    own = [f"{relative(name)} ({_described(torch_model.get_submodule(name))})"
+           for name in own_modules(culprit, children, side.torch.order)
+           if low < position[name] < high]
     return own, (relative(before.pair.torch) if before else "",
                  relative(diverging.pair.torch) if diverging else "")
+
+
+def own_modules(module: ModuleVerdict, children: list[ModuleVerdict], order: list[str]
+                ) -> list[str]:
+    """The torch modules run inside `module` but inside none of its aligned children: its own
+    code (activations, pooling, dropout), in execution order."""
+    def inside(verdict: ModuleVerdict, name: str) -> bool:
+        return verdict.pair.contains(ModulePair(name, ""))
+
+    return [name for name in order if name != module.pair.torch and inside(module, name)
+            and not any(inside(child, name) for child in children)]
 
 
 def _described(module: Any) -> str:
@@ -203,13 +212,13 @@ def trace(pairs: list[ModulePair], side: Captures, torch_model: Any, tolerance: 
             _judge_alone(verdict, side, tolerance)
     if not ((root.output_margin or 0.0) > 1.0 if descend is None else descend):
         return result
-    culprit, current = root, _first_failing_alone(_children(root, verdicts), side, tolerance)
+    culprit, current = root, _first_failing_alone(children_of(root, verdicts), side, tolerance)
     while current is not None:
-        culprit, current = current, _first_failing_alone(_children(current, verdicts), side,
+        culprit, current = current, _first_failing_alone(children_of(current, verdicts), side,
                                                         tolerance)
     if culprit is root and not root.fails_alone:
         return result  # no module is clearly wrong: the error accumulates from rounding
     result.culprit = culprit
-    result.own_code, result.between = _own_code(culprit, _children(culprit, verdicts), side,
+    result.own_code, result.between = _own_code(culprit, children_of(culprit, verdicts), side,
                                                 torch_model)
     return result

@@ -232,7 +232,8 @@ def _channels_reversed(images: np.ndarray) -> np.ndarray:
 BLOCK = "encoder.layers.encoder_layer_{}"
 BUGS = {
     "vit-tanh-gelu-in-one-mlp": PortBug(
-        "vit_ti_16", f"{BLOCK.format(3)}.mlp", own_code="mlp.1 (GELU(approximate='none'))",
+        "vit_ti_16", f"{BLOCK.format(3)}.mlp", ("settings", "GELU approximate"),
+        own_code="mlp.1 (GELU(approximate='none'))",
         code=lambda mp, module: (_vit_block(mp, "layer3", _tanh_gelu_block), module)[1]),
     "vit-layer-norm-epsilon-1e-5-in-one-block": PortBug(
         "vit_ti_16", f"{BLOCK.format(0)}.ln_1", ("settings", "epsilon"),
@@ -253,7 +254,8 @@ BUGS = {
         "resnet18", "layer2.1.bn2", ("weights", "layer2/block1/bn2/scale"),
         variables=_scale_and_variance_swapped),
     "resnet-max-pool-without-padding": PortBug(
-        "resnet18", "", own_code="maxpool (MaxPool2d(kernel_size=3, stride=2, padding=1",
+        "resnet18", "", ("settings", "max pooling"),
+        own_code="maxpool (MaxPool2d(kernel_size=3, stride=2, padding=1",
         code=_max_pool_unpadded),
     "resnet-batch-norm-epsilon-1e-3": PortBug(
         "resnet18", "bn1", ("settings", "epsilon"), code=_batch_norm_epsilon_1e3),

@@ -128,3 +128,17 @@ def test_a_failing_diagnosis_adds_a_line_and_keeps_the_failure():
     assert text.startswith("[parity] logits: values are not sufficiently close")
     assert "[parity] no diagnosis: it failed with RuntimeError: a capture that went wrong" in text
     assert found[0]["diagnosis_error"] == "RuntimeError: a capture that went wrong"
+
+
+def test_batch_statistics_chosen_at_call_time_are_audited():
+    """`bn(x, use_running_average=False)`: batch statistics, against torch's eval BatchNorm."""
+    from pytest_parity.diagnose.capture import SLOT, CallTemplate, FlaxCapture
+    from pytest_parity.diagnose.diagnosis import _as_called
+    from pytest_parity.diagnose.settings import audit_settings
+
+    model = torch.nn.Sequential(torch.nn.BatchNorm1d(16)).eval()
+    capture = FlaxCapture(modules={"bn": nn.BatchNorm(momentum=0.9, epsilon=1e-5)},
+                          templates={"bn": CallTemplate((SLOT,), {"use_running_average": False})})
+    assert audit_settings(model, capture.modules, [("0", "bn")]) == []  # the field says nothing
+    findings = audit_settings(model, _as_called(capture), [("0", "bn")])
+    assert [(f.where, f.what) for f in findings] == [("torch 0 <-> flax bn", "batch statistics")]

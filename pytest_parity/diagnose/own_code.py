@@ -1,0 +1,97 @@
+"""The settings of a culprit's own code: the weightless layers between its aligned children.
+
+On the torch side they are modules (`GELU(approximate='none')`, `MaxPool2d(...)`); a Flax
+port usually writes them as functions (`nn.gelu(x)`, `nn.max_pool(x, ...)`), which have no
+fields to read. Their settings are read from the Flax module's jaxpr instead (traced
+abstractly: nothing runs), minus its aligned children's: exact GELU computes `erf`, the tanh
+approximation `tanh`; max pooling is a `reduce_window_max` with its window, strides and
+padding.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from pytest_parity.diagnose.capture import FlaxCapture, submodule_variables
+from pytest_parity.diagnose.findings import Finding
+from pytest_parity.diagnose.modules import ModulePair
+
+
+def _equations(jaxpr: Any) -> Iterator[Any]:
+    """Every equation of a jaxpr, inside called jaxprs (jit, custom_jvp) too."""
+    for equation in jaxpr.eqns:
+        yield equation
+        for value in equation.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if hasattr(inner, "eqns"):
+                yield from _equations(inner)
+
+
+def _pools(equations: list[Any]) -> Counter[tuple[Any, ...]]:
+    """Each max pooling's (window, strides, padding) over the spatial axes (NHWC)."""
+    return Counter((tuple(e.params["window_dimensions"][1:-1]),
+                    tuple(e.params["window_strides"][1:-1]),
+                    tuple(tuple(p) for p in e.params["padding"][1:-1]))
+                   for e in equations if e.primitive.name == "reduce_window_max")
+
+
+def _traced(capture: FlaxCapture, variables: Any, path: str) -> tuple[Counter[str], Counter[Any]]:
+    """The primitives and max poolings of the captured Flax module at `path`."""
+    import jax
+
+    module, template = capture.modules[path], capture.templates[path]
+
+    def call(sub_variables: Any, given: list[Any]) -> Any:
+        args, kwargs = template.filled(given)
+        return module.apply(sub_variables, *args, **kwargs)
+
+    shapes = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in capture.calls[path].inputs]
+    jaxpr = jax.make_jaxpr(call)(submodule_variables(variables, path), shapes).jaxpr
+    equations = list(_equations(jaxpr))
+    return Counter(e.primitive.name for e in equations), _pools(equations)
+
+
+def _torch_pool(module: Any) -> tuple[Any, ...]:
+    def pair(value: Any) -> tuple[int, int]:
+        return (value, value) if isinstance(value, int) else tuple(value)
+
+    padding = pair(module.padding)
+    return pair(module.kernel_size), pair(module.stride or module.kernel_size), (
+        (padding[0], padding[0]), (padding[1], padding[1]))
+
+
+def audit_own_code(culprit: ModulePair, children: list[ModulePair], torch_model: Any,
+                   torch_layers: list[str], capture: FlaxCapture, variables: Any
+                   ) -> list[Finding]:
+    """Compare the settings of the weightless torch layers run in the culprit's own code
+    (`torch_layers`, full names) with what its Flax side computes outside its children."""
+    layers = {name: torch_model.get_submodule(name) for name in torch_layers}
+    kinds = {type(layer).__name__ for layer in layers.values()}
+    if not kinds & {"GELU", "MaxPool2d"} or culprit.flax not in capture.modules:
+        return []
+    primitives, pools = _traced(capture, variables, culprit.flax)
+    for child in children:
+        if child.flax in capture.modules:
+            child_primitives, child_pools = _traced(capture, variables, child.flax)
+            primitives, pools = primitives - child_primitives, pools - child_pools
+    where = culprit.label()
+    findings = []
+    gelus = {name: layer.approximate for name, layer in layers.items()
+             if type(layer).__name__ == "GELU"}
+    flax_gelu = "'tanh'" if primitives["tanh"] and not primitives["erf"] else \
+        "'none'" if primitives["erf"] and not primitives["tanh"] else None
+    for name, approximate in gelus.items():
+        if flax_gelu is not None and flax_gelu != repr(approximate):
+            findings.append(Finding("settings", where, f"GELU approximate ({name})",
+                                    repr(approximate), flax_gelu,
+                                    f"read from the Flax jaxpr: {primitives['tanh']} tanh, "
+                                    f"{primitives['erf']} erf"))
+    torch_pools = Counter(_torch_pool(layer) for layer in layers.values()
+                          if type(layer).__name__ == "MaxPool2d")
+    if torch_pools and pools and torch_pools != pools:
+        findings.append(Finding("settings", where, "max pooling (window, strides, padding)",
+                                str(sorted(torch_pools)), str(sorted(pools)),
+                                "torch's MaxPool2d against the Flax jaxpr's reduce_window_max"))
+    return findings
