@@ -1,3 +1,5 @@
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -58,21 +60,6 @@ def test_bad_file_is_a_clear_error_not_a_traceback(tmp_path, capsys):
     assert capsys.readouterr().err.startswith(f"[parity] {tmp_path / 'x.h5'}: 1 problem")
 
 
-def _keras_epsilon_tinynet():
-    import flax.linen as nn
-    import jax.numpy as jnp
-
-    class TinyNet(nn.Module):  # tinynet's Flax port with Keras' BatchNorm epsilon
-        @nn.compact
-        def __call__(self, x):
-            x = nn.Conv(4, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="conv1")(x)
-            x = nn.relu(nn.BatchNorm(use_running_average=True, momentum=0.9, epsilon=1e-3,
-                                     name="bn1")(x))
-            return nn.Dense(10, name="fc")(jnp.mean(x, axis=(1, 2)))
-
-    return TinyNet()
-
-
 def test_trace_finds_nothing_on_a_correct_pair_and_exits_0(capsys):
     pytest.importorskip("torch")
     pytest.importorskip("flax")
@@ -88,10 +75,11 @@ def test_trace_names_the_culprit_and_exits_1(capsys):
     pytest.importorskip("torch")
     pytest.importorskip("flax")
     from pytest_parity import registry
-    from tests.support.tinynet import MAPPING, torch_tinynet
+    from tests.support.tinynet import MAPPING, flax_tinynet, torch_tinynet
 
-    registry.register(registry.Pair("tinynet_keras_epsilon", torch_tinynet,
-                                    _keras_epsilon_tinynet, MAPPING, (2, 3, 8, 8)))
+    keras_epsilon = partial(flax_tinynet, epsilon=1e-3)  # Keras' BatchNorm epsilon
+    registry.register(registry.Pair("tinynet_keras_epsilon", torch_tinynet, keras_epsilon,
+                                    MAPPING, (2, 3, 8, 8)))
     assert main(["trace", "tinynet_keras_epsilon", "--seed", "3"]) == 1
     out = capsys.readouterr().out
     assert "the outputs differ" in out
