@@ -76,9 +76,12 @@ def _trace_lines(result: Trace) -> list[str]:
                 "preprocessing, differs)"]
     culprit = result.culprit
     if culprit is None:
+        root = next((v for v in result.modules if not v.pair.torch), None)
+        if root is not None and (root.output_margin or 0.0) <= 1.0:
+            return ["  first divergent module: none (the outputs agree)"]
         return [f"  first divergent module: none (no module is {BLAME:g}x beyond its tolerance "
-                "on identical inputs: where the outputs differ, rounding accumulates over "
-                "many modules)"]
+                "on identical inputs: the difference is rounding accumulated over many "
+                "modules)"]
     lines = [f"  first divergent module: {culprit.pair.label()} (inputs max abs "
              f"{_fmt(culprit.input_error)}; on torch's inputs its output max abs "
              f"{_fmt(culprit.isolated_error)}, margin {culprit.isolated_margin or 0:.3g})"]

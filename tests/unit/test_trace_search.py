@@ -108,7 +108,7 @@ def test_a_small_failure_that_no_module_makes_has_no_culprit():
     root = diagnosis.trace.modules[0]
     assert 1.0 < root.output_margin < 4.0, root
     assert diagnosis.trace.culprit is None
-    assert "rounding accumulates" in "\n".join(diagnosis.lines())
+    assert "rounding accumulated over many modules" in "\n".join(diagnosis.lines())
 
 
 def test_a_failing_diagnosis_adds_a_line_and_keeps_the_failure():
