@@ -104,13 +104,21 @@ def _verdicts(pairs: list[ModulePair], side: Captures, tolerance: dict[str, floa
     return sorted(thread_map(judged, ran), key=lambda v: v.order)
 
 
-def _judge_alone(verdict: ModuleVerdict, side: Captures, tolerance: dict[str, float]) -> None:
-    """Run the Flax module on the torch module's inputs and hold it to the torch output. Where
-    it cannot run alone (the torch call's arrays do not fit the Flax call's), a module whose
-    natural inputs agree is judged on its natural output instead: it inherited nothing."""
+def _judge(verdict: ModuleVerdict, side: Captures, tolerance: dict[str, float], *,
+           alone: bool = False) -> None:
+    """Judge a module on identical inputs. Where its natural inputs already agree (within the
+    tolerance) its natural output is that verdict; otherwise (or `alone`) its Flax side runs
+    on the torch module's inputs, held to the torch output. A module that cannot run alone
+    (the torch call's arrays do not fit the Flax call's) is judged naturally where its inputs
+    agree, and not at all otherwise."""
     import jax
 
     if verdict.judged is not None:
+        return
+    agreeing = verdict.input_margin is not None and verdict.input_margin <= 1.0
+    if agreeing and not alone:
+        verdict.judged, verdict.isolated_error, verdict.isolated_margin = \
+            "natural", verdict.output_error, verdict.output_margin
         return
     torch_call = side.torch.calls[verdict.pair.torch]
     flax_call = side.flax.calls[verdict.pair.flax]
@@ -128,20 +136,21 @@ def _judge_alone(verdict: ModuleVerdict, side: Captures, tolerance: dict[str, fl
     if errors is not None:
         verdict.judged, verdict.isolated_error, verdict.isolated_margin = \
             "alone", errors.max_abs, errors.margin
-    elif verdict.input_margin is not None and verdict.input_margin <= 1.0:
+    elif agreeing:
         verdict.judged, verdict.isolated_error, verdict.isolated_margin = \
             "natural", verdict.output_error, verdict.output_margin
 
 
 def _first_failing_alone(children: list[ModuleVerdict], side: Captures,
                          tolerance: dict[str, float]) -> ModuleVerdict | None:
-    """The first child, in execution order, that fails on torch's inputs. A child whose natural
-    output is within BLAME is taken to be within it on its own too (its natural inputs carry
-    more error, not less), so only the children after the divergence are run on their own."""
+    """The first child, in execution order, that fails on identical inputs. A child whose
+    natural output is within BLAME is taken to be within it on its own too (its natural inputs
+    carry more error, not less); one whose natural inputs agree is judged on its natural
+    output; so only the children after the divergence are run on their own."""
     for child in children:
         if child.output_margin is not None and child.output_margin <= BLAME:
             continue
-        _judge_alone(child, side, tolerance)
+        _judge(child, side, tolerance)
         if child.fails_alone:
             return child
     return None
@@ -209,7 +218,7 @@ def trace(pairs: list[ModulePair], side: Captures, torch_model: Any, tolerance: 
         "alone", root.output_error, root.output_margin  # the model on identical inputs
     if every_module_alone:  # to measure what correct modules do on identical inputs
         for verdict in verdicts:
-            _judge_alone(verdict, side, tolerance)
+            _judge(verdict, side, tolerance, alone=True)
     if not ((root.output_margin or 0.0) > 1.0 if descend is None else descend):
         return result
     culprit, current = root, _first_failing_alone(children_of(root, verdicts), side, tolerance)

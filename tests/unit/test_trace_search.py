@@ -80,15 +80,25 @@ def test_the_block_with_the_bug_is_the_culprit_however_it_is_called(call):
     diagnosis = _diagnosis(*CALLS[call])
     culprit = diagnosis.trace.culprit
     assert culprit is not None and culprit.pair.torch == "blk", diagnosis.lines()
+    assert culprit.judged == "natural"  # its inputs agree: its natural output is the verdict
     assert culprit.isolated_margin > 1000  # 1% of activations of ~3 against atol 1e-5
     assert not diagnosis.weights and not diagnosis.settings
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_the_block_runs_alone_with_its_call_as_captured(call):
+    """On torch's inputs, with the call's keyword arrays, flags and scalars kept."""
+    diagnosis = _diagnosis(*CALLS[call], every_module_alone=True)
+    block = next(v for v in diagnosis.trace.modules if v.pair.torch == "blk")
+    assert block.judged == "alone" and block.isolated_margin > 1000
+    assert diagnosis.trace.culprit.pair.torch == "blk"
 
 
 def test_a_block_that_cannot_run_alone_is_judged_on_its_natural_output():
     """The torch call's one array cannot fill the Flax call's two; its inputs agree."""
     two_arrays = (lambda blk, x: blk(x), lambda fc, x, y: fc(x) * 1.01 + 0 * y,
                   lambda blk, x: blk(x, x))
-    diagnosis = _diagnosis(*two_arrays)
+    diagnosis = _diagnosis(*two_arrays, every_module_alone=True)
     assert diagnosis.trace.culprit.judged == "natural"
     assert diagnosis.trace.culprit.input_margin <= 1.0
 
