@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.arrays import to_numpy
+from pytest_parity.compare.trees import leaves
 
 
 @dataclass
@@ -56,11 +57,8 @@ class FlaxCapture:
 
 
 def _leaves(value: Any) -> list[Any]:
-    if isinstance(value, dict):
-        return [leaf for item in value.values() for leaf in _leaves(item)]
-    if isinstance(value, (list, tuple)):
-        return [leaf for item in value for leaf in _leaves(item)]
-    return [] if value is None else [value]
+    """An output tree's leaves, in order; None (an output a module leaves out) is none."""
+    return [leaf for leaf in leaves(value).values() if leaf is not None]
 
 
 def _is_array(value: Any) -> bool:
@@ -152,24 +150,31 @@ def submodule_variables(variables: Any, path: str) -> dict[str, Any]:
     return kept
 
 
+def module_call(capture: FlaxCapture, path: str) -> Callable[[Any, list[Any]], Any]:
+    """The captured Flax module at `path` as a function of its variables and of arrays in
+    place of its call's (its other arguments and keywords as they were)."""
+    module, template = capture.modules[path], capture.templates[path]
+
+    def call(sub_variables: Any, given: list[Any]) -> Any:
+        args, kwargs = template.filled(given)
+        return module.apply(sub_variables, *args, **kwargs)
+
+    return call
+
+
 def run_flax_module(capture: FlaxCapture, path: str, variables: Any, arrays: list[Any]
                     ) -> list[np.ndarray]:
     """The captured Flax module at `path`, run on its own on these arrays in place of the
-    captured call's (its other arguments and keywords as they were); output leaves as numpy.
+    captured call's; output leaves as numpy.
 
     Raises:
         ValueError: as many arrays as the call took are not given.
     """
     import jax
 
-    module, template = capture.modules[path], capture.templates[path]
     if len(arrays) != len(capture.calls[path].inputs):
         raise ValueError(f"{path}: its call took {len(capture.calls[path].inputs)} arrays, "
                          f"{len(arrays)} given")
-
-    def call(sub_variables: Any, given: list[Any]) -> Any:
-        args, kwargs = template.filled(given)
-        return module.apply(sub_variables, *args, **kwargs)
-
-    output = jax.jit(call)(submodule_variables(variables, path), list(arrays))
+    output = jax.jit(module_call(capture, path))(submodule_variables(variables, path),
+                                                 list(arrays))
     return [np.asarray(leaf) for leaf in _leaves(output) if _is_array(leaf)]

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from pytest_parity.diagnose.capture import FlaxCapture, submodule_variables
+from pytest_parity.diagnose.capture import FlaxCapture, module_call, submodule_variables
 from pytest_parity.diagnose.findings import Finding
 from pytest_parity.diagnose.modules import ModulePair
 
@@ -41,14 +41,9 @@ def _traced(capture: FlaxCapture, variables: Any, path: str) -> tuple[Counter[st
     """The primitives and max poolings of the captured Flax module at `path`."""
     import jax
 
-    module, template = capture.modules[path], capture.templates[path]
-
-    def call(sub_variables: Any, given: list[Any]) -> Any:
-        args, kwargs = template.filled(given)
-        return module.apply(sub_variables, *args, **kwargs)
-
     shapes = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in capture.calls[path].inputs]
-    jaxpr = jax.make_jaxpr(call)(submodule_variables(variables, path), shapes).jaxpr
+    jaxpr = jax.make_jaxpr(module_call(capture, path))(submodule_variables(variables, path),
+                                                        shapes).jaxpr
     equations = list(_equations(jaxpr))
     return Counter(e.primitive.name for e in equations), _pools(equations)
 

@@ -92,6 +92,12 @@ class LoadedPair:
                  if value is not None}
         return {**self.pair.tolerance(self.dtype), **given}
 
+    def _flax_given(self, inputs: Any, flax_inputs: Any) -> np.ndarray:
+        """What the Flax side is given: its own inputs, else `inputs` in its layout."""
+        if flax_inputs is None:
+            return self.pair.input_layout.to_flax(inputs)
+        return np.asarray(flax_inputs)
+
     def assert_close(self, inputs: Any, *, flax_inputs: Any = None, rtol: float | None = None,
                      atol: float | None = None, name: str | None = None) -> PairResult:
         """Run both sides on `inputs` (torch's layout; Flax gets them in its own, or
@@ -104,7 +110,7 @@ class LoadedPair:
         """
         __tracebackhide__ = True
         layout = self.pair.input_layout
-        flax_given = layout.to_flax(inputs) if flax_inputs is None else np.asarray(flax_inputs)
+        flax_given = self._flax_given(inputs, flax_inputs)
         flax_out = run_flax(self.flax_apply, flax_given, self.device, self.dtype,
                             variables=self.flax_variables, layout=layout)
         torch_out = self.torch_forward(inputs)
@@ -121,7 +127,7 @@ class LoadedPair:
         `assert_close` takes it); `descend=True` searches for a culprit even where the outputs
         agree; `every_module_alone` runs each module on torch's inputs (to measure noise)."""
         layout, tolerance = self.pair.input_layout, self.tolerance(rtol, atol)
-        flax_given = layout.to_flax(inputs) if flax_inputs is None else np.asarray(flax_inputs)
+        flax_given = self._flax_given(inputs, flax_inputs)
         inputs_differ = flax_inputs is not None and not _agree(
             layout.output_to_torch(host_input(flax_given, self.dtype), np.ndim(inputs)),
             host_input(inputs, self.dtype), tolerance)
