@@ -39,12 +39,11 @@ def format_table(report_records: list[dict[str, Any]]) -> list[str]:
     for record in sorted(report_records, key=lambda r: -r["margin"]):
         name = record["name"]
         test = record["test"] if name == "output" else f"{record['test']}::{name}"
-        rows.append((
-            test, record["device"] or "-", record["dtype"] or record["actual_dtype"],
+        figures = (("-",) * 6 if "problem" in record else (  # no values were compared
             _fmt(record["max_abs"]), _fmt(record["max_rel"]), f"{record['rtol']:g}",
-            f"{record['atol']:g}", record.get("tolerance_from", "-"), f"{record['margin']:.3g}",
-            "PASS" if record["passed"] else "FAIL",
-        ))
+            f"{record['atol']:g}", record.get("tolerance_from", "-"), f"{record['margin']:.3g}"))
+        rows.append((test, record["device"] or "-", record["dtype"] or record["actual_dtype"]
+                     or "-", *figures, "PASS" if record["passed"] else "FAIL"))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
             for row in rows]

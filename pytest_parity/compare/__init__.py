@@ -1,7 +1,8 @@
 """Comparing: arrays and trees under one tolerance policy, verdicts, failure reports, records.
 
-    closeness.py        compare, assert_close, assert_trees_close
-    verdict.py          ParityResult (one leaf), Comparison (a tree)
+    closeness.py        compare, compared (recorded even when the trees cannot be compared),
+                        assert_close, assert_trees_close
+    verdict.py          ParityResult (one leaf), Comparison (a tree), problem_record
     failure.py          the failure message: every failing leaf, worst first
     tolerance.py        the default table and the layers of the policy
     case_tolerances.py  the running case's layers (marker, command line)
@@ -9,20 +10,24 @@
     records.py          where comparisons wait for the plugin's report
 """
 
-from pytest_parity.compare.closeness import assert_close, assert_trees_close, compare
+from pytest_parity.compare.closeness import assert_close, assert_trees_close, compare, compared
 from pytest_parity.compare.failure import format_failure
 from pytest_parity.compare.tolerance import DEFAULT_TOLERANCES, Tolerance, default_tolerance
-from pytest_parity.compare.verdict import Comparison, Element, ParityResult
+from pytest_parity.compare.trees import StructureMismatch
+from pytest_parity.compare.verdict import Comparison, Element, ParityResult, problem_record
 
 __all__ = [
     "DEFAULT_TOLERANCES",
     "Comparison",
     "Element",
     "ParityResult",
+    "StructureMismatch",
     "Tolerance",
     "assert_close",
     "assert_trees_close",
     "compare",
+    "compared",
     "default_tolerance",
     "format_failure",
+    "problem_record",
 ]

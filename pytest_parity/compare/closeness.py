@@ -11,8 +11,8 @@ from pytest_parity.arrays import dtype_name
 from pytest_parity.compare import case_tolerances, records
 from pytest_parity.compare.failure import format_failure
 from pytest_parity.compare.tolerance import resolve_layers
-from pytest_parity.compare.trees import arrays_by_path, fit_mask
-from pytest_parity.compare.verdict import Comparison, Element, ParityResult
+from pytest_parity.compare.trees import StructureMismatch, arrays_by_path, fit_mask
+from pytest_parity.compare.verdict import Comparison, Element, ParityResult, problem_record
 
 WORST_SHOWN = 5
 
@@ -70,7 +70,7 @@ def compare(actual: Any, expected: Any, *, rtol: float | None = None,
     """Compare two arrays or pytrees without raising on values.
 
     Raises:
-        AssertionError: the structures or shapes differ, or the mask fits no leaf.
+        StructureMismatch: the structures or shapes differ, or the mask fits no leaf.
     """
     pairs = arrays_by_path(actual, expected, name)
     results = []
@@ -79,6 +79,18 @@ def compare(actual: Any, expected: Any, *, rtol: float | None = None,
         fitted = None if mask is None else fit_mask(mask, a.shape, where)
         results.append(compare_leaf(a, e, path=path, rtol=rtol, atol=atol, mask=fitted))
     return Comparison(name, tuple(results))
+
+
+def compared(actual: Any, expected: Any, *, name: str = "output", **options: Any
+             ) -> Comparison:
+    """`compare`, where trees that cannot be compared are still a (failing) record of the
+    report before the mismatch is raised: every comparison a test makes is recorded."""
+    __tracebackhide__ = True
+    try:
+        return compare(actual, expected, name=name, **options)
+    except StructureMismatch as mismatch:
+        records.emit(problem_record(name, mismatch.summary()))
+        raise
 
 
 def assert_close(actual: Any, expected: Any, *, rtol: float | None = None,
@@ -99,7 +111,7 @@ def assert_close(actual: Any, expected: Any, *, rtol: float | None = None,
         AssertionError: a `[parity]` report of every failing leaf, worst first.
     """
     __tracebackhide__ = True
-    comparison = compare(actual, expected, rtol=rtol, atol=atol, mask=mask, name=name)
+    comparison = compared(actual, expected, rtol=rtol, atol=atol, mask=mask, name=name)
     records.emit(comparison.to_record())
     if not comparison.passed:
         raise AssertionError(format_failure(comparison))

@@ -16,6 +16,14 @@ from pytest_parity.arrays import dtype_name, to_numpy
 from pytest_parity.errors import PREFIX
 
 
+class StructureMismatch(AssertionError):
+    """The trees cannot be compared value by value: leaves missing, shapes or masks differ."""
+
+    def summary(self) -> str:
+        """The message on one line, without the prefix (for the report's record)."""
+        return "; ".join(line.strip() for line in str(self).removeprefix(PREFIX).splitlines())
+
+
 def leaves(tree: Any, path: str = "") -> dict[str, Any]:
     """Every leaf of `tree` by its path ('' for a tree that is one leaf)."""
     if isinstance(tree, Mapping):
@@ -39,7 +47,7 @@ def arrays_by_path(actual: Any, expected: Any, name: str) -> dict[str, tuple[np.
     """Both trees' leaves as numpy arrays, paired by path.
 
     Raises:
-        AssertionError: listing every leaf missing on either side and every shape mismatch,
+        StructureMismatch: listing every leaf missing on either side and every shape mismatch,
             before any value is compared.
     """
     actual_leaves, expected_leaves = leaves(actual), leaves(expected)
@@ -55,7 +63,7 @@ def arrays_by_path(actual: Any, expected: Any, name: str) -> dict[str, tuple[np.
                             f"match expected shape {e.shape} ({dtype_name(e)})")
         pairs[path] = (a, e)
     if problems:
-        raise AssertionError("\n".join([f"{PREFIX} {name}: structures differ "
+        raise StructureMismatch("\n".join([f"{PREFIX} {name}: structures differ "
                                         f"({len(problems)} problems)", *problems]))
     return pairs
 
@@ -67,7 +75,7 @@ def fit_mask(mask: Any, shape: tuple[int, ...], where: str) -> np.ndarray:
     outputs (batch, tokens, features)) covers the trailing axes; otherwise numpy broadcasting.
 
     Raises:
-        AssertionError: the mask fits neither way; names the leaf and both shapes.
+        StructureMismatch: the mask fits neither way; names the leaf and both shapes.
     """
     array = to_numpy(mask).astype(bool)
     if array.ndim < len(shape) and array.shape == shape[:array.ndim]:
@@ -75,6 +83,6 @@ def fit_mask(mask: Any, shape: tuple[int, ...], where: str) -> np.ndarray:
     try:
         return np.broadcast_to(array, shape)
     except ValueError:
-        raise AssertionError(
+        raise StructureMismatch(
             f"{PREFIX} {where}: mask of shape {to_numpy(mask).shape} fits neither a prefix of "
             f"nor broadcasts to the leaf's shape {shape}") from None

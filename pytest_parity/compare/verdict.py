@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,3 +95,14 @@ class Comparison:
             "n_masked": sum(leaf.n_masked for leaf in self.leaves),
             "margin": self.margin, "passed": self.passed,
         }
+
+
+def problem_record(name: str, problem: str) -> dict[str, Any]:
+    """The record of a comparison that never reached the values (structures, shapes or dtypes
+    differ; the models could not be paired): a failure whose figures are unbounded."""
+    return {
+        "name": name, "leaves": 0, "failing_leaves": [], "worst_leaf": "", "shape": [],
+        "actual_dtype": "", "expected_dtype": "", "max_abs": math.inf, "max_rel": math.inf,
+        "worst_index": [], "rtol": 0.0, "atol": 0.0, "tolerance_from": "-", "n_failing": 0,
+        "size": 0, "n_masked": 0, "margin": math.inf, "passed": False, "problem": problem,
+    }

@@ -31,7 +31,14 @@ from typing import Any
 import pytest
 
 from pytest_parity.arrays import to_numpy
-from pytest_parity.compare import Comparison, compare, format_failure
+from pytest_parity.compare import (
+    Comparison,
+    StructureMismatch,
+    compare,
+    format_failure,
+    problem_record,
+    records,
+)
 from pytest_parity.compare.trees import leaves
 from pytest_parity.diagnose import Diagnosis
 from pytest_parity.errors import PREFIX, ParityError
@@ -88,6 +95,7 @@ class _Runner:
         self.variables: Any = None
         self.apply: Any = None
         self.failing: tuple[Batch, Comparison] | None = None
+        self.problem = ""  # why the last example's outputs could not be compared, if so
         self.result = ParityTestResult(self.torch_module, self.flax_module, mapping=mapping)
 
     def _prepare(self, batch: Batch) -> None:
@@ -128,20 +136,22 @@ class _Runner:
         """One example: structure, shapes, dtypes, then values (raises AssertionError)."""
         __tracebackhide__ = True
         torch_out, flax_out = self.outputs(batch)
+        self.result.examples += 1
         try:
             comparison = compare(flax_out, torch_out, name=name)
-        except AssertionError as structure:  # structures or shapes differ
+        except StructureMismatch as structure:  # structures or shapes differ
+            self.problem = structure.summary()
             raise AssertionError(f"{structure}\n  input: {batch!r}") from None
         wrong_dtypes = [f"{path or name}: torch {to_numpy(leaf).dtype}, Flax "
                         f"{to_numpy(leaves(flax_out)[path]).dtype}"
                         for path, leaf in leaves(torch_out).items()
                         if to_numpy(leaf).dtype != to_numpy(leaves(flax_out)[path]).dtype]
-        self.result.examples += 1
         self.result.shapes_seen.add(batch.torch.shape)
         worst = self.result.worst
         if worst is None or comparison.margin > worst.margin:
             self.result.worst, self.result.worst_input = comparison, batch
         if wrong_dtypes:
+            self.problem = f"output dtypes differ: {'; '.join(wrong_dtypes)}"
             raise AssertionError(f"{PREFIX} {name}: output dtypes differ: "
                                  f"{'; '.join(wrong_dtypes)}\n  input: {batch!r}")
         if not comparison.passed:
@@ -209,7 +219,9 @@ def parity_test(*, torch: Any, flax: Any, inputs: Any = None,
                     dtype=fixtures["parity_dtype"], max_examples=max_examples, mapping=mapping,
                     hints=hints, extra_rules=extra_rules, name=test.__name__)
             except ParityError as error:  # models that cannot be paired, inputs that cannot
-                pytest.fail(str(error), pytrace=False)  # be drawn: a message, not a traceback
+                records.emit(problem_record(test.__name__, str(error).removeprefix(PREFIX)
+                                            .strip()))  # be drawn: a message, no traceback
+                pytest.fail(str(error), pytrace=False)
             kept = {name: fixtures[name] for name in (p.name for p in wanted)}
             return test(**kept, result=result) if passes_result else test(**kept)
 
@@ -248,6 +260,9 @@ def check_parity(*, torch: Any, flax: Any, inputs: Any = None, device: str = "cp
         examples()
     except AssertionError as failure:
         if runner.failing is None:  # structures, shapes or dtypes differ
+            if runner.problem:
+                    records.emit(problem_record(f"{name}: shrunk failing example of "
+                                            f"{runner.result.examples}", runner.problem))
             raise
         _diagnosed(failure, runner, name)
     result = runner.result

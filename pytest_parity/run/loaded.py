@@ -23,7 +23,7 @@ from pytest_parity.checkpoint.convert import (
     checkpoint_to_torch,
 )
 from pytest_parity.checkpoint.format import Checkpoint
-from pytest_parity.compare import Comparison, compare
+from pytest_parity.compare import Comparison, compare, compared
 from pytest_parity.diagnose import Diagnosis
 from pytest_parity.registry import Pair
 from pytest_parity.run.diagnosed import concluded, diagnosis_of
@@ -114,7 +114,7 @@ class LoadedPair:
         flax_out = run_flax(self.flax_apply, flax_given, self.device, self.dtype,
                             variables=self.flax_variables, layout=layout)
         torch_out = self.torch_forward(inputs)
-        comparison = compare(flax_out, torch_out, name=name or self.name,
+        comparison = compared(flax_out, torch_out, name=name or self.name,
                              **self.tolerance(rtol, atol))
         concluded(comparison, lambda: self.diagnose(inputs, flax_inputs=flax_inputs,
                                                     rtol=rtol, atol=atol))

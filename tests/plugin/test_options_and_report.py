@@ -227,6 +227,33 @@ def test_a_wrong_tree_reports_every_failing_leaf_worst_first(pytester):
     result.stdout.fnmatch_lines(["*test_tree::outputs*FAIL"])
 
 
+def test_trees_that_cannot_be_compared_are_fail_records_too(pytester):
+    pytester.makepyfile(test_unmatched="""
+        import numpy as np
+        import pytest
+        from pytest_parity import assert_close
+
+        @pytest.mark.parity
+        def test_shapes():
+            assert_close(np.zeros((2, 3)), np.zeros((3, 2)), name="logits")
+
+        @pytest.mark.parity
+        def test_leaves():
+            assert_close({"a": np.zeros(2)}, {"b": np.zeros(2)}, name="outputs")
+    """)
+    result = pytester.runpytest_subprocess("--parity-report=report.json")
+    result.assert_outcomes(failed=2)
+    for row in ("*test_leaves::outputs *- *FAIL", "*test_shapes::logits *- *FAIL"):
+        result.stdout.fnmatch_lines([row])
+    records = json.loads((pytester.path / "report.json").read_text())["records"]
+    assert [(record["name"], record["passed"], record["problem"]) for record in records] == [
+        ("outputs", False, "outputs: structures differ (2 problems); outputs/b: missing in "
+                           "actual (expected has it); outputs/a: unexpected in actual "
+                           "(expected has no such leaf)"),
+        ("logits", False, "logits: structures differ (1 problems); logits: shape (2, 3) "
+                          "(float64) does not match expected shape (3, 2) (float64)")]
+
+
 def test_jax_compilation_cache_defaults_to_pytests_cache_and_turns_off(pytester):
     pytester.makepyfile(test_cache="""
         import os

@@ -120,3 +120,30 @@ def test_relu():
     result.stdout.fnmatch_lines(["*inputs_for: cannot tell the input shape of a torch ReLU; "
                                  "pass inputs= a strategy, e.g. inputs=image_batches(channels=3)*"])
     result.stdout.no_fnmatch_line("*Traceback*")
+
+
+def test_failing_cases_are_fail_rows_of_the_summary_and_the_json(pytester):
+    """Every comparison a test makes is recorded, pass or fail (a newcomer found the two
+    failing cases missing from both, the passing ones listed)."""
+    import json
+
+    pytester.makepyfile(test_recorded_failures=WRONG + """
+@parity_test(torch=lambda: torch.nn.Linear(6, 3), flax=lambda: nn.Dense(3),
+             inputs=feature_batches(features=6))
+def test_linear_agrees():
+    pass
+""")
+    result = pytester.runpytest("-p", "no:randomly", "--parity-report=report.json")
+    result.assert_outcomes(passed=1, failed=3)
+    for test, verdict in (("test_padding", "FAIL"), ("test_gelu", "FAIL"),
+                          ("test_kernel", "FAIL"), ("test_linear_agrees", "PASS")):
+        result.stdout.fnmatch_lines([f"*::{test}[[]cpu-float32[]]::{test}: *{verdict}"])
+    # No values were compared where the shapes differ: no figures, and why in the JSON.
+    result.stdout.fnmatch_lines(["*::test_padding*cpu *float32 *- *- *- *- *- *- *FAIL"])
+    records = json.loads((pytester.path / "report.json").read_text())["records"]
+    verdicts = {record["test"].split("::")[1]: record["passed"] for record in records}
+    assert verdicts == {"test_padding[cpu-float32]": False, "test_gelu[cpu-float32]": False,
+                        "test_kernel[cpu-float32]": False, "test_linear_agrees[cpu-float32]": True}
+    padding = next(record for record in records if "test_padding" in record["test"])
+    assert padding["problem"].startswith("test_padding: structures differ (1 problems); "
+                                         "test_padding: shape (1, 4, 6, 6)")
