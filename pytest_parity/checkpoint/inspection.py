@@ -45,22 +45,38 @@ def describe_tree(checkpoint: Checkpoint) -> list[str]:
     return lines
 
 
-def diff_lines(a: Checkpoint, b: Checkpoint) -> tuple[list[str], bool]:
-    """Per-tensor max abs difference and the keys only one side has; and whether they differ."""
-    lines = [f"missing in B: {name}" for name in sorted(a.arrays.keys() - b.arrays.keys())]
-    lines += [f"extra in B: {name}" for name in sorted(b.arrays.keys() - a.arrays.keys())]
-    differ = bool(lines)
-    for name in sorted(a.arrays.keys() & b.arrays.keys()):
-        left, right = a.arrays[name], b.arrays[name]
-        if left.shape != right.shape or left.dtype != right.dtype:
-            lines.append(f"{name}: {list(left.shape)} {left.dtype} vs "
-                         f"{list(right.shape)} {right.dtype}")
-            differ = True
-            continue
-        equal = left.tobytes() == right.tobytes()
+def _tensor_difference(name: str, a: Checkpoint, b: Checkpoint) -> list[str]:
+    """What differs in one tensor both sides hold: shape, dtype, layout, values; [] if none."""
+    left, right = a.arrays[name], b.arrays[name]
+    found = []
+    if left.shape != right.shape or left.dtype != right.dtype:
+        found.append(f"{name}: {list(left.shape)} {left.dtype} vs "
+                     f"{list(right.shape)} {right.dtype}")
+    elif np.ascontiguousarray(left).tobytes() != np.ascontiguousarray(right).tobytes():
         max_abs = float(np.max(np.abs(left.astype(np.float64) - right.astype(np.float64)),
                                initial=0.0))
-        lines.append(f"{name}: max abs difference {max_abs:.3e}" + ("" if equal else "  DIFFERS"))
-        differ = differ or not equal
+        # Equal numbers with other bits (-0.0 and 0.0, NaNs) still differ: a copy is exact.
+        found.append(f"{name}: max abs difference {max_abs:.3e}"
+                     + ("" if max_abs else " (the bits differ)"))
+    layouts = a.layouts.get(name, "?"), b.layouts.get(name, "?")
+    if layouts[0] != layouts[1]:
+        found.append(f"{name}: layout {layouts[0]} vs {layouts[1]}")
+    return found
+
+
+def diff_lines(a: Checkpoint, b: Checkpoint) -> tuple[list[str], bool]:
+    """Only what differs (architecture, keys one side lacks, each tensor's shape, dtype,
+    layout or max abs difference), a count of the tensors, a verdict; and whether they differ."""
+    lines = [f"architecture: {a.architecture!r} vs {b.architecture!r}"] \
+        if a.architecture != b.architecture else []
+    lines += [f"missing in B: {name}" for name in sorted(a.arrays.keys() - b.arrays.keys())]
+    lines += [f"extra in B: {name}" for name in sorted(b.arrays.keys() - a.arrays.keys())]
+    shared = sorted(a.arrays.keys() & b.arrays.keys())
+    differing = [found for found in (_tensor_difference(name, a, b) for name in shared) if found]
+    lines += [line for found in differing for line in found]
+    total = len(a.arrays.keys() | b.arrays.keys())
+    identical = len(shared) - len(differing)
+    differ = bool(lines)
+    lines.append(f"{total - identical} of {total} tensors differ; {identical} identical")
     lines.append("checkpoints differ" if differ else "checkpoints are identical")
     return lines, differ

@@ -143,3 +143,40 @@ def test_verify_warns_about_non_finite_values():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         verify(_small_checkpoint(), _specs(_small_checkpoint()))
+
+
+def _diff(a, b):
+    from pytest_parity.checkpoint.inspection import diff_lines
+
+    return diff_lines(a, b)
+
+
+def test_diff_lists_only_what_differs_with_a_count():
+    a = _small_checkpoint()
+    b = _small_checkpoint()
+    b.arrays["bn1/mean"] = b.arrays["bn1/mean"] + 1
+    lines, differ = _diff(a, b)
+    assert differ
+    assert lines == ["bn1/mean: max abs difference 1.000e+00",
+                     "1 of 3 tensors differ; 2 identical", "checkpoints differ"]
+    assert _diff(a, _small_checkpoint()) == (
+        ["0 of 3 tensors differ; 3 identical", "checkpoints are identical"], False)
+
+
+def test_diff_reports_a_layout_or_architecture_that_alone_differs():
+    a = _small_checkpoint()
+    b = _small_checkpoint()
+    b.layouts["conv1/kernel"] = "OIHW"
+    b.architecture = "othernet"
+    lines, differ = _diff(a, b)
+    assert differ
+    assert lines == ["architecture: 'tinynet' vs 'othernet'", "conv1/kernel: layout HWIO vs OIHW",
+                     "1 of 3 tensors differ; 2 identical", "checkpoints differ"]
+
+
+def test_diff_tells_bits_that_differ_from_equal_numbers():
+    a = _small_checkpoint()
+    b = _small_checkpoint()
+    a.arrays["bn1/mean"][0], b.arrays["bn1/mean"][0] = 0.0, -0.0
+    lines, differ = _diff(a, b)
+    assert differ and lines[0] == "bn1/mean: max abs difference 0.000e+00 (the bits differ)"

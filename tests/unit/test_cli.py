@@ -49,9 +49,11 @@ def test_diff_reports_differences_and_exits_1(tmp_path, capsys):
     assert main(["diff", str(a), str(b)]) == 1
     assert capsys.readouterr().out.splitlines() == [
         "missing in B: only_a", "extra in B: only_b",
-        "w: max abs difference 5.000e-01  DIFFERS", "checkpoints differ"]
+        "w: max abs difference 5.000e-01", "3 of 3 tensors differ; 0 identical",
+        "checkpoints differ"]
     assert main(["diff", str(a), str(a)]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "checkpoints are identical"
+    assert capsys.readouterr().out.splitlines() == [
+        "0 of 2 tensors differ; 2 identical", "checkpoints are identical"]
 
 
 def test_bad_file_is_a_clear_error_not_a_traceback(tmp_path, capsys):
