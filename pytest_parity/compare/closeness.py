@@ -53,12 +53,16 @@ def compare_leaf(actual: np.ndarray, expected: np.ndarray, *, path: str = "",
                 float(a.reshape(-1)[flat]), float(e.reshape(-1)[flat]),
                 float(abs_err.reshape(-1)[flat]), float(allowed.reshape(-1)[flat]))
         for flat in order if flat_ratio[flat] > 1.0)
+    def index_of(flat: int) -> tuple[int, ...]:
+        return tuple(int(i) for i in np.unravel_index(flat, ratio.shape))
+
     return ParityResult(
         path=path, shape=tuple(actual.shape), actual_dtype=dtypes[0], expected_dtype=dtypes[1],
         max_abs=float(abs_err.max()) if abs_err.size else 0.0,
         max_rel=float(rel_err.max()) if rel_err.size else 0.0,
-        worst_index=(tuple(int(i) for i in np.unravel_index(int(order[0]), ratio.shape))
-                     if shown else ()),
+        max_abs_index=index_of(int(np.argmax(abs_err))) if abs_err.size else (),
+        max_rel_index=index_of(int(np.argmax(rel_err))) if rel_err.size else (),
+        worst_index=index_of(int(order[0])) if shown else (),
         rtol=tolerance.rtol, atol=tolerance.atol, tolerance_from=source,
         n_failing=int(np.count_nonzero(ratio > 1.0)), size=int(ratio.size), n_masked=n_masked,
         margin=float(flat_ratio[order[0]]) if shown else 0.0, worst=worst,

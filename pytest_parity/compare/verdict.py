@@ -28,6 +28,8 @@ class ParityResult:
     expected_dtype: str
     max_abs: float
     max_rel: float
+    # The element of the largest margin (the failure table's first row); the largest abs and
+    # rel errors may sit elsewhere, so each figure carries its own index.
     worst_index: tuple[int, ...]
     rtol: float
     atol: float
@@ -38,6 +40,8 @@ class ParityResult:
     # Worst |actual - expected| / (atol + rtol * |expected|): <= 1 passes.
     margin: float
     worst: tuple[Element, ...]
+    max_abs_index: tuple[int, ...] = ()
+    max_rel_index: tuple[int, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -89,7 +93,9 @@ class Comparison:
             "worst_leaf": worst.path, "shape": list(worst.shape),
             "actual_dtype": worst.actual_dtype, "expected_dtype": worst.expected_dtype,
             "max_abs": self.max_abs, "max_rel": self.max_rel,
-            "worst_index": list(worst.worst_index), "rtol": worst.rtol, "atol": worst.atol,
+            "worst_index": list(worst.worst_index),
+            "max_abs_index": list(max(self.leaves, key=lambda r: r.max_abs).max_abs_index),
+            "rtol": worst.rtol, "atol": worst.atol,
             "tolerance_from": worst.tolerance_from, "n_failing": self.n_failing,
             "size": sum(leaf.size for leaf in self.leaves),
             "n_masked": sum(leaf.n_masked for leaf in self.leaves),

@@ -132,6 +132,12 @@ class _Runner:
                             variables=self.variables, layout=batch.layout)
         return torch_out, flax_out
 
+    def _input_line(self, batch: Batch) -> str:
+        """The drawn input, and the dtype both sides were given it in where that differs."""
+        given = "" if batch.torch.dtype.kind != "f" or str(batch.torch.dtype) == self.dtype \
+            else f", given to both sides as {self.dtype}"
+        return f"  input: {batch!r}{given}"
+
     def check(self, batch: Batch, name: str) -> None:
         """One example: structure, shapes, dtypes, then values (raises AssertionError)."""
         __tracebackhide__ = True
@@ -141,7 +147,7 @@ class _Runner:
             comparison = compare(flax_out, torch_out, name=name)
         except StructureMismatch as structure:  # structures or shapes differ
             self.problem = structure.summary()
-            raise AssertionError(f"{structure}\n  input: {batch!r}") from None
+            raise AssertionError(f"{structure}\n{self._input_line(batch)}") from None
         wrong_dtypes = [f"{path or name}: torch {to_numpy(leaf).dtype}, Flax "
                         f"{to_numpy(leaves(flax_out)[path]).dtype}"
                         for path, leaf in leaves(torch_out).items()
@@ -153,10 +159,10 @@ class _Runner:
         if wrong_dtypes:
             self.problem = f"output dtypes differ: {'; '.join(wrong_dtypes)}"
             raise AssertionError(f"{PREFIX} {name}: output dtypes differ: "
-                                 f"{'; '.join(wrong_dtypes)}\n  input: {batch!r}")
+                                 f"{'; '.join(wrong_dtypes)}\n{self._input_line(batch)}")
         if not comparison.passed:
             self.failing = (batch, comparison)  # the last one is hypothesis' shrunk example
-            raise AssertionError(f"{format_failure(comparison)}\n  input: {batch!r}")
+            raise AssertionError(f"{format_failure(comparison)}\n{self._input_line(batch)}")
 
     def diagnosis(self, batch: Batch) -> Diagnosis | None:
         """The audits and the trace of one example (none for a Flax function: no weights)."""

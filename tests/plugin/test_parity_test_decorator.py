@@ -147,3 +147,15 @@ def test_linear_agrees():
     padding = next(record for record in records if "test_padding" in record["test"])
     assert padding["problem"].startswith("test_padding: structures differ (1 problems); "
                                          "test_padding: shape (1, 4, 6, 6)")
+
+
+def test_a_bfloat16_failure_says_what_was_compared(pytester):
+    """The `input:` line said dtype=float32 in a bfloat16 case: the batch is drawn in float32
+    and given to both sides as bfloat16, and the report's figures are bfloat16's."""
+    pytester.makepyfile(test_bfloat16_failure=WRONG)
+    result = pytester.inline_run("-p", "no:randomly", "--parity-dtype=bfloat16", "-k", "kernel")
+    report = next(r for r in result.getreports("pytest_runtest_logreport")
+                  if r.nodeid.endswith("::test_kernel[cpu-bfloat16]") and r.when == "call")
+    failure = report.longreprtext
+    assert "dtypes bfloat16 (actual) vs bfloat16 (expected)" in failure
+    assert "dtype=float32, seed=0, " in failure and ", given to both sides as bfloat16" in failure

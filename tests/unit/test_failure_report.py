@@ -20,8 +20,9 @@ def test_one_leaf():
     assert _failure(actual, expected, rtol=0, atol=0.1, mask=mask, name="logits") == """\
 [parity] logits: values are not sufficiently close
   shape (2, 3), dtypes float32 (actual) vs float32 (expected)
-  max abs error 5.000e-01, max rel error inf, worst at index (1, 2)
-  2 of 6 elements (33.33%) out of tolerance rtol=0, atol=0.1 (from pair); margin 5
+  worst element at index (1, 2): abs err 5.000e-01 where 1.000e-01 is allowed; margin 5
+  max abs error 5.000e-01 at index (1, 2); max rel error inf at index (0, 0)
+  2 of 6 elements (33.33%) out of tolerance rtol=0, atol=0.1 (from pair)
   1 position masked out
   worst elements:
     index   actual     expected   abs err    allowed
@@ -43,7 +44,27 @@ def test_every_failing_leaf_worst_first():
         "[parity] outputs/hidden/1: values are not sufficiently close",
     ]
     assert "  1 of 2 elements (50.00%) out of tolerance rtol=1.3e-06, atol=1e-05 (from " \
-           "default); margin 2" in message
+           "default)" in message
+    assert "abs err 2.000e-05 where 1.000e-05 is allowed; margin 2" in message
+
+
+def test_the_header_and_the_table_are_the_same_elements_in_the_compared_dtype():
+    """A bfloat16 case printed 'max abs error 1.633e+00 ... worst at index (0, 1, 1, 0)' where
+    the table's row for that index showed 1.199: the largest abs error and the largest margin
+    were different elements. Each figure now names its own element, in the compared dtype."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    expected = np.array([100.0, 1.0, 0.0, 3.0], ml_dtypes.bfloat16)
+    actual = np.array([101.5, 1.25, 0.0, 3.0], ml_dtypes.bfloat16)  # 1.5 of 100, 0.25 of 1
+    message = _failure(actual, expected, name="logits")
+    lines = message.splitlines()
+    assert lines[1] == "  shape (4,), dtypes bfloat16 (actual) vs bfloat16 (expected)"
+    # rtol 1.6e-2: 100 allows 1.61, 1 allows 0.026 - the worst is index 1, not the largest error
+    assert lines[2] == ("  worst element at index (1,): abs err 2.500e-01 where 2.600e-02 is "
+                        "allowed; margin 9.62")
+    assert lines[3] == ("  max abs error 1.500e+00 at index (0,); max rel error 2.500e-01 at "
+                        "index (1,)")
+    table = lines[lines.index("  worst elements:") + 2:]
+    assert table == ["    (1,)   1.250e+00  1.000e+00  2.500e-01  2.600e-02"]
 
 
 def test_structure_is_checked_before_values():
