@@ -66,7 +66,8 @@ class Pair:
 
 
 _PAIRS: dict[str, Pair] = {}
-_state = {"zoo_loaded": False}
+# Whether the zoo modules were imported, and where they were looked for (for the message).
+_state: dict[str, Any] = {"zoo_loaded": False, "searched": []}
 
 
 def register(pair: Pair) -> Pair:
@@ -74,33 +75,70 @@ def register(pair: Pair) -> Pair:
     return pair
 
 
-def load_zoo(start: Path | None = None) -> None:
-    """Import the modules that register pairs: entry points, then the project's pyproject."""
+def _import(module: str, where: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError as error:  # the module's own errors keep their traceback
+        raise ParityError(f"{PREFIX} {where}: zoo module {module!r} does not import "
+                          f"({type(error).__name__}: {error})") from None
+
+
+def _load_entry_points() -> list[str]:
+    loaded = []
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        entry_point.load()
-    root, table = parity_table((start or Path.cwd()).resolve())
-    modules = list(table.get("zoo", []))
+        where = f"entry point {entry_point.name} = {entry_point.value} ({ENTRY_POINT_GROUP})"
+        try:
+            entry_point.load()
+        except ImportError as error:
+            raise ParityError(f"{PREFIX} {where}: does not import ({type(error).__name__}: "
+                              f"{error})") from None
+        loaded.append(where)
+    return loaded
+
+
+def load_zoo(start: Path | None = None) -> None:
+    """Import the modules that register pairs: entry points, then the project's pyproject.
+
+    Raises:
+        ParityError: a zoo module or entry point that does not import, or a pyproject whose
+            `[tool.parity] zoo` is not a list of module names.
+    """
+    start = (start or Path.cwd()).resolve()
+    searched = _load_entry_points() or [f"no {ENTRY_POINT_GROUP!r} entry point installed"]
+    root, table = parity_table(start)
+    modules = table.get("zoo", [])
+    pyproject = root / "pyproject.toml" if root is not None else None
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise ParityError(f"{PREFIX} {pyproject}: [tool.parity] zoo = {modules!r}; expected a "
+                          'list of module names, e.g. zoo = ["mypackage.pairs"]')
     if root is not None and modules and str(root) not in sys.path:
         sys.path.insert(0, str(root))
     for module in modules:
-        importlib.import_module(module)
-    _state["zoo_loaded"] = True
+        _import(module, f"{pyproject} [tool.parity] zoo")
+    searched.append(f"no pyproject.toml at or above {start}" if pyproject is None else
+                    f"{pyproject}: zoo {modules}" if modules else
+                    f"{pyproject}: no [tool.parity] zoo")
+    _state.update(zoo_loaded=True, searched=searched)
 
 
 def get(name: str) -> Pair:
     """The pair registered under `name`.
 
     Raises:
-        UnknownArchitecture: naming the registered architectures.
+        UnknownArchitecture: naming the registered architectures and where pairs were
+            looked for.
     """
     if name not in _PAIRS and not _state["zoo_loaded"]:
         load_zoo()
     if name not in _PAIRS:
         known = ", ".join(sorted(_PAIRS)) or "none"
         raise UnknownArchitecture(
-            f"{PREFIX} unknown architecture {name!r}; registered: {known}. Register pairs in a "
-            f"module listed under [tool.parity] zoo in pyproject.toml, or in the "
-            f"{ENTRY_POINT_GROUP!r} entry point group.")
+            f"{PREFIX} unknown architecture {name!r}; registered: {known} (looked in: "
+            f"{'; '.join(_state['searched'])}). A project registers its pairs "
+            "(pytest_parity.registry.register(Pair(...))) in a module listed under "
+            f"[tool.parity] zoo in its pyproject.toml, or in the {ENTRY_POINT_GROUP!r} entry "
+            "point group; pytest-parity's own zoo (resnet*, vit_*) is registered only inside "
+            "its repository.")
     return _PAIRS[name]
 
 

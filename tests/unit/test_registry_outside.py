@@ -1,0 +1,70 @@
+"""Pairs outside this repository: what a project elsewhere finds, and how it registers its own.
+
+pytest-parity's own zoo (models/) is registered by this repository's pyproject only; run from
+another folder, `parity convert --arch resnet18` must say so and how to register pairs, and a
+project that lists its module under [tool.parity] zoo gets its pairs, .h5 -> Flax included.
+"""
+
+import sys
+
+import pytest
+
+from pytest_parity import registry
+from pytest_parity.cli import main
+from pytest_parity.errors import ParityError
+
+
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch):
+    """A folder outside the repository, with a registry that has loaded nothing yet."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(registry, "_PAIRS", {})
+    monkeypatch.setattr(registry, "_state", {"zoo_loaded": False, "searched": []})
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    return tmp_path
+
+
+def test_the_zoo_is_not_found_elsewhere_and_the_message_says_why_and_what_to_do(elsewhere):
+    with pytest.raises(registry.UnknownArchitecture) as error:
+        registry.get("resnet18")
+    message = str(error.value)
+    assert message.startswith("[parity] unknown architecture 'resnet18'; registered: none")
+    assert f"no pyproject.toml at or above {elsewhere}" in message or \
+        "pyproject.toml: no [tool.parity] zoo" in message
+    assert "[tool.parity] zoo in its pyproject.toml" in message
+    assert "registered only inside its repository" in message
+
+
+def test_a_project_elsewhere_registers_its_own_pairs_and_converts_both_ways(elsewhere, capsys):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("flax")
+    (elsewhere / "pyproject.toml").write_text('[tool.parity]\nzoo = ["my_pairs_elsewhere"]\n')
+    (elsewhere / "my_pairs_elsewhere.py").write_text(
+        "from pytest_parity.registry import Pair, register\n"
+        "from tests.support.tinynet import MAPPING, flax_tinynet, torch_tinynet\n"
+        "register(Pair('mynet', torch_tinynet, flax_tinynet, MAPPING, (1, 3, 8, 8)))\n")
+    from tests.support.tinynet import torch_tinynet
+
+    torch.save(torch_tinynet().state_dict(), elsewhere / "mynet.pt")
+    assert main(["convert", "mynet.pt", "mynet.h5", "--arch", "mynet"]) == 0
+    assert main(["convert", "mynet.h5", "mynet.msgpack"]) == 0  # the .h5 names its pair
+    assert (elsewhere / "mynet.msgpack").stat().st_size > 0
+    assert "tensors of mynet: mynet.h5 -> mynet.msgpack" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("pyproject", "words"), [
+    ('[tool.parity]\nzoo = ["no_such_module_here"]\n',
+     "[tool.parity] zoo: zoo module 'no_such_module_here' does not import "
+     "(ModuleNotFoundError"),
+    ('[tool.parity]\nzoo = "my_pairs"\n',
+     "[tool.parity] zoo = 'my_pairs'; expected a list of module names"),
+    ("[tool.parity\nzoo = [\n", "not readable as TOML"),
+    ("tool = 3\n", "not readable as TOML with a [tool] table"),
+    ("[tool]\nparity = 3\n", "[tool.parity] is a int, not a table"),
+])
+def test_a_broken_zoo_declaration_is_named(elsewhere, pyproject, words):
+    (elsewhere / "pyproject.toml").write_text(pyproject)
+    with pytest.raises(ParityError) as error:
+        registry.get("anything")
+    assert str(error.value).startswith(f"[parity] {elsewhere / 'pyproject.toml'}")
+    assert words in str(error.value)
