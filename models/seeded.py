@@ -11,7 +11,7 @@ variance goes unnoticed, and ViT's logits are exactly zero.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -67,13 +67,22 @@ def _draw(key: str, kind: str, shape: tuple[int, ...], rng: np.random.RandomStat
     return rng.normal(0.0, np.sqrt(gain / fan_in), shape)
 
 
-def seeded_state_dict(pair: Pair, seed: int = 0) -> dict[str, np.ndarray]:
-    """The pair's torch state dict (numpy, float32), drawn deterministically from `seed`."""
+def _drawn(pair: Pair, seed: int) -> Iterator[tuple[str, np.ndarray]]:
+    """Each state-dict key and its tensor (numpy, float32 or int64), in the model's order."""
     layout = _state_layout(pair)
     has_bn3 = any(".bn3." in key for key in layout)
     rng = np.random.RandomState(seed)
-    state: dict[str, Any] = {}
     for key, (kind, shape, dtype) in layout.items():  # the model's order is part of the stream
         value = _draw(key, kind, shape, rng, has_bn3)
-        state[key] = np.asarray(value, dtype=np.int64 if dtype == "int64" else np.float32)
-    return state
+        yield key, np.asarray(value, dtype=np.int64 if dtype == "int64" else np.float32)
+
+
+def seeded_state_dict(pair: Pair, seed: int = 0) -> dict[str, np.ndarray]:
+    """The pair's torch state dict (numpy, float32), drawn deterministically from `seed`."""
+    return dict(_drawn(pair, seed))
+
+
+def first_drawn(pair: Pair, seed: int = 0) -> dict[str, np.ndarray]:
+    """The first tensor of the seed's state dict alone: a fingerprint of the seed's
+    checkpoint, drawn without drawing the rest."""
+    return dict([next(_drawn(pair, seed))])

@@ -49,3 +49,28 @@ def test_cache_is_reused_and_a_corrupt_file_regenerated(tmp_path):
     assert path.stat().st_mtime_ns == modified  # read, not rewritten
     path.write_bytes(path.read_bytes()[:100])
     assert seeded_checkpoint(TINYNET, 0, cache_dir=tmp_path).digest() == made.digest()
+
+
+def test_a_valid_checkpoint_that_is_not_the_seeds_is_refused_not_served(tmp_path):
+    """The digest checks a file against itself only: another seed's checkpoint, or one whose
+    source was forged, placed at a seed's cache path was served."""
+    import shutil
+
+    from pytest_parity.checkpoint import Checkpoint, save
+    from pytest_parity.errors import CheckpointError
+
+    seed1 = seeded_checkpoint(TINYNET, 1, cache_dir=tmp_path / "one")
+    (seed1_path,) = (tmp_path / "one").iterdir()
+    cache = tmp_path / "zero"
+    cache.mkdir()
+    target = cache / seed1_path.name.replace("seed1", "seed0")
+    shutil.copy(seed1_path, target)
+    with pytest.raises(CheckpointError) as error:
+        seeded_checkpoint(TINYNET, 0, cache_dir=cache)
+    assert f"[parity] {target}: 1 problem" in str(error.value)
+    assert "its source is 'seeded:1:v1', not 'seeded:0:v1'" in str(error.value)
+    assert target.read_bytes() == seed1_path.read_bytes()  # not deleted, not rewritten
+    forged = Checkpoint(seed1.architecture, seed1.arrays, seed1.layouts, source="seeded:0:v1")
+    save(target, forged, overwrite=True)
+    with pytest.raises(CheckpointError, match="conv1/kernel is not seed 0's draw"):
+        seeded_checkpoint(TINYNET, 0, cache_dir=cache)
