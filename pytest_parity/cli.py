@@ -17,20 +17,33 @@ def _env(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _inspect(arguments: argparse.Namespace) -> int:
+def _canonical(path: str, verb: str) -> Any:
+    """The canonical checkpoint at `path`; another kind of file is told how to convert it."""
+    from pathlib import Path
+
     from pytest_parity.checkpoint.format import load
+
+    suffix = Path(path).suffix
+    if suffix in (".pt", ".pth", ".bin", ".safetensors", ".msgpack", ".npz", ".json"):
+        raise ParityError(
+            f"{PREFIX} {path}: `parity {verb}` reads canonical .h5 checkpoints, not {suffix} "
+            f"files; convert it first: parity convert {path} {Path(path).with_suffix('.h5')} "
+            "--arch NAME (NAME: a registered architecture)")
+    return load(path)
+
+
+def _inspect(arguments: argparse.Namespace) -> int:
     from pytest_parity.checkpoint.inspection import describe_tree, list_keys
 
-    checkpoint = load(arguments.file)
+    checkpoint = _canonical(arguments.file, "inspect")
     print("\n".join(list_keys(checkpoint) if arguments.keys else describe_tree(checkpoint)))
     return 0
 
 
 def _diff(arguments: argparse.Namespace) -> int:
-    from pytest_parity.checkpoint.format import load
     from pytest_parity.checkpoint.inspection import diff_lines
 
-    lines, differ = diff_lines(load(arguments.a), load(arguments.b))
+    lines, differ = diff_lines(_canonical(arguments.a, "diff"), _canonical(arguments.b, "diff"))
     print("\n".join(lines))
     return 1 if differ else 0
 
@@ -171,6 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(arguments.run(arguments))
     except ParityError as error:
         print(error, file=sys.stderr)
+        return 2
+    except OSError as error:  # the disk's word (full, read-only, permissions): no traceback
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"{PREFIX} {where}{error.strerror or error}", file=sys.stderr)
         return 2
 
 
