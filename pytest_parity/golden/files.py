@@ -4,7 +4,8 @@ A model's golden outputs are two files in the golden directory (`reference_outpu
 `NAME.npz` (one array per named input: `photo`, `random`, ...) and `NAME.json`, the
 manifest: which implementation and versions computed them, on which device and dtype, from
 which checkpoint (its digest) and which inputs (their digests and how they were made).
-Writing refuses under `CI=true`, and replaces existing files only with `update=True`.
+Writing refuses under `CI=true`, replaces existing files only with `update=True`, and puts
+the pair in place as a whole or not at all; reading trusts neither file (golden/stored.py).
 """
 
 from __future__ import annotations
@@ -21,14 +22,12 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.arrays import c_order_bytes
-from pytest_parity.atomic import write_atomically
-from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.atomic import write_together
+from pytest_parity.errors import PREFIX, CheckpointError
+from pytest_parity.golden.stored import GOLDEN_FORMAT, GoldenError, read_arrays, read_manifest
 
-GOLDEN_FORMAT = "pytest-parity-golden/1"
-
-
-class GoldenError(ParityError):
-    """Golden outputs that are missing, unreadable, refused, or belong to other inputs."""
+__all__ = ["GOLDEN_FORMAT", "Golden", "GoldenError", "array_digest", "paths",
+           "provenance_problems", "read", "write"]
 
 
 @dataclass
@@ -46,22 +45,31 @@ def array_digest(array: np.ndarray) -> str:
 
 
 def paths(directory: str | Path, name: str) -> tuple[Path, Path]:
+    """NAME.npz and NAME.json in the golden directory.
+
+    Raises:
+        GoldenError: `name` is not a plain file name (empty, a path, '.' or '..').
+    """
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise GoldenError(f"{PREFIX} {Path(directory)}: {name!r} is not a golden file name "
+                          "(a name without '/' or NUL)")
     return Path(directory) / f"{name}.npz", Path(directory) / f"{name}.json"
 
 
 def write(directory: str | Path, name: str, outputs: Mapping[str, np.ndarray],
           manifest: Mapping[str, Any], *, update: bool = False) -> list[Path]:
-    """Write NAME.npz and NAME.json atomically.
+    """Write NAME.npz and NAME.json, both or neither (the old pair stays if either fails).
 
     Raises:
         GoldenError: under CI=true (CI never writes goldens), or the files exist and `update`
             is False.
+        WriteError: a file cannot be written; the files are as they were.
     """
     arrays_path, manifest_path = paths(directory, name)
     if os.environ.get("CI") == "true":
         raise GoldenError(f"{PREFIX} {arrays_path}: refusing to write golden outputs under "
                           "CI=true; regenerate them on a workstation and commit them")
-    existing = [str(path) for path in (arrays_path, manifest_path) if path.exists()]
+    existing = [str(path) for path in (arrays_path, manifest_path) if os.path.lexists(path)]
     if existing and not update:
         raise GoldenError(f"{PREFIX} {', '.join(existing)}: golden outputs exist; pass "
                           "--update (parity golden) to rewrite them, then review the diff")
@@ -74,36 +82,39 @@ def write(directory: str | Path, name: str, outputs: Mapping[str, np.ndarray],
                                   "dtype": str(np.asarray(value).dtype),
                                   "digest": array_digest(np.asarray(value))}
                             for key, value in outputs.items()}}
-    write_atomically(arrays_path, lambda tmp: tmp.write_bytes(buffer.getvalue()), overwrite=update)
-    write_atomically(manifest_path, lambda tmp: tmp.write_text(
-        json.dumps(document, indent=1, sort_keys=True) + "\n"), overwrite=update)
-    return [arrays_path, manifest_path]
+    text = json.dumps(document, indent=1, sort_keys=True) + "\n"
+    try:
+        return write_together([(arrays_path, lambda tmp: tmp.write_bytes(buffer.getvalue())),
+                               (manifest_path, lambda tmp: tmp.write_text(text))],
+                              overwrite=update)
+    except CheckpointError as error:  # one appeared while writing
+        raise GoldenError(f"{PREFIX} {error.path}: golden outputs exist; pass --update "
+                          "(parity golden) to rewrite them, then review the diff") from None
 
 
 def read(directory: str | Path, name: str) -> Golden:
     """Read a model's golden outputs and manifest.
 
     Raises:
-        GoldenError: a file is missing or unreadable, or an array does not match its manifest.
+        GoldenError: a file is missing, unreadable or damaged, or an array does not match its
+            manifest.
     """
     arrays_path, manifest_path = paths(directory, name)
     for path in (arrays_path, manifest_path):
-        if not path.is_file():
+        if os.path.isdir(path):
+            raise GoldenError(f"{PREFIX} {path}: a directory, not a golden file")
+        if not os.path.isfile(path):
             raise GoldenError(f"{PREFIX} {path}: no golden outputs for {name!r}; write them "
                               f"with `parity golden {name}` (or `nox -s golden`)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        with np.load(arrays_path, allow_pickle=False) as npz:
-            outputs = {key: npz[key] for key in npz.files}
-    except (ValueError, OSError) as error:
-        raise GoldenError(f"{PREFIX} {arrays_path}: unreadable golden outputs ({error})"
-                          ) from None
-    problems = [f"{key}: not the array its manifest describes"
-                for key, output in outputs.items()
-                if manifest.get("outputs", {}).get(key, {}).get("digest") != array_digest(output)]
-    if manifest.get("format") != GOLDEN_FORMAT or problems:
-        raise GoldenError(f"{PREFIX} {arrays_path}: " + ("; ".join(problems) or
-                                                        f"not a {GOLDEN_FORMAT} manifest"))
+    manifest = read_manifest(manifest_path)
+    outputs = read_arrays(arrays_path)
+    described = manifest["outputs"]
+    problems = [f"{key}: not the array its manifest describes" for key, output in outputs.items()
+                if described.get(key, {}).get("digest") != array_digest(output)]
+    problems += [f"{key}: in {manifest_path.name} but not in the file"
+                 for key in described if key not in outputs]
+    if problems:
+        raise GoldenError(f"{PREFIX} {arrays_path}: " + "; ".join(problems))
     return Golden(outputs, manifest)
 
 
