@@ -8,16 +8,15 @@ manifest, see pytest_parity.golden.files):
 - `--parity-update-golden` rewrites a mismatching file and still fails, for review;
 - under `CI=true` nothing is ever written.
 Writes hold a lock on the golden file and rename into place: xdist workers writing the same
-file (other keys) merge instead of losing each other's outputs.
+file (other keys) merge instead of losing each other's outputs. A golden file that cannot be
+read, locked or written fails the test with a `[parity]` message naming the file.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +27,12 @@ from pytest_parity.arrays import to_numpy
 from pytest_parity.atomic import write_atomically
 from pytest_parity.compare import Comparison, assert_close
 from pytest_parity.compare.trees import leaves
-from pytest_parity.errors import PREFIX
+from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.golden import files as golden_files
+from pytest_parity.golden.lock import locked
 
 UPDATE_FLAG = "--parity-update-golden"
 UPDATE_HINT = f"If the new outputs are right: rerun with {UPDATE_FLAG} and review the diff."
-
-
-@contextmanager
-def locked(directory: Path, name: str) -> Iterator[None]:
-    """An exclusive lock on one golden file's lock file, across processes."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / f".{name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def default_name(nodeid: str) -> str:
@@ -77,7 +65,7 @@ class GoldenFixture:
         __tracebackhide__ = True
         try:
             return golden_files.read(self.directory, name)
-        except golden_files.GoldenError as error:
+        except ParityError as error:
             pytest.fail(str(error), pytrace=False)
 
     def check(self, outputs: Any, *, name: str | None = None,
@@ -90,7 +78,15 @@ class GoldenFixture:
         from other ones fail as such (not as a parity failure).
         """
         __tracebackhide__ = True
-        name = name or default_name(self.nodeid)
+        try:
+            return self._check(outputs, name or default_name(self.nodeid), manifest,
+                               rtol=rtol, atol=atol, mask=mask)
+        except ParityError as error:  # a golden file unreadable, unlockable or unwritable
+            pytest.fail(str(error), pytrace=False)
+
+    def _check(self, outputs: Any, name: str, manifest: Mapping[str, Any] | None, *,
+               rtol: float | None, atol: float | None, mask: Any) -> Comparison:
+        __tracebackhide__ = True
         obtained = as_arrays(outputs)
         arrays_path, _ = golden_files.paths(self.directory, name)
         stored = self._stored(name)
@@ -117,11 +113,14 @@ class GoldenFixture:
         arrays_path, _ = golden_files.paths(self.directory, name)
         if self.in_ci:
             return f"CI=true: nothing written. {UPDATE_HINT}"
-        if self.update:
-            self._write(name, obtained, manifest)
-            return f"{arrays_path} rewritten ({UPDATE_FLAG}): review the diff and commit it."
         obtained_path = arrays_path.with_suffix(".obtained.npz")
-        write_atomically(obtained_path, lambda tmp: _save_npz(tmp, obtained), overwrite=True)
+        try:
+            if self.update:
+                self._write(name, obtained, manifest)
+                return f"{arrays_path} rewritten ({UPDATE_FLAG}): review the diff and commit it."
+            write_atomically(obtained_path, lambda tmp: _save_npz(tmp, obtained), overwrite=True)
+        except ParityError as error:  # the mismatch above is still the news; then why not saved
+            return f"Nothing written: {error}"
         return f"Obtained outputs saved to {obtained_path}. {UPDATE_HINT}"
 
     def _stored(self, name: str) -> golden_files.Golden | None:
@@ -176,4 +175,4 @@ class GoldenFixture:
         return True
 
     def _exists(self, name: str) -> bool:
-        return any(path.exists() for path in golden_files.paths(self.directory, name))
+        return any(os.path.lexists(path) for path in golden_files.paths(self.directory, name))

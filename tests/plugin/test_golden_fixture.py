@@ -124,3 +124,58 @@ def test_goldens_of_another_checkpoint_fail_as_such_and_update_rewrites_them(pyt
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*Rewritten (--parity-update-golden): review the diff*"])
     pytester.runpytest().assert_outcomes(passed=1)
+
+
+def _clean_failure(result, *lines):
+    """One failed test whose message is these lines: no traceback, no exception type."""
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(list(lines))
+    result.stdout.no_fnmatch_line("*Error:*")
+    result.stdout.no_fnmatch_line("*Traceback*")
+
+
+def test_a_lock_file_left_by_a_killed_run_is_reused(pytester):
+    (pytester.path / "reference_outputs").mkdir()
+    stale = pytester.path / "reference_outputs" / ".net.lock"
+    stale.write_text("pid 12345\n")
+    stale.chmod(0o444)
+    _run(pytester, 1).assert_outcomes(failed=1)  # written, for review
+    _run(pytester, 1).assert_outcomes(passed=1)
+
+
+def test_a_directory_in_the_lock_files_place_is_a_clean_error(pytester):
+    (pytester.path / "reference_outputs" / ".net.lock").mkdir(parents=True)
+    _clean_failure(_run(pytester, 1), "*reference_outputs/.net.lock: a directory in the place of "
+                                      "the golden file's lock file; remove it")
+    assert sorted(p.name for p in (pytester.path / "reference_outputs").iterdir()) == [".net.lock"]
+
+
+def test_a_golden_directory_that_is_a_file_is_a_clean_error(pytester):
+    (pytester.path / "reference_outputs").write_text("not a directory")
+    _clean_failure(_run(pytester, 1),
+                   "*reference_outputs: *reference_outputs is a file, not a directory")
+    assert (pytester.path / "reference_outputs").read_text() == "not a directory"
+
+
+def test_obtained_outputs_that_cannot_be_saved_still_report_the_mismatch(pytester):
+    _run(pytester, 1)
+    (pytester.path / "reference_outputs" / "net.obtained.npz").mkdir()
+    _clean_failure(_run(pytester, 2),
+                   "*[[]parity[]] net vs golden/logits: values are not sufficiently close",
+                   "*Nothing written: [[]parity[]] *reference_outputs/net.obtained.npz: cannot "
+                   "write it: a directory is in its place")
+    assert _stored(pytester) == [1.0, 2.0, 3.0]
+    assert sorted(p.name for p in (pytester.path / "reference_outputs").iterdir()) == [
+        ".net.lock", "net.json", "net.npz", "net.obtained.npz"]
+
+
+@pytest.mark.parametrize("ci", [False, True], ids=["workstation", "CI"])
+def test_a_damaged_golden_file_is_a_clean_error(pytester, monkeypatch, ci):
+    _run(pytester, 1)
+    arrays = pytester.path / "reference_outputs" / "net.npz"
+    arrays.write_bytes(arrays.read_bytes()[:100])
+    if ci:
+        monkeypatch.setenv("CI", "true")
+    _clean_failure(_run(pytester, 1, "--parity-update-golden"),
+                   "*reference_outputs/net.npz: unreadable golden outputs (BadZipFile: *")
+    assert len(arrays.read_bytes()) == 100  # not rewritten: a damaged file is for a person
