@@ -14,6 +14,7 @@ import pytest
 
 from pytest_parity import cases, jax_cache, numerics
 from pytest_parity import report as parity_report
+from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.fixtures import (  # noqa: F401 (pytest finds fixtures by module attribute)
     golden,
     parity_checkpoint,
@@ -68,6 +69,11 @@ def pytest_configure(config: pytest.Config) -> None:
     except RuntimeError as error:
         raise pytest.UsageError(str(error)) from None
     config.stash[cases.SETTINGS] = settings
+    for option, value in (("--parity-report", config.getoption("parity_report")),
+                          ("--parity-jax-cache", settings.jax_cache)):
+        problem = value and _path_problem(Path(value), wants_directory=option != "--parity-report")
+        if problem:
+            raise pytest.UsageError(f"{PREFIX} {option}={value}: {problem}")
     numerics.prepare_process(settings.numerics)
     jax_cache.configure(settings.jax_cache)
     config.pluginmanager.register(ReportCollector(config), "parity-report")
@@ -83,11 +89,29 @@ def pytest_configure(config: pytest.Config) -> None:
                                       "parity-gates")
 
 
+def _path_problem(path: Path, *, wants_directory: bool) -> str:
+    """Why `path` cannot become the file (or the directory) an option names, before any test
+    runs; '' where nothing stands in the way."""
+    blocker = next((parent for parent in reversed(path.parents)
+                    if parent.exists() and not parent.is_dir()), None)
+    if blocker is not None:
+        return f"{blocker} is a file, not a directory"
+    if wants_directory and path.exists() and not path.is_dir():
+        return "a file is in its place; give a directory"
+    if not wants_directory and path.is_dir():
+        return f"a directory is in its place; give a file, e.g. {path / 'parity-report.json'}"
+    return ""
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     try:
         spec = cases.read_marker(metafunc.definition.get_closest_marker("parity"))
     except ValueError as error:
-        pytest.fail(f"{metafunc.definition.nodeid}: {error}", pytrace=False)
+        problem = f"{metafunc.definition.nodeid}: {error}"
+    else:
+        problem = ""
+    if problem:  # failed outside the handler: the message once, without the chained one
+        pytest.fail(problem, pytrace=False)
     argnames = [name for name in ("parity_device", "parity_dtype")
                 if name in metafunc.fixturenames]
     if argnames:
@@ -143,6 +167,7 @@ class ReportCollector:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.records: list[dict[str, Any]] = []
+        self.written: list[str] = []  # what writing the JSON report said
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call":
@@ -151,6 +176,25 @@ class ReportCollector:
             if name == RECORDS_PROPERTY:
                 found: list[dict[str, Any]] = value  # type: ignore[assignment]
                 self.records.extend({**record, "test": report.nodeid} for record in found)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Write the JSON report (and the trace pictures) while the exit status can still
+        say that it failed."""
+        path = self.config.getoption("parity_report")
+        if not path or hasattr(self.config, "workerinput"):
+            return
+        settings = self.config.stash[cases.SETTINGS]
+        try:
+            parity_report.write_json(
+                Path(path), self.records,
+                {**settings.to_record(), "devices": self.config.stash[cases.DEVICES],
+                 "numerics": numerics.describe(settings.numerics, settings.seed)})
+            self.written = [f"parity report written to {path}",
+                            *_draw_traces(Path(path), self.records)]
+        except ParityError as error:  # the disk refused (checked at start, it may fill up)
+            self.written = [str(error)]
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if hasattr(self.config, "workerinput"):
@@ -161,16 +205,8 @@ class ReportCollector:
                 "=", f"parity report: {count} comparison{'' if count == 1 else 's'}")
             for line in parity_report.format_table(self.records):
                 terminalreporter.write_line(line)
-        path = self.config.getoption("parity_report")
-        if path:
-            settings = self.config.stash[cases.SETTINGS]
-            parity_report.write_json(
-                Path(path), self.records,
-                {**settings.to_record(), "devices": self.config.stash[cases.DEVICES],
-                 "numerics": numerics.describe(settings.numerics, settings.seed)})
-            terminalreporter.write_line(f"parity report written to {path}")
-            for line in _draw_traces(Path(path), self.records):
-                terminalreporter.write_line(line)
+        for line in self.written:
+            terminalreporter.write_line(line, red=line.startswith(PREFIX))
 
 
 def _draw_traces(report: Path, found: list[dict[str, Any]]) -> list[str]:
