@@ -1,7 +1,7 @@
 """The parity report: a table after the run, and the same records as JSON for CI dashboards.
 
 JSON schema (`--parity-report=FILE`), also in docs/report-schema.md:
-    {"schema": "pytest-parity-report/3",
+    {"schema": "pytest-parity-report/4",
      "versions": {"torch": "2.13.0+cpu" | null, ...},
      "settings": {"device": "cpu", "devices": ["cpu"], "dtypes": ["float32"], "rtol": null,
                   "atol": null, "seed": 0, "numerics": {"mode": "pinned", ...}},
@@ -25,7 +25,7 @@ from typing import Any
 from pytest_parity.atomic import write_atomically
 from pytest_parity.environment import installed_versions
 
-SCHEMA = "pytest-parity-report/3"
+SCHEMA = "pytest-parity-report/4"
 
 
 def _fmt(value: float) -> str:
@@ -49,11 +49,23 @@ def format_table(report_records: list[dict[str, Any]]) -> list[str]:
             for row in rows]
 
 
+def _strict(value: Any) -> Any:
+    """`value` with every non-finite float as the string 'inf', '-inf' or 'nan': JSON has no
+    such numbers, and other readers refuse Python's `Infinity`."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(item) for item in value]
+    return value
+
+
 def write_json(path: Path, report_records: list[dict[str, Any]],
                settings: dict[str, Any] | None = None) -> None:
     """Write the report atomically: a temporary file beside it, then a rename."""
     ordered = sorted(report_records, key=lambda r: (r["test"], r["name"]))
     document = {"schema": SCHEMA, "versions": installed_versions(), "settings": settings or {},
                 "records": ordered}
-    text = json.dumps(document, indent=1)
+    text = json.dumps(_strict(document), indent=1, allow_nan=False)
     write_atomically(path, lambda temporary: temporary.write_text(text), overwrite=True)

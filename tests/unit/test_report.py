@@ -26,3 +26,19 @@ def test_json_is_sorted_and_leaves_no_temporary_file(tmp_path):
     assert [r["test"] for r in document["records"]] == ["t::a", "t::b"]
     assert "numpy" in document["versions"]
     assert [p.name for p in path.parent.iterdir()] == ["report.json"]
+
+
+def test_json_is_strict_non_finite_figures_are_strings(tmp_path):
+    """A record whose max rel error is infinite (expected 0) was written as `Infinity`, which
+    strict readers (jq, JSON.parse, Go, Rust) refuse."""
+    record = {**_record("t::a", float("inf"), passed=False), "max_rel": float("nan"),
+              "nested": [{"low": float("-inf")}]}
+    path = tmp_path / "report.json"
+    write_json(path, [record])
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    (written,) = json.loads(path.read_text(), parse_constant=refuse)["records"]
+    assert (written["margin"], written["max_rel"], written["nested"]) == \
+        ("inf", "nan", [{"low": "-inf"}])
