@@ -8,6 +8,8 @@ its `parity` marker (`devices=`, `dtypes=`) allow; ids read `[cpu-float32]`.
 from __future__ import annotations
 
 import argparse
+import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,21 +127,65 @@ class MarkerSpec:
         return ("marker", self.rtol, self.atol)
 
 
+def _shown(value: Any) -> str:
+    """repr(value), cut to a line; some reprs fail (an int of 5000 digits) or fill a screen."""
+    try:
+        text = repr(value)
+    except Exception:  # any object may be given; its repr is no concern of the marker's
+        text = f"<a {type(value).__name__}>"
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def _names(value: Any, allowed: tuple[str, ...], argument: str) -> tuple[str, ...]:
-    names = (value,) if isinstance(value, str) else tuple(value)
-    unknown = [name for name in names if name not in allowed]
+    # A list, not any iterable: a generator would be consumed by the first read, and the
+    # marker is read again when the test runs.
+    if isinstance(value, str):
+        names: tuple[Any, ...] = (value,)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        names = tuple(value)
+    else:
+        names = ()
+    unknown = [name for name in names if not isinstance(name, str) or name not in allowed]
     if unknown or not names:
-        raise ValueError(f"parity marker: {argument}={value!r}; each must be one of "
-                         f"{', '.join(allowed)}, e.g. {argument}=[{allowed[0]!r}]")
+        raise ValueError(f"parity marker: {argument}={_shown(value)}; each must be one of "
+                         f"{', '.join(allowed)}, e.g. {argument}=[{allowed[0]!r}] (a list)")
     return names
 
 
-def _tolerance(value: Any, argument: str) -> float | Mapping[str, float] | None:
-    values = value.values() if isinstance(value, Mapping) else [value]
-    if value is not None and not all(isinstance(v, (int, float)) and v >= 0 for v in values):
-        raise ValueError(f"parity marker: {argument}={value!r}; expected a number >= 0 or "
-                         f"{{dtype: number}}, e.g. {argument}=1e-5")
-    return value
+def _number(value: Any) -> float | None:
+    """The value as a finite float >= 0, or None (a bool, a string, nan, inf, 10**400...)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        number = float(value)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def _tolerance(value: Any, argument: str) -> float | dict[str, float] | None:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        given = dict(value)
+        unknown = [key for key in given
+                   if not isinstance(key, str) or key not in options.DTYPE_CHOICES]
+        if unknown:
+            raise ValueError(f"parity marker: {argument}={_shown(value)}; {_shown(unknown[0])} "
+                             "is not a "
+                             f"dtype: each key must be one of {', '.join(options.DTYPE_CHOICES)},"
+                             f" e.g. {argument}={{'bfloat16': 1e-2}}")
+        by_dtype = {key: _number(number) for key, number in given.items()}
+        bad = next((key for key, number in by_dtype.items() if number is None), None)
+        if bad is not None:
+            raise ValueError(f"parity marker: {argument}={_shown(value)}; {argument}[{bad!r}] "
+                             f"must be a finite number >= 0, e.g. {argument}={{{bad!r}: 1e-5}}")
+        return {key: number for key, number in by_dtype.items() if number is not None}
+    number = _number(value)
+    if number is None:
+        raise ValueError(f"parity marker: {argument}={_shown(value)}; expected a finite "
+                         f"number >= 0 or {{dtype: number}}, e.g. {argument}=1e-5")
+    return number
 
 
 def read_marker(marker: pytest.Mark | None) -> MarkerSpec:
@@ -153,7 +199,7 @@ def read_marker(marker: pytest.Mark | None) -> MarkerSpec:
     unknown = sorted(set(marker.kwargs) - {"devices", "dtypes", "rtol", "atol"})
     if marker.args or unknown:
         raise ValueError(f"parity marker takes only keyword arguments devices, dtypes, rtol, "
-                         f"atol; got {list(marker.args) + unknown}")
+                         f"atol; got {_shown(list(marker.args) + unknown)}")
     devices, dtypes = marker.kwargs.get("devices"), marker.kwargs.get("dtypes")
     return MarkerSpec(
         devices=None if devices is None else _names(devices, MARKER_DEVICES, "devices"),

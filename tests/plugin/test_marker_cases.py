@@ -88,22 +88,40 @@ def test_dtype_unsupported_on_the_device_skips_with_the_reason(pytester, monkeyp
          "gpu, e.g. devices=['cpu']"),
         ('parity(dtypes="fp8")', "parity marker: dtypes='fp8'; each must be one of float32, "
          "bfloat16, float16, float64, e.g. dtypes=['float32']"),
-        ("parity(rtol=-1)", "parity marker: rtol=-1; expected a number >= 0 or {dtype: "
+        ("parity(rtol=-1)", "parity marker: rtol=-1; expected a finite number >= 0 or {dtype: "
          "number}, e.g. rtol=1e-5"),
         ('parity("gpu")', "parity marker takes only keyword arguments devices, dtypes, rtol, "
          "atol; got ['gpu']"),
         ("parity(device='gpu')", "parity marker takes only keyword arguments devices, dtypes, "
          "rtol, atol; got ['device']"),
+        ("parity(dtypes=5)", "parity marker: dtypes=5; each must be one of float32, bfloat16, "
+         "float16, float64, e.g. dtypes=['float32'] (a list)"),
+        ("parity(devices=object())", "parity marker: devices=<object object at "),
+        # read at collection and again when the test runs: a generator would be empty then
+        ("parity(dtypes=(d for d in ['float32']))", "parity marker: dtypes=<generator object "),
+        ("parity(rtol=10**400)", "parity marker: rtol=1000000000"),
+        ("parity(rtol=float('inf'))", "parity marker: rtol=inf; expected a finite number >= 0"),
+        ("parity(rtol=float('nan'))", "parity marker: rtol=nan; expected a finite number >= 0"),
+        ("parity(rtol=True)", "parity marker: rtol=True; expected a finite number >= 0"),
+        ("parity(rtol={'float33': 1e-3})", "parity marker: rtol={'float33': 0.001}; 'float33' is "
+         "not a dtype: each key must be one of float32, bfloat16, float16, float64"),
+        ("parity(atol={'float32': 'x'})", "parity marker: atol={'float32': 'x'}; "
+         "atol['float32'] must be a finite number >= 0, e.g. atol={'float32': 1e-5}"),
     ],
-    ids=["device", "dtype", "tolerance", "positional", "misspelt"],
+    ids=["device", "dtype", "tolerance", "positional", "misspelt", "dtypes-int", "devices-object",
+         "dtypes-generator", "rtol-too-large", "rtol-inf", "rtol-nan", "rtol-bool",
+         "rtol-unknown-dtype", "atol-string"],
 )
 def test_a_bad_marker_is_an_error_naming_the_test(pytester, marker, message):
-    pytester.makepyfile(f"import pytest\n\n@pytest.mark.{marker}\ndef test_case():\n    pass\n")
+    pytester.makepyfile(f"import pytest\n\n@pytest.mark.{marker}\n"
+                        "def test_case(parity_dtype):\n    pass\n")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.INTERRUPTED  # a collection error, before any test
-    assert f"test_a_bad_marker_is_an_error_naming_the_test.py::test_case: {message}" in \
-        "\n".join(result.outlines)
+    output = "\n".join(result.outlines)
+    assert f"test_a_bad_marker_is_an_error_naming_the_test.py::test_case: {message}" in output
+    assert output.count(message) == 1  # once, not again as the cause of pytest's own error
     result.stdout.no_fnmatch_line("*Traceback*")
+    result.stdout.no_fnmatch_line("*During handling*")
 
 
 @needs_frameworks
