@@ -111,10 +111,11 @@ def read(directory: str | Path, name: str) -> Golden:
     described = manifest["outputs"]
     problems = [f"{key}: not the array its manifest describes" for key, output in outputs.items()
                 if described.get(key, {}).get("digest") != array_digest(output)]
-    problems += [f"{key}: in {manifest_path.name} but not in the file"
+    problems += [f"{key}: in the manifest but not in the file"
                  for key in described if key not in outputs]
     if problems:
-        raise GoldenError(f"{PREFIX} {arrays_path}: " + "; ".join(problems))
+        raise GoldenError(f"{PREFIX} {arrays_path} (manifest {manifest_path}): "
+                          + "; ".join(problems))
     return Golden(outputs, manifest)
 
 

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import struct
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -59,10 +60,16 @@ def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path,
                              f"{archive_size}")
     raw = archive.read(info)  # bounded just above; checks the member's CRC
     stream = io.BytesIO(raw)
-    version = npy_format.read_magic(stream)
-    if version not in _HEADERS:
-        raise _damaged(path, f"{key}: .npy format version {version} (1.0 or 2.0 expected)")
-    shape, fortran_order, dtype = _HEADERS[version](stream)
+    try:
+        with warnings.catch_warnings():  # a damaged header's escapes warn as Python source
+            warnings.simplefilter("ignore")
+            version = npy_format.read_magic(stream)
+            if version not in _HEADERS:
+                raise ValueError(f"format version {version} (1.0 or 2.0 expected)")
+            shape, fortran_order, dtype = _HEADERS[version](stream)
+    except Exception as error:  # numpy parses the header as Python: tokenize's errors, too
+        raise _damaged(path, f"{key}: unreadable .npy header ({type(error).__name__}: "
+                             f"{error})") from None
     if dtype.hasobject:
         raise _damaged(path, f"{key}: an object array (dtype {dtype}); golden outputs are "
                              "numeric and pickled objects are never loaded")
