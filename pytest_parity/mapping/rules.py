@@ -38,6 +38,30 @@ def _pattern(template: str) -> re.Pattern[str]:
     return re.compile(regex + r"\Z")
 
 
+def _named(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _rule_problem(rule: Rule) -> str:
+    """What makes a rule's fields unusable ('' when nothing does): each must say something."""
+    paths = rule.canonical if isinstance(rule.canonical, tuple) else (rule.canonical,)
+    if not paths or not all(_named(path) for path in paths):
+        return "the canonical path must be a non-empty string (several: a non-empty tuple)"
+    if len(set(paths)) != len(paths):
+        return "a canonical path is listed twice (one piece would overwrite another)"
+    if not _named(rule.torch):
+        return "the torch key must be a non-empty string"
+    if not _named(rule.layout):
+        return "the layout must be a non-empty string, e.g. 'HWIO'"
+    if rule.collection is not None and not _named(rule.collection):
+        return "the collection must be a non-empty string ('params') or None (torch only)"
+    if not isinstance(rule.transform, Transform):
+        return f"the transform must be a transform, got {type(rule.transform).__name__}"
+    if rule.split is not None and not (isinstance(rule.split, Split) and rule.split.parts >= 2):
+        return "a split must be a Split into 2 or more parts"
+    return ""
+
+
 @dataclass(frozen=True)
 class Rule:
     """One correspondence; `layout` is the canonical tensor's declared layout.
@@ -54,7 +78,10 @@ class Rule:
     split: Split | None = None
 
     def __post_init__(self) -> None:
-        where = f"rule {self.torch!r} <-> {self.canonical!r}"
+        where = f"{PREFIX} rule {self.torch!r} <-> {self.canonical!r}"
+        problem = _rule_problem(self)
+        if problem:
+            raise MappingError(f"{where}: {problem}")
         fused = isinstance(self.canonical, tuple)
         if fused != (self.split is not None) or (
                 self.split is not None and self.split.parts != len(self.canonical)):
@@ -117,6 +144,17 @@ class Mapping:
 
     architecture: str
     rules: tuple[Rule, ...]
+
+    def __post_init__(self) -> None:
+        # A second rule for the same key would never be used one way and collide the other.
+        first: dict[tuple[str, str], int] = {}
+        for index, rule in enumerate(self.rules):
+            for side, key in (("torch key", rule.torch),
+                              *(("canonical path", path) for path in rule.canonical_paths)):
+                earlier = first.setdefault((side, key), index)
+                if earlier != index:
+                    raise MappingError(f"{PREFIX} {self.architecture}: rules {earlier} and "
+                                       f"{index} both name the {side} {key!r}")
 
     def _match(self, key: str, side: str) -> tuple[Rule, int, dict[str, str]] | None:
         for rule in self.rules:

@@ -157,13 +157,73 @@ def to_data(transform: Transform | Split) -> dict[str, Any]:
                              for name, value in vars(transform).items()}}
 
 
-def from_data(data: dict[str, Any]) -> Any:
-    """The inverse of `to_data`."""
-    fields = {name: tuple(value) if isinstance(value, list) else value
-              for name, value in data.items() if name != "kind"}
-    if data["kind"] == "chain":
-        return Chain(tuple(from_data(step) for step in data["steps"]))
-    return _KINDS[data["kind"]](**fields)
+STEP_KINDS = ("identity", "transpose", "reshape", "flip")  # what a chain's steps may be
+TRANSFORM_KINDS = (*STEP_KINDS, "chain")  # what a rule's transform may be
+
+
+def _shown(value: Any) -> str:
+    try:
+        text = repr(value)
+    except RecursionError:  # data of a damaged file may nest deep
+        text = f"a deeply nested {type(value).__name__}"
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _integers(value: Any, name: str, *, minimum: int | None = None) -> tuple[int, ...]:
+    """A non-empty list of whole numbers (not booleans), each at least `minimum`."""
+    if not (isinstance(value, list) and value and all(
+            type(item) is int and (minimum is None or item >= minimum) for item in value)):
+        at_least = "" if minimum is None else f" >= {minimum}"
+        raise ValueError(f"{name!r} must be a non-empty list of integers{at_least}, "
+                         f"got {_shown(value)}")
+    return tuple(value)
+
+
+def _checked(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a transform of this kind, each of the type and range it must have."""
+    expected = {"identity": (), "transpose": ("perm",), "reshape": ("axis", "sizes"),
+                "flip": ("axes",), "chain": ("steps",), "split": ("axis", "parts")}[kind]
+    if sorted(fields) != sorted(expected):
+        raise ValueError(f"a {kind} has the fields {list(expected)}, got {sorted(fields)}")
+    checked: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name in ("axis", "parts"):
+            least = 2 if name == "parts" else -(2**31)
+            if type(value) is not int or not least <= value < 2**31:
+                raise ValueError(f"{name!r} must be an integer{' >= 2' if least == 2 else ''}, "
+                                 f"got {_shown(value)}")
+            checked[name] = value
+        elif name == "perm":
+            checked[name] = _integers(value, name, minimum=0)
+            if sorted(checked[name]) != list(range(len(value))):
+                raise ValueError(f"'perm' must order the axes 0..{len(value) - 1}, each once, "
+                                 f"got {_shown(value)}")
+        elif name == "sizes":
+            checked[name] = _integers(value, name, minimum=1)
+        elif name == "axes":
+            checked[name] = _integers(value, name)
+            if len(set(checked[name])) != len(value):
+                raise ValueError(f"'axes' must name each axis once, got {_shown(value)}")
+        else:  # a chain's steps
+            if not (isinstance(value, list) and value):
+                raise ValueError(f"'steps' must be a non-empty list of transforms, "
+                                 f"got {_shown(value)}")
+            checked[name] = tuple(from_data(step, STEP_KINDS) for step in value)
+    return checked
+
+
+def from_data(data: Any, kinds: tuple[str, ...] = TRANSFORM_KINDS) -> Any:
+    """The inverse of `to_data`: a transform of one of `kinds`, every field checked.
+
+    Raises:
+        ValueError: not a transform of those kinds, or a field missing, unknown or invalid.
+    """
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if not isinstance(kind, str) or kind not in kinds:
+        raise ValueError(f"expected a transform {{'kind': one of {', '.join(kinds)}, ...}}, "
+                         f"got {_shown(data)}")
+    fields = _checked(kind, {name: value for name, value in data.items() if name != "kind"})
+    return _KINDS[kind](**fields)
 
 
 OIHW_TO_HWIO = Transpose((2, 3, 1, 0))

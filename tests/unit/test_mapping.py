@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -113,3 +115,131 @@ def test_flax_variable_in_the_wrong_collection_is_named():
     mapping = Mapping("toy", tuple(batch_norm_rules("bn", "bn")))
     with pytest.raises(MappingError, match=r"params/bn/mean \(expected in 'batch_stats'\)"):
         mapping.flax_to_canonical({"params": {"bn": {"mean": np.zeros(2)}}})
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: Rule("", "fc.weight", "IO"), "the canonical path must be a non-empty string"),
+    (lambda: Rule((), "fc.weight", "IO"), "the canonical path must be a non-empty string"),
+    (lambda: Rule("fc/kernel", "", "IO"), "the torch key must be a non-empty string"),
+    (lambda: Rule("fc/kernel", "fc.weight", ""), "the layout must be a non-empty string"),
+    (lambda: Rule("fc/kernel", "fc.weight", "IO", collection=""), "the collection must be"),
+    (lambda: Rule("fc/kernel", "fc.weight", "IO", transform=None), "must be a transform, got"),
+    (lambda: Rule(("a",), "ab.weight", "IO", split=Split(0, 1)),
+     "a split must be a Split into 2 or more parts"),
+    (lambda: Rule(("a", "a"), "ab.weight", "IO", split=Split(0, 2)),
+     "a canonical path is listed twice"),
+    (lambda: Mapping("toy", (Rule("fc/kernel", "fc.weight", "IO"),
+                             Rule("fc/bias", "fc.weight", "O"))),
+     "toy: rules 0 and 1 both name the torch key 'fc.weight'"),
+    (lambda: Mapping("toy", (Rule("fc/kernel", "fc.weight", "IO"),
+                             Rule("fc/kernel", "fc.bias", "O"))),
+     "toy: rules 0 and 1 both name the canonical path 'fc/kernel'"),
+], ids=["empty-canonical", "no-canonical-paths", "empty-torch", "empty-layout",
+        "empty-collection", "not-a-transform", "split-of-one", "piece-twice",
+        "torch-key-twice", "canonical-path-twice"])
+def test_a_rule_that_says_nothing_or_collides_is_refused(make, message):
+    with pytest.raises(MappingError, match=re.escape(message)) as error:
+        make()
+    assert str(error.value).startswith("[parity] ")
+
+
+def _mapping_file(tmp_path):
+    from pytest_parity.mapping import save_mapping
+    from pytest_parity.mapping.layer_rules import attention_rules
+    from tests.support.tinynet import MAPPING
+
+    mapping = Mapping("toy", (*MAPPING.rules, *attention_rules("attn", "attn", num_heads=2,
+                                                                embed_dim=4)))
+    return mapping, save_mapping(mapping, tmp_path / "mapping.json")
+
+
+def _set(where, value):
+    """An edit of the document: the value at `where` ('fused': the rule with a split) set."""
+    def edit(document):
+        *parents, last = where
+        node = document
+        for step in parents:
+            node = next(rule for rule in node if rule["split"]) if step == "fused" else node[step]
+        node[last] = value
+        return document
+    return edit
+
+
+# (id, edit of the JSON document or raw bytes, words of the message after the file's name)
+BAD_MAPPING_FILES = [
+    ("top-list", lambda d: [d], "holds a JSON array, not an object"),
+    ("top-string", lambda d: "rules", "holds a JSON string, not an object"),
+    ("top-null", lambda d: None, "holds a JSON null, not an object"),
+    ("unknown-top-field", _set(["comment"], "x"), "unknown fields ['comment']"),
+    ("architecture-null", _set(["architecture"], None), "'architecture' must be a name"),
+    ("rules-object", _set(["rules"], {}), "'rules' must be a non-empty list of rules"),
+    ("rules-empty", _set(["rules"], []), "'rules' must be a non-empty list of rules"),
+    ("rule-not-object", _set(["rules", 1], "conv1.weight"), "rule 1: a JSON string, not a rule"),
+    ("field-missing", lambda d: d["rules"][2].pop("layout") and d, "rule 2: missing fields "
+     "['layout']"),
+    ("field-unknown", _set(["rules", 2, "note"], 1), "rule 2: unknown fields ['note']"),
+    ("canonical-empty", _set(["rules", 0, "canonical"], ""), "rule 0: rule 'conv1.weight' <-> "
+     "'': the canonical path must be a non-empty string"),
+    ("canonical-number", _set(["rules", 0, "canonical"], 5), "rule 0: 'canonical' must be a "
+     "path (a string), got 5"),
+    ("split-canonical-empty", _set(["rules", "fused", "canonical"], []), "the canonical path "
+     "must be a non-empty string (several: a non-empty tuple)"),
+    ("split-zero-parts", _set(["rules", "fused", "split", "parts"], 0), "'split': 'parts' must "
+     "be an integer >= 2, got 0"),
+    ("split-parts-mismatch", _set(["rules", "fused", "split", "parts"], 2), "several canonical "
+     "paths need a Split into as many parts"),
+    ("torch-null", _set(["rules", 0, "torch"], None), "rule 0: 'torch' must be a string, got "
+     "None"),
+    ("layout-number", _set(["rules", 0, "layout"], 5), "rule 0: 'layout' must be a string"),
+    ("collection-list", _set(["rules", 0, "collection"], []), "'collection' must be a string"),
+    ("transform-null", _set(["rules", 0, "transform"], None), "rule 0: 'transform': expected a "
+     "transform {'kind': one of identity, transpose, reshape, flip, chain, ...}, got None"),
+    ("transform-unknown", _set(["rules", 0, "transform", "kind"], "rotate"), "rule 0: "
+     "'transform': expected a transform"),
+    ("transform-field-missing", _set(["rules", 0, "transform"], {"kind": "transpose"}),
+     "'transform': a transpose has the fields ['perm'], got []"),
+    ("perm-not-a-permutation", _set(["rules", 0, "transform", "perm"], [0, 0, 1, 2]),
+     "'perm' must order the axes 0..3, each once, got [0, 0, 1, 2]"),
+    ("perm-booleans", _set(["rules", 0, "transform", "perm"], [True, False]),
+     "'perm' must be a non-empty list of integers >= 0"),
+    ("chain-empty", _set(["rules", "fused", "transform", "steps"], []),
+     "'steps' must be a non-empty list of transforms"),
+    ("split-as-transform", _set(["rules", 0, "transform"], {"kind": "split", "axis": 0,
+                                                            "parts": 2}), "'transform': "
+     "expected a transform"),
+    ("placeholders-differ", _set(["rules", 0, "canonical"], "conv{i}/kernel"),
+     "the placeholders must be the same on both sides"),
+    ("canonical-twice", _set(["rules", 0, "canonical"], "fc/bias"), "toy: rules 0 and 7 both "
+     "name the canonical path 'fc/bias'"),
+    ("deep-nesting", b"[" * 100_000 + b"]" * 100_000, "JSON nested too deep"),
+    ("not-utf8", b'{"format": "\xff"}', "not UTF-8 text (byte 12)"),
+    ("not-json", b"{'format': 1}", "Expecting property name enclosed in double quotes"),
+    ("huge-integer", b'{"format": 1' + b"0" * 5000 + b"}", "Exceeds the limit"),
+]
+
+
+@pytest.mark.parametrize(("damage", "message"), [case[1:] for case in BAD_MAPPING_FILES],
+                         ids=[case[0] for case in BAD_MAPPING_FILES])
+def test_a_damaged_mapping_file_is_named_with_the_rule_and_field(tmp_path, damage, message):
+    import json
+
+    from pytest_parity.mapping import load_mapping
+
+    _, path = _mapping_file(tmp_path)
+    if isinstance(damage, bytes):
+        path.write_bytes(damage)
+    else:
+        path.write_text(json.dumps(damage(json.loads(path.read_text()))))
+    with pytest.raises(MappingError) as error:
+        load_mapping(path)
+    assert str(error.value).startswith(f"[parity] {path}: not a readable mapping file (")
+    assert message in str(error.value)
+
+
+def test_a_mapping_file_loads_equal_and_a_torch_only_rule_stays_torch_only(tmp_path):
+    from pytest_parity.mapping import load_mapping
+
+    mapping, path = _mapping_file(tmp_path)
+    loaded = load_mapping(path)
+    assert loaded == mapping
+    assert loaded.rule_for("bn1.num_batches_tracked", "torch").collection is None
