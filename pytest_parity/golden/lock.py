@@ -42,8 +42,11 @@ def _open(path: Path) -> int:
                           "file; remove it")
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:
-        pass  # a lock file another user left: reading it is enough to lock it
+    except PermissionError as error:
+        if not os.path.exists(path):
+            raise GoldenError(f"{PREFIX} {path}: cannot make the golden file's lock file "
+                              f"({error.strerror})") from None
+        # a lock file another user left: reading it is enough to lock it
     except OSError as error:
         raise GoldenError(f"{PREFIX} {path}: cannot open the golden file's lock file "
                           f"({error.strerror})") from None

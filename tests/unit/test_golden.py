@@ -223,3 +223,46 @@ def test_a_lock_held_too_long_is_a_clean_error(tmp_path):
         os.close(held)
     with lock.locked(tmp_path, "net", seconds=0.2):  # released with its holder
         pass
+
+
+def _refusing(monkeypatch, refused_flags):
+    """os.open refusing (EACCES) opens whose flags include any of `refused_flags`."""
+    opened = os.open
+
+    def open_(path, flags, *mode):
+        if flags & refused_flags or refused_flags == -1:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return opened(path, flags, *mode)
+
+    monkeypatch.setattr(lock.os, "open", open_)
+
+
+def test_a_lock_file_another_user_left_read_only_is_locked_for_reading(tmp_path, monkeypatch):
+    _refusing(monkeypatch, os.O_RDWR)
+    with pytest.raises(golden.GoldenError, match=r"\.net\.lock: cannot make the golden file's "
+                                                 r"lock file \(Permission denied\)"), \
+            lock.locked(tmp_path, "net", seconds=0.2):
+        pass
+    lock.lock_path(tmp_path, "net").write_text("")
+    with lock.locked(tmp_path, "net", seconds=0.2):
+        pass
+
+
+def test_an_unopenable_lock_file_is_a_clean_error(tmp_path, monkeypatch):
+    _refusing(monkeypatch, -1)
+    lock.lock_path(tmp_path, "net").write_text("")
+    with pytest.raises(golden.GoldenError, match=r"\.net\.lock: cannot open the golden file's "
+                                                 r"lock file \(Permission denied\); remove it"), \
+            lock.locked(tmp_path, "net", seconds=0.2):
+        pass
+
+
+def test_the_fixtures_merge_that_fails_halfway_leaves_the_old_pair(tmp_path,
+                                                                  _second_rename_fails):
+    fixture = golden.GoldenFixture(tmp_path, "test_x.py::test_y", False, {"device": "cpu"})
+    golden.write(tmp_path, "net", OUTPUTS, MANIFEST)
+    before = _listing(tmp_path)
+    with pytest.raises(WriteError, match=r"net\.json: cannot write it: Input/output error"):
+        fixture._write("net", {"random": np.ones(2)}, None)
+    assert _listing(tmp_path) == {**before, ".net.lock": b""}
+    assert sorted(golden.read(tmp_path, "net").outputs) == ["photo"]
