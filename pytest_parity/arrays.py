@@ -23,6 +23,36 @@ def _torch_to_numpy(tensor: Any) -> np.ndarray:
     return tensor.numpy()
 
 
+# torch dtypes whose values a numpy array holds exactly (bfloat16 through ml_dtypes).
+NUMPY_HOLDS = frozenset({"bool", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32",
+                         "uint64", "float16", "bfloat16", "float32", "float64", "complex64",
+                         "complex128"})
+
+
+def torch_tensor_problem(tensor: Any) -> str:
+    """Why a torch tensor cannot become a numpy array, with the fix ('' when it can, or when
+    it is no torch tensor): its kind (sparse, quantized, meta, nested) or dtype (float8...)."""
+    if not _is_torch_tensor(tensor):
+        return ""
+    layout = str(tensor.layout).removeprefix("torch.")
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    if getattr(tensor, "is_nested", False):
+        return "a nested tensor, which numpy cannot hold; save one tensor per key"
+    if layout != "strided":
+        kind = "a sparse tensor" if layout.startswith("sparse") else "a tensor"
+        return (f"{kind} (layout {layout}), which numpy cannot hold; save tensor.to_dense() "
+                "instead")
+    if tensor.is_quantized:
+        return (f"a quantized tensor ({dtype}), which numpy cannot hold; save "
+                "tensor.dequantize() instead")
+    if tensor.is_meta:
+        return ("a meta tensor: it has a shape but no values (saved from a model built on the "
+                "meta device); save the weights of a model built on the CPU")
+    if dtype not in NUMPY_HOLDS:
+        return f"dtype {dtype}, which numpy cannot hold; save tensor.float() instead"
+    return ""
+
+
 def to_numpy(value: Any) -> np.ndarray:
     """A numpy array holding exactly the values of a torch tensor, jax array or array-like."""
     if _is_torch_tensor(value):

@@ -7,21 +7,23 @@ Every problem is listed at once, naming the file (or `<memory>`) and the key.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Mapping as MappingType
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from pytest_parity.arrays import to_numpy
+from pytest_parity.arrays import to_numpy, torch_tensor_problem
 from pytest_parity.checkpoint.format import Checkpoint
 from pytest_parity.checkpoint.verify import TensorSpec, verify
-from pytest_parity.errors import CheckpointError
-from pytest_parity.mapping.rules import flatten, unflatten
+from pytest_parity.errors import PREFIX, CheckpointError
+from pytest_parity.mapping.rules import MappingError, flatten, unflatten
 from pytest_parity.registry import Pair
 
 MEMORY = "<memory>"
+Result = TypeVar("Result")
 
 
 @cache
@@ -64,12 +66,29 @@ def check_torch_state(state: MappingType[str, np.ndarray], pair: Pair,
         raise CheckpointError(path, problems)
 
 
+def _mapped(path: str | Path, convert: Callable[[], Result]) -> Result:
+    """convert(), its MappingError (a key no rule accounts for) naming the file."""
+    try:
+        return convert()
+    except MappingError as error:
+        raise CheckpointError(path, [str(error).removeprefix(f"{PREFIX} ")]) from None
+
+
 def checkpoint_from_torch(state: MappingType[str, Any], pair: Pair, *, source: str = "torch",
                           path: str | Path = MEMORY, complete: bool = True) -> Checkpoint:
-    """A canonical checkpoint from a torch state dict (tensors or numpy arrays)."""
+    """A canonical checkpoint from a torch state dict (tensors or numpy arrays).
+
+    Raises:
+        CheckpointError: tensors numpy cannot hold (sparse, quantized, meta, float8...), and
+            every missing, unexpected, misshaped or mistyped key.
+    """
+    unusable = [f"{key}: {torch_tensor_problem(value)}" for key, value in state.items()
+                if torch_tensor_problem(value)]
+    if unusable:
+        raise CheckpointError(path, unusable)
     arrays = {key: to_numpy(value) for key, value in state.items()}
     check_torch_state(arrays, pair, path, complete=complete)
-    canonical, layouts = pair.mapping.torch_to_canonical(arrays)
+    canonical, layouts = _mapped(path, lambda: pair.mapping.torch_to_canonical(arrays))
     return Checkpoint(pair.name, canonical, layouts, source)
 
 
@@ -92,12 +111,17 @@ def checkpoint_to_torch(checkpoint: Checkpoint, pair: Pair, path: str | Path = M
 
 
 def checkpoint_from_flax(variables: MappingType[str, Any], pair: Pair, *,
-                         source: str = "flax") -> Checkpoint:
-    """A canonical checkpoint from Flax variables ({'params': ..., 'batch_stats': ...})."""
-    arrays, layouts = pair.mapping.flax_to_canonical(
-        unflatten({path: to_numpy(value) for path, value in flatten(variables).items()}))
+                         source: str = "flax", path: str | Path = MEMORY) -> Checkpoint:
+    """A canonical checkpoint from Flax variables ({'params': ..., 'batch_stats': ...}).
+
+    Raises:
+        CheckpointError: naming `path` (the .msgpack file): variables no rule accounts for or
+            in the wrong collection, and every missing, misshaped or mistyped tensor.
+    """
+    flat = {name: to_numpy(value) for name, value in flatten(variables).items()}
+    arrays, layouts = _mapped(path, lambda: pair.mapping.flax_to_canonical(unflatten(flat)))
     checkpoint = Checkpoint(pair.name, arrays, layouts, source)
-    verify(checkpoint, flax_spec(pair))
+    verify(checkpoint, flax_spec(pair), path)
     return checkpoint
 
 

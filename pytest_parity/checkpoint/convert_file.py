@@ -28,7 +28,15 @@ def read_key_list(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, ["no such file (the --keys list)"])
-    words = (line.split("#", 1)[0].split() for line in path.read_text().splitlines())
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CheckpointError(path, [f"the --keys list is not UTF-8 text (byte {error.start}); "
+                                     "give one key per line"]) from None
+    except OSError as error:
+        raise CheckpointError(path, [f"the --keys list cannot be read "
+                                     f"({error.strerror or type(error).__name__})"]) from None
+    words = (line.split("#", 1)[0].split() for line in text.splitlines())
     return [parts[0] for parts in words if parts]
 
 
@@ -77,7 +85,7 @@ def _from_flax(source: Path, target: Path, architecture: str | None,
         raise CheckpointError(source, ["--keys applies to torch and .h5 sources"])
     pair = _pair(source, architecture)
     checkpoint = checkpoint_from_flax(read_variables(source), pair,
-                                      source=f"flax:{source.name}")
+                                      source=f"flax:{source.name}", path=source)
     save(target, checkpoint, overwrite=overwrite)
     return f"{len(checkpoint.arrays)} tensors of {pair.name}: {source} -> {target}"
 

@@ -7,13 +7,14 @@ atomic and never replace a file unless asked.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pytest_parity.arrays import to_numpy, to_torch
+from pytest_parity.arrays import to_numpy, to_torch, torch_tensor_problem
 from pytest_parity.atomic import write_atomically
 from pytest_parity.errors import CheckpointError
 
@@ -27,11 +28,38 @@ def is_torch_file(path: str | Path) -> bool:
     return Path(path).suffix in (*PICKLE_SUFFIXES, SAFETENSORS_SUFFIX)
 
 
-def _refusal(error: Exception) -> str:
-    detail = next((line.strip() for line in str(error).splitlines()
-                   if "GLOBAL" in line or "Unsupported" in line), str(error).splitlines()[0])
-    return (f"refused to unpickle: the file holds more than tensors ({detail}); pytest-parity "
-            "reads torch files only with torch.load(weights_only=True)")
+def _holds_a_model(path: Path) -> bool:
+    """Whether a torch file's pickle holds an nn.Module (its `_modules` and `_parameters`
+    attributes), found by reading the opcodes of its data.pkl: nothing is unpickled."""
+    import pickletools
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            data = archive.read(name) if name else b""
+        names = {argument for _, argument, _ in pickletools.genops(data)
+                 if isinstance(argument, str)}
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):  # not torch's zip format
+        return False
+    return {"_modules", "_parameters"} <= names
+
+
+def _refusal(path: Path, error: Exception) -> str:
+    """Why weights_only refused the file, without torch's advice to allow-list globals (which
+    would run the file's code)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+    detail = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line),
+                  lines[0])
+    found = re.search(r"GLOBAL ([\w.]+)", detail)
+    name = found.group(1) if found else detail.split(". Please")[0]
+    what = f"a pickled {name}" if found else name
+    if _holds_a_model(path):
+        return (f"refused to unpickle: this file holds a pickled model object ({name}); save "
+                "`model.state_dict()` instead (torch.save(model.state_dict(), path))")
+    return (f"refused to unpickle: the file holds more than tensors ({what}); pytest-parity "
+            "reads torch files only with torch.load(weights_only=True), which runs no pickled "
+            "code")
 
 
 def _unwrap(path: Path, content: Any) -> Mapping[str, Any]:
@@ -45,8 +73,10 @@ def _unwrap(path: Path, content: Any) -> Mapping[str, Any]:
     if not isinstance(content, Mapping):
         raise CheckpointError(path, [f"holds a {type(content).__name__}, not a state dict "
                                      "(a dict of tensor name -> tensor)"])
-    problems = [f"{key}: a {type(value).__name__}, not a tensor"
-                for key, value in content.items() if not isinstance(value, torch.Tensor)]
+    problems = [f"{key}: {torch_tensor_problem(value)}" if isinstance(value, torch.Tensor)
+                else f"{key}: a {type(value).__name__}, not a tensor"
+                for key, value in content.items()
+                if not isinstance(value, torch.Tensor) or torch_tensor_problem(value)]
     if problems:
         raise CheckpointError(path, problems)
     return content
@@ -73,7 +103,7 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         else:
             content = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as error:
-        raise CheckpointError(path, [_refusal(error)]) from None
+        raise CheckpointError(path, [_refusal(path, error)]) from None
     except Exception as error:  # torch and safetensors raise many types for a corrupt file
         raise CheckpointError(path, [f"not a readable torch file ({type(error).__name__}: "
                                      f"{str(error).splitlines()[0] if str(error) else ''})"]
@@ -95,6 +125,14 @@ def write_state_dict(path: str | Path, state: Mapping[str, np.ndarray], *,
     if path.suffix == SAFETENSORS_SUFFIX:
         from safetensors.torch import save_file
 
+        # safetensors stores no aliases and refuses tensors that share memory (tied weights,
+        # as torch.load gives them): each key is written with its own copy of the values.
+        seen: set[int] = set()
+        for key, tensor in tensors.items():
+            pointer = tensor.untyped_storage().data_ptr()
+            if pointer in seen:
+                tensors[key] = tensor.clone()
+            seen.add(pointer)
         return write_atomically(path, lambda temporary: save_file(tensors, str(temporary)),
                                 overwrite=overwrite)
     if path.suffix in PICKLE_SUFFIXES:

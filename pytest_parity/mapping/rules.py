@@ -267,10 +267,13 @@ class Mapping:
             MappingError: a variable that no rule accounts for, or one in the wrong collection.
         """
         by_path: dict[str, tuple[str, Any]] = {}
+        misplaced = []
         for flax_path, value in flatten(variables).items():
             collection, _, path = flax_path.partition("/")
+            if path in by_path:  # in two collections: neither may be dropped unsaid
+                misplaced.append(f"{path} (in both {by_path[path][0]!r} and {collection!r})")
             by_path[path] = (collection, value)
-        arrays, layouts, misplaced = {}, {}, []
+        arrays, layouts = {}, {}
         for path, rule, _, _ in self._resolve(by_path, "canonical"):
             collection, value = by_path[path]
             if collection != rule.collection:

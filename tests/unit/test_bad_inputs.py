@@ -106,6 +106,61 @@ def _transpose(name):
     return edit
 
 
+def _variables():
+    from pytest_parity.checkpoint import checkpoint_from_torch, checkpoint_to_flax
+
+    return checkpoint_to_flax(checkpoint_from_torch(_torch_state(), TINYNET), TINYNET)
+
+
+def _msgpack(edit):
+    """Tinynet's Flax variables as .msgpack, `edit`ed first (it may return a new tree)."""
+    def make(tmp_path):
+        from flax.serialization import msgpack_serialize
+
+        variables = _variables()
+        variables = edit(variables) or variables
+        path = tmp_path / "tiny.msgpack"
+        path.write_bytes(msgpack_serialize(variables))
+        return path
+    return make
+
+
+def _set_leaf(value, collection="params", module="fc", name="bias"):
+    def edit(variables):
+        variables[collection][module][name] = value
+    return edit
+
+
+def _nested(depth):
+    def edit(variables):
+        node = np.zeros(1, np.float32)
+        for _ in range(depth):
+            node = {"a": node}
+        variables["params"]["deep"] = node
+    return edit
+
+
+def _pt_tensor(make_tensor, name="tiny.pt"):
+    return _state_edit(lambda state: state.update({"fc.bias": make_tensor()})) \
+        if name == "tiny.pt" else _pt(lambda: {"fc.bias": make_tensor()}, name)
+
+
+def _safetensors_tensor(make_tensor):
+    def make(tmp_path):
+        from safetensors.torch import save_file
+
+        path = tmp_path / "tiny.safetensors"
+        save_file({"fc.bias": make_tensor()}, str(path))
+        return path
+    return make
+
+
+class TinyHolder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 10)
+
+
 # (id, make the source file, convert to, extra arguments, expected words of the message)
 CASES = [
     ("h5-truncated", _then(_damaged_h5(lambda p: None), _truncate), "out.npz", [],
@@ -151,6 +206,53 @@ CASES = [
         {"conv1.weight": torch.zeros(4, 3, 5, 5)})), "out.h5", ["--arch", "tinynet"],
      "conv1.weight: shape (4, 3, 5, 5) where (4, 3, 3, 3) was expected"),
     ("pt-without-arch", _pt(_torch_state), "out.h5", [], "pass --arch NAME"),
+    ("pt-sparse-coo", _pt_tensor(lambda: torch.zeros(10).to_sparse()), "out.h5",
+     ["--arch", "tinynet"], "fc.bias: a sparse tensor (layout sparse_coo), which numpy cannot "
+     "hold; save tensor.to_dense() instead"),
+    ("pt-sparse-csr", _pt_tensor(lambda: torch.eye(10).to_sparse_csr()), "out.pt", [],
+     "fc.bias: a sparse tensor (layout sparse_csr)"),
+    ("pt-quantized", _pt_tensor(lambda: torch.quantize_per_tensor(torch.zeros(10), 0.1, 0,
+                                                                   torch.qint8)), "out.h5",
+     ["--arch", "tinynet"], "fc.bias: a quantized tensor (qint8), which numpy cannot hold; "
+     "save tensor.dequantize() instead"),
+    ("pt-float8", _pt_tensor(lambda: torch.zeros(10).to(torch.float8_e4m3fn)), "out.h5",
+     ["--arch", "tinynet"], "fc.bias: dtype float8_e4m3fn, which numpy cannot hold"),
+    ("safetensors-float8", _safetensors_tensor(lambda: torch.zeros(10).to(torch.float8_e5m2)),
+     "out.pt", [], "fc.bias: dtype float8_e5m2, which numpy cannot hold"),
+    ("pt-meta", _pt_tensor(lambda: torch.zeros(10, device="meta")), "out.h5",
+     ["--arch", "tinynet"], "fc.bias: a meta tensor: it has a shape but no values"),
+    ("pt-nested", _pt_tensor(lambda: torch.nested.nested_tensor([torch.zeros(2),
+                                                                 torch.zeros(3)])),
+     "out.pt", [], "fc.bias: a nested tensor, which numpy cannot hold"),
+    ("pt-whole-model", _pt(TinyHolder), "out.h5", ["--arch", "tinynet"],
+     "refused to unpickle: this file holds a pickled model object (test_bad_inputs.TinyHolder);"
+     " save `model.state_dict()` instead (torch.save(model.state_dict(), path))"),
+    ("pt-model-in-a-dict", _pt(lambda: {"model": torch.nn.Linear(4, 10), "epoch": 3}),
+     "out.h5", ["--arch", "tinynet"], "this file holds a pickled model object "
+     "(torch.nn.modules.linear.Linear); save `model.state_dict()` instead"),
+    ("msgpack-misshaped", _msgpack(_set_leaf(np.zeros(3, np.float32))), "out.h5",
+     ["--arch", "tinynet"], "fc/bias: shape (3,) layout O where (10,) layout O was expected"),
+    ("msgpack-unknown-variable", _msgpack(_set_leaf(np.zeros(3, np.float32), name="extra")),
+     "out.h5", ["--arch", "tinynet"], "tinynet: 1 canonical paths have no rule: fc/extra"),
+    ("msgpack-leaf-not-an-array", _msgpack(_set_leaf("x")), "out.h5", ["--arch", "tinynet"],
+     "params/fc/bias: a value of type str, not an array"),
+    ("msgpack-dict-for-an-array", _msgpack(_set_leaf({"w": np.zeros(10, np.float32)})),
+     "out.h5", ["--arch", "tinynet"], "1 canonical paths have no rule: fc/bias/w"),
+    ("msgpack-array-for-a-dict", _msgpack(lambda v: v["params"].update(fc=np.zeros(10))),
+     "out.h5", ["--arch", "tinynet"], "1 canonical paths have no rule: fc"),
+    ("msgpack-array-for-a-collection", _msgpack(lambda v: v.update(params=np.zeros(10))),
+     "out.h5", ["--arch", "tinynet"], "params: a ndarray where a collection of variables"),
+    ("msgpack-in-two-collections", _msgpack(lambda v: v.update(
+        other={"fc": {"bias": np.zeros(10, np.float32)}})), "out.h5", ["--arch", "tinynet"],
+     "fc/bias (in both 'other' and 'params')"),
+    ("msgpack-number-as-name", _bytes(b"\x81\x07\x81\xa1x\x01", "tiny.msgpack"), "out.h5",
+     ["--arch", "tinynet"], "7: a name must be a non-empty string without '/'"),
+    ("msgpack-nested-deep", _msgpack(_nested(900)), "out.h5", ["--arch", "tinynet"],
+     "nested more than 64 levels deep"),
+    ("msgpack-not-a-dict", _bytes(b"\x92\x01\x02", "tiny.msgpack"), "out.h5",
+     ["--arch", "tinynet"], "holds a list, not Flax variables"),
+    ("msgpack-garbage", _bytes(b"\xc1" * 8, "tiny.msgpack"), "out.h5", ["--arch", "tinynet"],
+     "not a Flax msgpack file"),
 ]
 
 
