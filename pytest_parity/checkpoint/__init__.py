@@ -1,6 +1,8 @@
 """Canonical checkpoints: the HDF5 format, conversions to and from each framework, files.
 
     format.py          Checkpoint; save and load the HDF5 file (docs/checkpoint-format.md)
+    reading.py         an untrusted file's structure, checked before any tensor is read
+    probe.py           that structure read first in a child process (HDF5 can loop or crash)
     digest.py          the content digest of a checkpoint
     verify.py          a checkpoint against a model's expected tensors (TensorSpec)
     convert.py         checkpoint <-> torch state dict / Flax variables, checked on each step

@@ -8,9 +8,8 @@ existing file is replaced only when asked.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 import h5py
@@ -19,16 +18,21 @@ import numpy as np
 
 from pytest_parity.atomic import write_atomically
 from pytest_parity.checkpoint.digest import combine_digests, content_digest, tensor_digest
+from pytest_parity.checkpoint.probe import probe
+from pytest_parity.checkpoint.reading import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    HDF5_FAILURES,
+    SUPPORTED_DTYPES,
+    attempt,
+    read_structure,
+)
 from pytest_parity.environment import installed_versions
 from pytest_parity.errors import CheckpointError
 from pytest_parity.threads import submit
 
-FORMAT_NAME = "pytest-parity-checkpoint"
-FORMAT_VERSION = 1
 # Stored as raw bits because HDF5 has no such type; the dataset's `dtype` attribute says so.
 _STORED_AS_BITS = {"bfloat16": (ml_dtypes.bfloat16, np.uint16)}
-_SUPPORTED_DTYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "float16", "bfloat16",
-                     "float32", "float64"}
 
 
 @dataclass
@@ -58,9 +62,9 @@ def _check_writable(checkpoint: Checkpoint) -> list[str]:
     for name, array in checkpoint.arrays.items():
         if not name or name.startswith("/") or name.endswith("/") or "//" in name:
             problems.append(f"{name!r}: a canonical path is 'group/.../name', without empty parts")
-        if str(np.asarray(array).dtype) not in _SUPPORTED_DTYPES:
+        if str(np.asarray(array).dtype) not in SUPPORTED_DTYPES:
             problems.append(f"{name}: dtype {np.asarray(array).dtype} is not one of "
-                            f"{sorted(_SUPPORTED_DTYPES)}")
+                            f"{sorted(SUPPORTED_DTYPES)}")
         if name not in checkpoint.layouts:
             problems.append(f"{name}: no layout declared (e.g. 'HWIO', 'IO', 'C', 'scalar')")
     problems.extend(f"{name}: layout declared for a tensor that is not in the checkpoint"
@@ -120,104 +124,59 @@ def save(path: str | Path, checkpoint: Checkpoint, *, overwrite: bool = False) -
                             overwrite=overwrite)
 
 
-def _datasets(group: h5py.Group, prefix: str = "") -> Iterator[tuple[str, h5py.Dataset]]:
-    for name, item in group.items():
-        if isinstance(item, h5py.Group):
-            yield from _datasets(item, f"{prefix}{name}/")
-        else:
-            yield f"{prefix}{name}", item
-
-
-def _read_array(name: str, dataset: h5py.Dataset, declared: Mapping[str, str],
-                problems: list[str]) -> np.ndarray | None:
-    dtype_name = declared.get("dtype", "?")
-    array = np.asarray(dataset[()])
-    if dtype_name in _STORED_AS_BITS:
-        real_dtype, bits = _STORED_AS_BITS[dtype_name]
-        if array.dtype != bits:
-            problems.append(f"{name}: declared {dtype_name} but stored as {array.dtype}")
-            return None
-        return array.view(real_dtype)
-    if str(array.dtype) != dtype_name:
-        problems.append(f"{name}: declared {dtype_name} but stored as {array.dtype}")
-        return None
-    return array
-
-
-def _read_manifest(h5: h5py.File, problems: list[str]) -> dict[str, dict[str, str]]:
-    try:
-        manifest = json.loads(h5.attrs["tensors"])
-    except (KeyError, ValueError, TypeError):
-        problems.append("the root attribute 'tensors' (each tensor's layout and dtype) is "
-                        "missing or not JSON")
-        return {}
-    return manifest if isinstance(manifest, dict) else {}
-
-
-def _read_header(h5: h5py.File, architecture: str | None) -> tuple[str, list[str]]:
-    # Python values, so that messages print 99, not np.int64(99).
-    attrs = {key: getattr(value, "item", lambda v=value: v)() for key, value in h5.attrs.items()}
-    if attrs.get("format") != FORMAT_NAME:
-        return "", [f"not a {FORMAT_NAME} file (root attribute format={attrs.get('format')!r})"]
-    problems = []
-    if attrs.get("format_version") != FORMAT_VERSION:
-        problems.append(f"format version {attrs.get('format_version')!r} is not supported; "
-                        f"this pytest-parity reads version {FORMAT_VERSION}")
-    name = str(attrs.get("architecture", ""))
-    if architecture is not None and name != architecture:
-        problems.append(f"architecture {name!r} where {architecture!r} was expected")
-    groups = list(h5.keys())
-    if groups != [name]:
-        problems.append(f"the root must hold one group named {name!r}, found {groups}")
-    return name, problems
+def _read_array(dataset: h5py.h5d.DatasetID, dtype_name: str) -> np.ndarray:
+    """The tensor's data; its dtype, shape and storage were checked by read_structure."""
+    array = np.empty(dataset.shape, dataset.dtype)
+    if array.size:
+        dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, array)
+    return array.view(_STORED_AS_BITS[dtype_name][0]) if dtype_name in _STORED_AS_BITS \
+        else array
 
 
 def load(path: str | Path, *, architecture: str | None = None,
          verify_digest: bool = True) -> Checkpoint:
     """Read a checkpoint and verify its format, root group and (unless told not to) digest.
 
-    Hashing costs about as much as the read itself here (sha256 at ~1.8 GB/s, reads from the
-    page cache at ~4 GB/s); `verify_digest=False` skips it for a file already verified.
+    The file's structure is read first by a child process (probe.py): a damaged file can make
+    the HDF5 library loop forever or crash. Hashing costs about as much as the read itself
+    here (sha256 at ~1.8 GB/s, reads from the page cache at ~4 GB/s); `verify_digest=False`
+    skips it for a file already verified.
 
     Raises:
-        CheckpointError: the file is missing, not HDF5, truncated, of another format or
+        CheckpointError: the file is missing, not HDF5, damaged, of another format or
             version, or its contents do not match its digest; every problem is listed.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, ["no such file"])
     try:
-        with h5py.File(path, "r") as h5:
-            name, problems = _read_header(h5, architecture)
-            if problems:
-                raise CheckpointError(path, problems)
-            manifest = _read_manifest(h5, problems)
-            arrays: dict[str, np.ndarray] = {}
-            layouts: dict[str, str] = {}
-            hashing = {}  # in the pool, while this thread reads the next tensor
-            stored = dict(_datasets(h5[name]))
-            problems.extend(f"{key}: declared in the root manifest but not in the file"
-                            for key in sorted(manifest.keys() - stored.keys()))
-            for key, dataset in stored.items():
-                if key not in manifest:
-                    problems.append(f"{key}: a tensor that the root manifest does not declare")
-                    continue
-                array = _read_array(key, dataset, manifest[key], problems)
-                if array is not None:
-                    arrays[key] = array
-                    layouts[key] = str(manifest[key].get("layout", ""))
-                    if verify_digest:
-                        hashing[key] = submit(tensor_digest, array)
-            checkpoint = Checkpoint(name, arrays, layouts, str(h5.attrs.get("source", "")),
-                                    json.loads(h5.attrs.get("written_by", "{}")))
-            stored_digest = h5.attrs.get("digest")
+        problems = probe(path, architecture)
     except OSError as error:
-        raise CheckpointError(path, [f"not a readable HDF5 file ({error})"]) from None
-    if verify_digest and not problems:
-        digest = combine_digests(arrays, {key: future.result() for key, future in hashing.items()})
-        if digest != stored_digest:
-            problems.append(f"content digest {digest[:12]}… does not match the recorded "
-                            f"{str(stored_digest)[:12]}…: the file is corrupt or was edited")
+        raise CheckpointError(path, [f"its structure cannot be checked: {error}"]) from None
     if problems:
         raise CheckpointError(path, problems)
-    return checkpoint
+    arrays: dict[str, np.ndarray] = {}
+    hashing = {}  # in the pool, while this thread reads the next tensor
+    try:
+        with h5py.File(path, "r") as h5:
+            structure, problems = read_structure(h5, path.stat().st_size, architecture)
+            for key, dataset in structure.datasets.items() if not problems else ():
+                array = attempt(problems, key, partial(
+                    _read_array, dataset, structure.manifest[key]["dtype"]))
+                if array is not None:
+                    arrays[key] = array
+                    if verify_digest:
+                        hashing[key] = submit(tensor_digest, array)
+    except HDF5_FAILURES as error:
+        raise CheckpointError(path, [f"not a readable HDF5 file ({type(error).__name__}: "
+                                     f"{error})"]) from None
+    if verify_digest and not problems:
+        digest = combine_digests(arrays, {key: future.result() for key, future in hashing.items()})
+        if digest != structure.digest:
+            problems.append(f"content digest {digest[:12]}… does not match the recorded "
+                            f"{structure.digest[:12]}…: the file is corrupt or was edited")
+    if problems:
+        raise CheckpointError(path, problems)
+    layouts = {key: structure.manifest[key]["layout"] for key in arrays}
+    return Checkpoint(structure.architecture, arrays, layouts, structure.source,
+                      structure.written_by)
