@@ -65,7 +65,7 @@ class _Prober:
             if self.process is None or self.process.poll() is not None:
                 self.process = self._start()
             assert self.process.stdin is not None
-            request = {"path": str(path), "architecture": architecture,
+            request = {"path": os.path.abspath(path), "architecture": architecture,
                        "seconds": PROBE_SECONDS}
             try:
                 self.process.stdin.write(json.dumps(request) + "\n")

@@ -243,3 +243,9 @@ def test_a_file_read_safely_is_remembered_until_it_changes(copy, monkeypatch):
     with pytest.raises(CheckpointError, match="not a readable HDF5 file"):
         load(copy)
     assert len(checks) == 2
+
+
+def test_a_relative_path_is_read_after_the_working_folder_changed(original, copy, monkeypatch):
+    load(original)  # the probe process starts in this folder
+    monkeypatch.chdir(copy.parent)
+    assert load("tiny.h5").arrays.keys() == _arrays().keys()
