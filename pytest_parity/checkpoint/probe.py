@@ -27,6 +27,7 @@ class _Prober:
         self.process: subprocess.Popen[str] | None = None
         self.replies: queue.Queue[str | None] = queue.Queue()
         self.command = [sys.executable, "-I", reading.__file__, "--probe"]
+        self.owner = os.getpid()
 
     def _start(self) -> subprocess.Popen[str]:
         environment = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
@@ -62,8 +63,9 @@ class _Prober:
 
     def check(self, path: Path, architecture: str | None) -> list[str]:
         with self.lock:
-            if self.process is None or self.process.poll() is not None:
-                self.process = self._start()
+            if self.process is None or self.process.poll() is not None or \
+                    self.owner != os.getpid():  # a forked copy of the caller starts its own
+                self.process, self.owner = self._start(), os.getpid()
             assert self.process.stdin is not None
             request = {"path": os.path.abspath(path), "architecture": architecture,
                        "seconds": PROBE_SECONDS}

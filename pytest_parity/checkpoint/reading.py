@@ -263,12 +263,13 @@ def check_file(path: str, architecture: str | None = None) -> list[str]:
 def _serve() -> None:
     """Answer one JSON line per request line {"path", "architecture", "seconds"}, under a
     memory limit; a request that outlives its seconds ends the process (SIGALRM's default)."""
-    import resource
     import signal
 
     # A damaged string length makes HDF5 allocate up to 4 GiB (measured: 7.5 s, 4.2 GB);
     # a canonical file's metadata is ~1 MiB at most. Linux only (/proc), where it matters most.
     if os.path.exists("/proc/self/statm"):
+        import resource
+
         with open("/proc/self/statm") as statm:
             in_use = int(statm.read().split()[0]) * resource.getpagesize()
         resource.setrlimit(resource.RLIMIT_AS, (in_use + 512 * 2**20,
@@ -276,13 +277,14 @@ def _serve() -> None:
     print("ready", flush=True)
     for line in sys.stdin:
         request = json.loads(line)
-        signal.alarm(int(request["seconds"]) + 2)  # if the parent died waiting
+        alarm = getattr(signal, "alarm", lambda seconds: None)  # POSIX only
+        alarm(int(request["seconds"]) + 2)  # if the parent died waiting
         try:
             problems = check_file(request["path"], request["architecture"])
         except MemoryError:
             problems = ["the file's structure asks for more memory than any canonical file "
                         "needs: a size field is damaged"]
-        signal.alarm(0)
+        alarm(0)
         print(json.dumps(problems), flush=True)
 
 
