@@ -82,6 +82,26 @@ def _unwrap(path: Path, content: Any) -> Mapping[str, Any]:
     return content
 
 
+def _check_zip_checksums(path: Path) -> None:
+    """A zip-format .pt (torch >= 1.6) records each member's CRC-32, which torch.load never
+    checks: a changed tensor byte loaded as that value. Checked here first (zlib's crc32 runs
+    at GB/s; a legacy, non-zip .pt carries no checksum and is read as it is)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError,
+            RuntimeError) as error:
+        raise CheckpointError(path, [f"not a readable torch file (a damaged zip archive: "
+                                     f"{type(error).__name__}: {error})"]) from None
+    if damaged is not None:
+        raise CheckpointError(path, [f"{damaged}: its CRC-32 does not match its bytes; the file "
+                                     "is damaged"])
+
+
 def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """A torch state dict from a file, as numpy arrays (bfloat16 kept via ml_dtypes).
 
@@ -101,7 +121,10 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
 
             content: Any = load_file(path)
         else:
+            _check_zip_checksums(path)
             content = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+    except CheckpointError:
+        raise
     except pickle.UnpicklingError as error:
         raise CheckpointError(path, [_refusal(path, error)]) from None
     except Exception as error:  # torch and safetensors raise many types for a corrupt file

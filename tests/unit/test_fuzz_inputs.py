@@ -2,9 +2,10 @@
 destinations. Each outcome is a [parity] error naming the file (or the option), or a correct
 result; never a traceback or a hang (tests/support/fuzz.py).
 
-torch's .pt and .safetensors and Flax's .msgpack carry no checksum of their tensors, so a
-changed value inside one reads as that value: what can be held to is that a read that
-succeeds returns the same keys, shapes and dtypes, or says what is wrong. The canonical .h5
+A zip-format .pt records each member's CRC-32 (checked before torch.load, which does not): a
+read of a damaged one fails or returns the original values. .safetensors and Flax's .msgpack
+carry no checksum, so a changed value inside one reads as that value: what can be held to is
+that a read returns the same keys, shapes and dtypes, or says what is wrong. The canonical .h5
 that `parity convert` makes from it records its digest from then on.
 """
 
@@ -60,6 +61,7 @@ def test_damaged_framework_files_are_named_or_read_whole(tmp_path, request, suff
         def as_checkpoint(state):
             return checkpoint_from_torch(state, TINYNET)
     data = original.read_bytes()
+    original_state = read(original)
     expected = {key: (np.shape(value), np.asarray(value).dtype)
                 for key, value in flatten(read(original)).items()}
     path = tmp_path / f"damaged{suffix}"
@@ -68,6 +70,10 @@ def test_damaged_framework_files_are_named_or_read_whole(tmp_path, request, suff
     def damaged(cut, offset, patch):
         path.write_bytes(_damage(data, cut, offset, patch))
         kind, result = outcome(lambda: read(path), [path])
+        if kind == "ok" and suffix == ".pt":  # zip: every member's CRC-32 is checked
+            same = result.keys() == original_state.keys() and all(
+                np.array_equal(value, original_state[key]) for key, value in result.items())
+            assert same, "a damaged .pt read as other values"
         if kind == "ok":
             found = {key: (np.shape(value), np.asarray(value).dtype)
                      for key, value in flatten(result).items()}

@@ -112,3 +112,27 @@ def test_a_msgpack_file_wrong_everywhere_lists_twenty_problems_and_a_count(tmp_p
         read_variables(path)
     assert error.value.problems[0] == "params/m00/w: a value of type str, not an array"
     assert len(error.value.problems) == 21 and error.value.problems[-1] == "... and 5 more"
+
+
+def test_a_changed_tensor_byte_in_a_pt_file_is_caught_by_its_zip_checksum(tmp_path):
+    """torch.load never checks the CRC-32 a zip-format .pt records: a flipped byte inside a
+    tensor loaded as a wrong value, silently."""
+    import zipfile
+
+    import torch
+
+    from pytest_parity.checkpoint.torch_files import read_state_dict
+    from pytest_parity.errors import CheckpointError
+
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.arange(1000, dtype=torch.float32)}, path)
+    with zipfile.ZipFile(path) as archive:
+        member = next(info for info in archive.infolist() if info.filename.endswith("data/0"))
+    data = bytearray(path.read_bytes())
+    start = member.header_offset + 30 + len(member.filename) + len(member.extra)
+    data[start + 100] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as error:
+        read_state_dict(path)
+    assert str(error.value) == (f"[parity] {path}: 1 problem\n  - weights/data/0: its CRC-32 "
+                                "does not match its bytes; the file is damaged")
