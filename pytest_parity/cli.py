@@ -78,7 +78,7 @@ def _photo_batch(pair: Any) -> Any:
     from matplotlib import cbook
     from PIL import Image
 
-    if pair.preprocess is None:
+    if pair.preprocess is None or pair.named_inputs:
         raise ParityError(f"{PREFIX} {pair.name}: its pair registers no preprocess for a "
                           "photo; use --input random")
     with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as image:
@@ -88,8 +88,6 @@ def _photo_batch(pair: Any) -> Any:
 def _trace(arguments: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
-
-    import numpy as np
 
     from pytest_parity import devices, numerics, registry
     from pytest_parity.checkpoint import load
@@ -106,8 +104,8 @@ def _trace(arguments: argparse.Namespace) -> int:
     checkpoint = (load(arguments.checkpoint, architecture=pair.name) if arguments.checkpoint
                   else checkpoint_for(pair, arguments.seed, Path(tempfile.gettempdir())
                                       / "pytest-parity-checkpoints"))
-    inputs = (_photo_batch(pair) if arguments.input == "photo" else np.random.default_rng(
-        arguments.seed).standard_normal(pair.input_shape).astype(np.float32))
+    inputs = (_photo_batch(pair) if arguments.input == "photo"
+              else pair.example_inputs(arguments.seed))
     with numerics.applied("pinned", arguments.seed):  # as a parity case runs
         loaded = load_pair(pair, checkpoint, arguments.device, arguments.dtype)
         diagnosis = loaded.diagnose(inputs)
@@ -168,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--checkpoint", metavar="FILE", help="a canonical .h5 checkpoint")
     trace.add_argument("--input", choices=("photo", "random"), default="random",
                        help="matplotlib's photo, preprocessed the pair's way, or a seeded "
-                            "batch of the pair's input shape (default)")
+                            "example of the pair's declared inputs (default)")
     trace.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "float64"),
                        default="float32", help="default: float32")
     trace.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="default: cpu")

@@ -17,7 +17,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.inputs import Input, check_inputs, examples, mask_of
+from pytest_parity.inputs import to_flax as inputs_to_flax
 from pytest_parity.layouts import Layout
 from pytest_parity.mapping.rules import Mapping
 from pytest_parity.project import parity_table
@@ -33,15 +37,18 @@ class UnknownArchitecture(ParityError):
 class Pair:
     """One architecture in both frameworks.
 
-    `input_shape` is the torch shape of one example batch; the Flax model takes the same batch
-    in its own layout (`input_layout`: an image batch, NCHW for torch, is NHWC for Flax).
-    `preprocess` turns an image (PIL) into such a batch the way the original implementation
-    does. `tolerances` overrides the per-dtype defaults of pytest_parity.compare.tolerance for
-    this pair's outputs: {"bfloat16": {"rtol": ..., "atol": ...}}. `golden`, where given,
-    computes the original implementation's outputs and their provenance for `parity golden`
-    (see pytest_parity.golden.files). `checkpoint(seed, cache_dir)`, where given, returns the
-    pair's canonical checkpoint for a seed (the zoo's seeded, realistic weights); without it
-    the `parity_pair` fixture uses the torch model's own initialisation under
+    What the models take: an image model one positional batch, `input_shape` being its torch
+    shape (the Flax model takes the same batch in its own layout, `input_layout`: NCHW for
+    torch is NHWC for Flax); a model of named inputs (a text model: token ids, attention mask,
+    token types) declares `inputs` instead, each an `Input`, and both sides are called with
+    them as keyword arguments. `preprocess` turns an image (PIL) into such a batch the way the
+    original implementation does. `tolerances` overrides the per-dtype defaults of
+    pytest_parity.compare.tolerance for this pair's outputs: {"bfloat16": {"rtol": ...,
+    "atol": ...}}. `golden`, where given, computes the original implementation's outputs and
+    their provenance for `parity golden` (see pytest_parity.golden.files).
+    `checkpoint(seed, cache_dir)`, where given, returns the pair's canonical checkpoint for a
+    seed (the zoo's seeded, realistic weights, or real weights that ignore the seed); without
+    it the `parity_pair` fixture uses the torch model's own initialisation under
     torch.manual_seed(seed).
     """
 
@@ -49,20 +56,66 @@ class Pair:
     torch_model: Callable[[], Any]
     flax_model: Callable[[], Any]
     mapping: Mapping
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int, ...] = ()
     preprocess: Callable[[Any], Any] | None = None
     tolerances: MappingType[str, MappingType[str, float]] = field(default_factory=dict)
     golden: Callable[[], tuple[dict[str, Any], dict[str, Any]]] | None = None
     checkpoint: Callable[[int, Path], Any] | None = None
     input_layout: Layout = Layout.IMAGE
+    inputs: tuple[Input, ...] = ()
+
+    def __post_init__(self) -> None:
+        if bool(self.inputs) == bool(self.input_shape):
+            raise ParityError(f"{PREFIX} Pair({self.name!r}): give either input_shape (one "
+                              "positional batch) or inputs=(Input(...), ...) (named inputs), "
+                              "not both and not neither")
+        if len({d.name for d in self.inputs}) != len(self.inputs):
+            raise ParityError(f"{PREFIX} Pair({self.name!r}): two inputs share a name")
 
     def tolerance(self, dtype: str) -> dict[str, float]:
         """The pair's rtol/atol for outputs of `dtype` ({} where the defaults apply)."""
         return dict(self.tolerances.get(dtype, {}))
 
     @property
-    def flax_input_shape(self) -> tuple[int, ...]:
-        return self.input_layout.flax_shape(self.input_shape)
+    def named_inputs(self) -> bool:
+        """Whether the models take named inputs (keyword arguments) rather than one batch."""
+        return bool(self.inputs)
+
+    def describe_inputs(self) -> str:
+        if self.named_inputs:
+            return "; ".join(d.describe() for d in self.inputs)
+        return f"one batch {self.input_shape} float32 ({self.input_layout} for Flax)"
+
+    def flax_examples(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The Flax side's example inputs as (positional, keyword) jax.ShapeDtypeStructs."""
+        import jax
+
+        if self.named_inputs:
+            return (), {d.name: d.flax_example() for d in self.inputs}
+        shape = self.input_layout.flax_shape(self.input_shape)
+        return (jax.ShapeDtypeStruct(shape, np.float32),), {}
+
+    def example_inputs(self, seed: int) -> Any:
+        """An example batch in torch's layout: an array, or a dict of arrays by name."""
+        if self.named_inputs:
+            return examples(self.inputs, seed)
+        rng = np.random.default_rng(seed)
+        return rng.standard_normal(self.input_shape).astype(np.float32)
+
+    def check_inputs(self, given: Any) -> None:
+        """Raises InputError where named inputs do not fit the declaration (names the pair)."""
+        if self.named_inputs:
+            check_inputs(self.inputs, given, f"pair {self.name!r}")
+
+    def to_flax(self, given: Any) -> Any:
+        """Torch-layout inputs as the Flax side takes them."""
+        if self.named_inputs:
+            return inputs_to_flax(self.inputs, given)
+        return self.input_layout.to_flax(given)
+
+    def padding(self, given: Any) -> np.ndarray | None:
+        """The attention mask among the given inputs, where the pair declares one."""
+        return mask_of(self.inputs, given)
 
 
 _PAIRS: dict[str, Pair] = {}

@@ -13,6 +13,7 @@ of XLA programs. `bucketed=False` draws every size in range (a compilation per n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import ml_dtypes
@@ -20,6 +21,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from pytest_parity.errors import ParityError
+from pytest_parity.inputs import Input
 from pytest_parity.layouts import Layout
 
 # The dtypes a drawn batch may hold (bfloat16 through ml_dtypes, as numpy has none).
@@ -212,3 +214,18 @@ def inputs_for(torch_module: Any, **options: Any) -> st.SearchStrategy[Batch]:
     raise StrategyArgumentError(
         f"inputs_for: cannot tell the input shape of a torch {kind}; pass inputs= a strategy, "
         f"e.g. inputs=image_batches(channels=3) or sequence_batches(features=64)")
+
+
+def declared_inputs(declared: Sequence[Input]) -> st.SearchStrategy[dict[str, np.ndarray]]:
+    """A pair's named inputs (`Pair.inputs`): a dict of arrays by name, each drawn by the
+    input's own strategy where it declares one, else a seeded example of its declared shape
+    (token ids in range, an attention mask padded at the end of each row)."""
+    own = {d.name: d.strategy() for d in declared if d.strategy is not None}
+
+    @st.composite
+    def drawn(draw: Any) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(draw(_seeds))
+        return {d.name: draw(own[d.name]) if d.name in own else d.example(rng)
+                for d in declared}
+
+    return drawn()

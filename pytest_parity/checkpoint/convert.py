@@ -38,8 +38,24 @@ def flax_spec(pair: Pair) -> dict[str, TensorSpec]:
     """The canonical tensors the pair's Flax module holds, from `jax.eval_shape` of its init."""
     from pytest_parity.checkpoint.flax_variables import canonical_spec, expected_variables
 
-    return canonical_spec(pair.mapping, expected_variables(pair.flax_model(),
-                                                           pair.flax_input_shape))
+    args, kwargs = pair.flax_examples()
+    return canonical_spec(pair.mapping, expected_variables(
+        pair.flax_model(), args, kwargs, owner=f"pair {pair.name!r} ({pair.describe_inputs()})"))
+
+
+@cache
+def _unsaved_buffers(pair: Pair) -> set[str]:
+    from pytest_parity.checkpoint.torch_files import unsaved_buffers
+
+    return unsaved_buffers(pair.torch_model)
+
+
+def stale_keys(state: MappingType[str, Any], pair: Pair) -> list[str]:
+    """The keys of a torch state dict that the pair's model does not save, which a conversion
+    leaves out: buffers the model keeps unsaved (a real checkpoint written by an older version
+    of the model may hold them)."""
+    unsaved = _unsaved_buffers(pair)
+    return [key for key in state if key in unsaved]
 
 
 def check_torch_state(state: MappingType[str, np.ndarray], pair: Pair,
@@ -76,7 +92,8 @@ def _mapped(path: str | Path, convert: Callable[[], Result]) -> Result:
 
 def checkpoint_from_torch(state: MappingType[str, Any], pair: Pair, *, source: str = "torch",
                           path: str | Path = MEMORY, complete: bool = True) -> Checkpoint:
-    """A canonical checkpoint from a torch state dict (tensors or numpy arrays).
+    """A canonical checkpoint from a torch state dict (tensors or numpy arrays); keys the
+    model does not save (`stale_keys`) are left out.
 
     Raises:
         CheckpointError: tensors numpy cannot hold (sparse, quantized, meta, float8...), and
@@ -86,7 +103,8 @@ def checkpoint_from_torch(state: MappingType[str, Any], pair: Pair, *, source: s
                 if torch_tensor_problem(value)]
     if unusable:
         raise CheckpointError(path, unusable)
-    arrays = {key: to_numpy(value) for key, value in state.items()}
+    stale = set(stale_keys(state, pair))
+    arrays = {key: to_numpy(value) for key, value in state.items() if key not in stale}
     check_torch_state(arrays, pair, path, complete=complete)
     canonical, layouts = _mapped(path, lambda: pair.mapping.torch_to_canonical(arrays))
     return Checkpoint(pair.name, canonical, layouts, source)

@@ -92,7 +92,7 @@ def _from_flax(source: Path, target: Path, architecture: str | None,
 
 def _from_torch(source: Path, target: Path, architecture: str | None,
                 keys: Sequence[str] | None, overwrite: bool) -> str:
-    from pytest_parity.checkpoint.convert import checkpoint_from_torch
+    from pytest_parity.checkpoint.convert import checkpoint_from_torch, stale_keys
     from pytest_parity.checkpoint.torch_files import read_state_dict, write_state_dict
 
     state = _select(read_state_dict(source), keys, source)
@@ -106,7 +106,10 @@ def _from_torch(source: Path, target: Path, architecture: str | None,
     checkpoint = checkpoint_from_torch(state, pair, source=f"torch:{source.name}", path=source,
                                        complete=keys is None)
     save(target, checkpoint, overwrite=overwrite)
-    return f"{len(checkpoint.arrays)} tensors of {pair.name}: {source} -> {target}"
+    stale = stale_keys(state, pair)
+    left_out = (f"; left out {len(stale)} key{'s' * (len(stale) > 1)} the model does not save: "
+                f"{', '.join(stale)}" if stale else "")
+    return f"{len(checkpoint.arrays)} tensors of {pair.name}: {source} -> {target}{left_out}"
 
 
 def _from_canonical(source: Path, target: Path, architecture: str | None,

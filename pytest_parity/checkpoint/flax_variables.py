@@ -9,19 +9,32 @@ from __future__ import annotations
 from collections.abc import Mapping as MappingType
 from typing import Any
 
-import numpy as np
-
 from pytest_parity.checkpoint.verify import TensorSpec
+from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.mapping.rules import Mapping, flatten
 
 
-def expected_variables(module: Any, input_shape: tuple[int, ...],
-                       input_dtype: str = "float32") -> dict[str, tuple[tuple[int, ...], str]]:
-    """Each Flax variable path ('params/conv1/kernel') with its (shape, dtype), via eval_shape."""
+def expected_variables(module: Any, args: tuple[Any, ...], kwargs: MappingType[str, Any],
+                       owner: str = "the Flax module"
+                       ) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Each Flax variable path ('params/conv1/kernel') with its (shape, dtype), via eval_shape
+    of `init` on example inputs (jax.ShapeDtypeStructs, positional and keyword).
+
+    Raises:
+        ParityError: the module cannot be traced on those inputs (a missing argument, a shape
+            it does not take); names `owner` and the inputs.
+    """
     import jax
 
-    example = jax.ShapeDtypeStruct(input_shape, np.dtype(input_dtype))
-    shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), example)
+    try:
+        shapes = jax.eval_shape(lambda a, k: module.init(jax.random.key(0), *a, **k),
+                                tuple(args), dict(kwargs))
+    except Exception as error:  # the user's module: any error is a declaration problem
+        given = ", ".join([*(f"{a.shape} {a.dtype}" for a in args),
+                           *(f"{n}={a.shape} {a.dtype}" for n, a in kwargs.items())])
+        raise ParityError(f"{PREFIX} {owner}: {type(module).__name__}.init cannot run on the "
+                          f"declared inputs ({given}): {type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else ''}") from None
     return {path: (tuple(leaf.shape), str(leaf.dtype))
             for path, leaf in flatten(shapes).items()}
 

@@ -66,7 +66,8 @@ def _is_array(value: Any) -> bool:
 
 
 def capture_torch(model: Any, inputs: Any, names: Iterable[str]) -> TorchCapture:
-    """Run the torch model once (no_grad) on its placed input, capturing `names`."""
+    """Run the torch model once (no_grad) on its placed input (a dict: named inputs, given as
+    keyword arguments), capturing `names`."""
     import torch
 
     wanted, capture, hooks = set(names), TorchCapture(), []
@@ -95,7 +96,7 @@ def capture_torch(model: Any, inputs: Any, names: Iterable[str]) -> TorchCapture
             hooks.append(module.register_forward_hook(recorder(name), with_kwargs=True))
     try:
         with torch.no_grad():
-            model(inputs)
+            model(**inputs) if isinstance(inputs, dict) else model(inputs)
     finally:
         for hook in hooks:
             hook.remove()
@@ -126,7 +127,10 @@ def capture_flax(apply_module: Any, variables: Any, inputs: Any, paths: Iterable
             return output
 
         with nn.intercept_methods(record):
-            apply_module.apply(variables, inputs)
+            if isinstance(inputs, dict):  # named inputs: keyword arguments
+                apply_module.apply(variables, **inputs)
+            else:
+                apply_module.apply(variables, inputs)
         return found
 
     found = jax.jit(run)(variables, inputs)

@@ -125,6 +125,12 @@ def _as_called(capture: FlaxCapture) -> dict[str, Any]:
     return called
 
 
+def _device_of(flax_inputs: Any) -> Any:
+    """The device the Flax inputs are on (the first one's, for named inputs)."""
+    first = next(iter(flax_inputs.values())) if isinstance(flax_inputs, dict) else flax_inputs
+    return next(iter(first.devices()))
+
+
 def diagnose(*, mapping: Mapping | None, torch_model: Any, flax_module: Any,
              flax_variables: Any, torch_inputs: Any, flax_inputs: Any,
              image_rank: int | None, tolerance: dict[str, float],
@@ -148,7 +154,7 @@ def diagnose(*, mapping: Mapping | None, torch_model: Any, flax_module: Any,
     settings = audit_settings(torch_model, _as_called(flax_capture),
                               [(p.torch, p.flax) for p in pairs])
     captures = Captures(torch_capture, flax_capture, flax_variables,
-                        next(iter(flax_inputs.devices())), image_rank)
+                        _device_of(flax_inputs), image_rank)
     result = trace(pairs, captures, torch_model, tolerance, inputs_differ=inputs_differ,
                    descend=descend, every_module_alone=every_module_alone)
     if result.culprit is not None:

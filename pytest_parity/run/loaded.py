@@ -25,6 +25,7 @@ from pytest_parity.checkpoint.convert import (
 from pytest_parity.checkpoint.format import Checkpoint
 from pytest_parity.compare import Comparison, compare, compared
 from pytest_parity.diagnose import Diagnosis
+from pytest_parity.layouts import Layout
 from pytest_parity.registry import Pair
 from pytest_parity.run.diagnosed import concluded, diagnosis_of
 from pytest_parity.run.sides import (
@@ -75,15 +76,24 @@ class LoadedPair:
     def name(self) -> str:
         return self.pair.name
 
+    @property
+    def layout(self) -> Layout:
+        """How outputs come back to torch's layout: an image pair's feature maps move; named
+        inputs keep every output as it is."""
+        return Layout.SAME if self.pair.named_inputs else self.pair.input_layout
+
     def torch_forward(self, inputs: Any) -> Any:
-        """The torch model's output on a torch-layout (e.g. NCHW) batch, as numpy."""
+        """The torch model's output on a torch-layout (e.g. NCHW) batch, or on named inputs
+        (a dict of arrays), as numpy."""
+        self.pair.check_inputs(inputs)
         return run_torch(self.torch_model, inputs, self.device, self.dtype)
 
     def flax_forward(self, inputs: Any) -> Any:
         """The Flax model's output on the same torch-layout batch (given to Flax in its own
         layout, e.g. NHWC), as numpy in torch's layout."""
-        return run_flax(self.flax_apply, self.pair.input_layout.to_flax(inputs), self.device,
-                        self.dtype, variables=self.flax_variables, layout=self.pair.input_layout)
+        self.pair.check_inputs(inputs)
+        return run_flax(self.flax_apply, self.pair.to_flax(inputs), self.device,
+                        self.dtype, variables=self.flax_variables, layout=self.layout)
 
     def tolerance(self, rtol: float | None = None, atol: float | None = None
                   ) -> dict[str, float]:
@@ -92,30 +102,37 @@ class LoadedPair:
                  if value is not None}
         return {**self.pair.tolerance(self.dtype), **given}
 
-    def _flax_given(self, inputs: Any, flax_inputs: Any) -> np.ndarray:
+    def _flax_given(self, inputs: Any, flax_inputs: Any) -> Any:
         """What the Flax side is given: its own inputs, else `inputs` in its layout."""
+        self.pair.check_inputs(inputs)
         if flax_inputs is None:
-            return self.pair.input_layout.to_flax(inputs)
+            return self.pair.to_flax(inputs)
+        self.pair.check_inputs(flax_inputs)
+        if isinstance(flax_inputs, dict):
+            return {name: np.asarray(value) for name, value in flax_inputs.items()}
         return np.asarray(flax_inputs)
 
     def assert_close(self, inputs: Any, *, flax_inputs: Any = None, rtol: float | None = None,
-                     atol: float | None = None, name: str | None = None) -> PairResult:
-        """Run both sides on `inputs` (torch's layout; Flax gets them in its own, or
-        `flax_inputs` where its input pipeline is its own) and assert their outputs are close
-        under the pair's tolerance. A failure is diagnosed (`--parity-trace`): the weight and
-        settings audits, and the first divergent module.
+                     atol: float | None = None, mask: Any = None,
+                     name: str | None = None) -> PairResult:
+        """Run both sides on `inputs` (torch's layout, or named inputs as a dict; Flax gets
+        them in its own layout, or `flax_inputs` where its input pipeline is its own) and
+        assert their outputs are close under the pair's tolerance, counting only the elements
+        `mask` keeps (an array, a tree of masks matching the outputs, or a function of the
+        leaf's path; see pytest_parity.compare). A failure is diagnosed (`--parity-trace`):
+        the weight and settings audits, and the first divergent module.
 
         Raises:
             AssertionError: the failure report, then where it goes wrong.
+            InputError: named inputs that do not fit what the pair declares.
         """
         __tracebackhide__ = True
-        layout = self.pair.input_layout
         flax_given = self._flax_given(inputs, flax_inputs)
         flax_out = run_flax(self.flax_apply, flax_given, self.device, self.dtype,
-                            variables=self.flax_variables, layout=layout)
+                            variables=self.flax_variables, layout=self.layout)
         torch_out = self.torch_forward(inputs)
-        comparison = compared(flax_out, torch_out, name=name or self.name,
-                             **self.tolerance(rtol, atol))
+        comparison = compared(flax_out, torch_out, name=name or self.name, mask=mask,
+                              **self.tolerance(rtol, atol))
         concluded(comparison, lambda: self.diagnose(inputs, flax_inputs=flax_inputs,
                                                     rtol=rtol, atol=atol))
         return PairResult(comparison, torch_out, flax_out)
@@ -126,17 +143,25 @@ class LoadedPair:
         """The weight and settings audits and the activation trace of one input (as
         `assert_close` takes it); `descend=True` searches for a culprit even where the outputs
         agree; `every_module_alone` runs each module on torch's inputs (to measure noise)."""
-        layout, tolerance = self.pair.input_layout, self.tolerance(rtol, atol)
+        layout, tolerance = self.layout, self.tolerance(rtol, atol)
         flax_given = self._flax_given(inputs, flax_inputs)
         inputs_differ = flax_inputs is not None and not _agree(
-            layout.output_to_torch(host_input(flax_given, self.dtype), np.ndim(inputs)),
-            host_input(inputs, self.dtype), tolerance)
+            _host(flax_given, self.dtype, layout, inputs), _host(inputs, self.dtype), tolerance)
         return diagnosis_of(
             mapping=self.pair.mapping, torch_model=self.torch_model, flax_module=self.flax_model,
             flax_variables=self.flax_variables, inputs=inputs, flax_inputs=flax_given,
             layout=layout, device=self.device, dtype=self.dtype, tolerance=tolerance,
             inputs_differ=inputs_differ, descend=descend,
             every_module_alone=every_module_alone)
+
+
+def _host(given: Any, dtype: str, layout: Layout = Layout.SAME, torch_given: Any = None
+          ) -> Any:
+    """Inputs as both sides get them on the host, in torch's layout."""
+    if isinstance(given, dict):
+        return {name: host_input(value, dtype) for name, value in given.items()}
+    return layout.output_to_torch(host_input(given, dtype), np.ndim(torch_given)
+                                  if torch_given is not None else np.ndim(given))
 
 
 def _agree(flax_inputs: Any, torch_inputs: Any, tolerance: dict[str, float]) -> bool:

@@ -68,28 +68,42 @@ def placed_variables(variables: Any, device: str, dtype: str) -> Any:
 
 
 def torch_input(inputs: Any, device: str, dtype: str) -> Any:
-    """A torch-layout input as the torch side takes it: a tensor on the device."""
+    """A torch-layout input as the torch side takes it: a tensor on the device (a dict of
+    them by name for named inputs)."""
+    if isinstance(inputs, Mapping):
+        return {name: torch_input(value, device, dtype) for name, value in inputs.items()}
     return to_torch(host_input(inputs, dtype)).to(torch_device(device))
 
 
 def flax_input(flax_inputs: Any, device: str, dtype: str) -> Any:
-    """A Flax-layout input as the Flax side takes it: a jax array on the device."""
+    """A Flax-layout input as the Flax side takes it: a jax array on the device (a dict of
+    them by name for named inputs)."""
     import jax
 
+    if isinstance(flax_inputs, Mapping):
+        return {name: flax_input(value, device, dtype) for name, value in flax_inputs.items()}
     return jax.device_put(host_input(flax_inputs, dtype), jax_device(device))
 
 
+def called(function: Callable[..., Any], *leading: Any, inputs: Any) -> Any:
+    """`function(*leading, inputs)`, or with named inputs (a dict) as keyword arguments."""
+    if isinstance(inputs, Mapping):
+        return function(*leading, **inputs)
+    return function(*leading, inputs)
+
+
 def run_torch(model: Any, inputs: Any, device: str, dtype: str) -> Any:
-    """The torch model's output on a torch-layout input, as numpy."""
+    """The torch model's output on a torch-layout input (or named inputs), as numpy."""
     import torch
 
     with torch.no_grad():
-        return _numpy_tree(model(torch_input(inputs, device, dtype)))
+        return _numpy_tree(called(model, inputs=torch_input(inputs, device, dtype)))
 
 
 def run_flax(apply: Callable[..., Any], flax_inputs: Any, device: str, dtype: str, *,
              variables: Any = None, layout: Layout = Layout.SAME) -> Any:
-    """A jitted Flax apply's output on a Flax-layout input, as numpy in torch's layout.
+    """A jitted Flax apply's output on a Flax-layout input (or named inputs, a dict given as
+    keyword arguments), as numpy in torch's layout.
 
     `apply` takes `(variables, inputs)`, or only the inputs where `variables` is None (a
     function without parameters: pooling, activations).
@@ -97,7 +111,10 @@ def run_flax(apply: Callable[..., Any], flax_inputs: Any, device: str, dtype: st
     import jax
 
     batch = flax_input(flax_inputs, device, dtype)
-    output = apply(batch) if variables is None else apply(variables, batch)
+    output = called(apply, inputs=batch) if variables is None else called(
+        apply, variables, inputs=batch)
+    if isinstance(flax_inputs, Mapping):  # named inputs: outputs keep their layout
+        return jax.tree_util.tree_map(np.asarray, output)
     rank = np.ndim(flax_inputs)
     return jax.tree_util.tree_map(
         lambda leaf: layout.output_to_torch(np.asarray(leaf), rank), output)
