@@ -1,17 +1,19 @@
 """The parity report: a table after the run, and the same records as JSON for CI dashboards.
 
 JSON schema (`--parity-report=FILE`), also in docs/report-schema.md:
-    {"schema": "pytest-parity-report/4",
+    {"schema": "pytest-parity-report/5",
      "versions": {"torch": "2.13.0+cpu" | null, ...},
      "settings": {"device": "cpu", "devices": ["cpu"], "dtypes": ["float32"], "rtol": null,
                   "atol": null, "seed": 0, "numerics": {"mode": "pinned", ...}},
      "records": [{"test": nodeid, "device": "cpu" | null, "dtype": "float32" | null,
                   "name", "leaves", "failing_leaves", "worst_leaf", "shape", "actual_dtype",
                   "expected_dtype", "max_abs", "max_rel", "worst_index", "rtol", "atol",
-                  "tolerance_from", "n_failing", "size", "n_masked", "margin", "passed",
+                  "tolerance_from", "n_failing", "size", "n_masked", "n_valid",
+                  "n_masked_positions", "margin", "passed",
                   "diagnosis": {...} (only where --parity-trace diagnosed it)}, ...]}
 One record per assert_close call: a tree's figures are its worst leaf's (max_abs, max_rel,
-margin over all leaves; counts summed). Records are sorted by test id and comparison name, so
+margin over all leaves; counts summed: `size` = `n_valid` + `n_masked` elements, `n_failing`
+of the `n_valid`). Records are sorted by test id and comparison name, so
 runs with and without xdist compare equal.
 """
 
@@ -25,7 +27,7 @@ from typing import Any
 from pytest_parity.atomic import write_atomically
 from pytest_parity.environment import installed_versions
 
-SCHEMA = "pytest-parity-report/4"
+SCHEMA = "pytest-parity-report/5"
 
 
 def _fmt(value: float) -> str:

@@ -6,7 +6,8 @@
     failure.py          the failure message: every failing leaf, worst first
     tolerance.py        the default table and the layers of the policy
     case_tolerances.py  the running case's layers (marker, command line)
-    trees.py            leaves by path, structure checked first, masks
+    trees.py            leaves by path, structure checked first
+    masks.py            masks per leaf: one array, a tree of masks, or a function of the path
     records.py          where comparisons wait for the plugin's report
 """
 

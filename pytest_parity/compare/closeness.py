@@ -10,9 +10,15 @@ import numpy as np
 from pytest_parity.arrays import dtype_name
 from pytest_parity.compare import case_tolerances, records
 from pytest_parity.compare.failure import format_failure
+from pytest_parity.compare.masks import LeafMask, masks_by_path
 from pytest_parity.compare.tolerance import resolve_layers
-from pytest_parity.compare.trees import StructureMismatch, arrays_by_path, fit_mask
-from pytest_parity.compare.verdict import Comparison, Element, ParityResult, problem_record
+from pytest_parity.compare.trees import StructureMismatch, arrays_by_path
+from pytest_parity.compare.verdict import (
+    Comparison,
+    Element,
+    ParityResult,
+    problem_record,
+)
 
 WORST_SHOWN = 5
 
@@ -27,8 +33,8 @@ def _nonfinite_mismatch(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
 
 def compare_leaf(actual: np.ndarray, expected: np.ndarray, *, path: str = "",
                  rtol: float | None = None, atol: float | None = None,
-                 mask: np.ndarray | None = None) -> ParityResult:
-    """Compare two arrays of the same shape; `mask` (bool, same shape) keeps the True ones."""
+                 mask: LeafMask | None = None) -> ParityResult:
+    """Compare two arrays of the same shape, counting only the elements `mask` keeps."""
     dtypes = (dtype_name(actual), dtype_name(expected))
     tolerance, source = resolve_layers(dtypes, [("pair", rtol, atol),
                                                 *case_tolerances.current()])
@@ -40,10 +46,8 @@ def compare_leaf(actual: np.ndarray, expected: np.ndarray, *, path: str = "",
         rel_err = np.where(abs_err > 0, abs_err / np.abs(e), 0.0)  # inf where expected is 0
         ratio = np.where(abs_err > 0, abs_err / allowed, 0.0)
     ratio = np.where(_nonfinite_mismatch(a, e), np.inf, ratio)
-    n_masked = 0
     if mask is not None:
-        n_masked = int(mask.size - np.count_nonzero(mask))
-        abs_err, rel_err, ratio = (np.where(mask, x, 0.0) for x in (abs_err, rel_err, ratio))
+        abs_err, rel_err, ratio = (np.where(mask.keep, x, 0.0) for x in (abs_err, rel_err, ratio))
     flat_ratio = ratio.reshape(-1)
     shown = min(WORST_SHOWN, flat_ratio.size)
     order = np.argpartition(-flat_ratio, shown - 1)[:shown] if shown else np.array([], int)
@@ -64,24 +68,29 @@ def compare_leaf(actual: np.ndarray, expected: np.ndarray, *, path: str = "",
         max_rel_index=index_of(int(np.argmax(rel_err))) if rel_err.size else (),
         worst_index=index_of(int(order[0])) if shown else (),
         rtol=tolerance.rtol, atol=tolerance.atol, tolerance_from=source,
-        n_failing=int(np.count_nonzero(ratio > 1.0)), size=int(ratio.size), n_masked=n_masked,
+        n_failing=int(np.count_nonzero(ratio > 1.0)), size=int(ratio.size),
+        n_masked=mask.n_masked if mask else 0,
+        n_masked_positions=mask.n_masked_positions if mask else 0,
+        position_shape=tuple(mask.positions.shape) if mask else (),
         margin=float(flat_ratio[order[0]]) if shown else 0.0, worst=worst,
     )
 
 
 def compare(actual: Any, expected: Any, *, rtol: float | None = None,
-            atol: float | None = None, mask: Any = None, name: str = "output") -> Comparison:
-    """Compare two arrays or pytrees without raising on values.
+            atol: float | None = None, mask: Any = None, name: str = "output"
+            ) -> Comparison:
+    """Compare two arrays or pytrees without raising on values (`assert_close` says what
+    each argument takes).
 
     Raises:
-        StructureMismatch: the structures or shapes differ, or the mask fits no leaf.
+        StructureMismatch: the structures or shapes differ, a mask fits none of the leaves it
+            is given for, or a mask's key names no part of the output.
     """
     pairs = arrays_by_path(actual, expected, name)
-    results = []
-    for path, (a, e) in pairs.items():
-        where = f"{name}/{path}" if path else name
-        fitted = None if mask is None else fit_mask(mask, a.shape, where)
-        results.append(compare_leaf(a, e, path=path, rtol=rtol, atol=atol, mask=fitted))
+    shapes = {path: a.shape for path, (a, _) in pairs.items()}
+    masks = {} if mask is None else masks_by_path(mask, expected, shapes, name)
+    results = [compare_leaf(a, e, path=path, rtol=rtol, atol=atol, mask=masks.get(path))
+               for path, (a, e) in pairs.items()]
     return Comparison(name, tuple(results))
 
 
@@ -107,9 +116,12 @@ def assert_close(actual: Any, expected: Any, *, rtol: float | None = None,
     Args:
         rtol, atol: this comparison's tolerance (the "pair" layer of
             pytest_parity.compare.tolerance; the parity marker and the command line override it).
-        mask: booleans, True where an element counts (e.g. an attention mask); its shape is
-            the leaves' shape, a prefix of it, or broadcasts to it. The report counts the
-            positions masked out.
+        mask: booleans, True where an element counts (e.g. an attention mask): one array for
+            every leaf it fits (its shape a prefix of the leaf's, or broadcasting to it), a
+            tree of masks shaped like the output (None or a key left out: that leaf in full),
+            or a function of the leaf's path returning its mask or None
+            (pytest_parity.compare.masks). The failing count is of the valid elements; the
+            report counts the masked positions and elements.
         name: how the report names this comparison.
     Raises:
         AssertionError: a `[parity]` report of every failing leaf, worst first.

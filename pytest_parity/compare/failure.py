@@ -1,16 +1,20 @@
 """The failure report of a comparison: every failing leaf, worst margin first.
 
-The format is pinned by tests (tests/unit/test_failure_report.py); for one leaf:
+The format is pinned by tests (tests/unit/test_failure_report.py, tests/unit/test_masks.py);
+for one leaf compared under a mask (batch, tokens):
 
-    [parity] logits/0: values are not sufficiently close
-      shape (2, 3), dtypes float32 (actual) vs float32 (expected)
-      worst element at index (1, 2): abs err 5.000e-01 where 1.000e-01 is allowed; margin 5
-      max abs error 5.000e-01 at index (1, 2); max rel error inf at index (1, 2)
-      2 of 6 elements (33.33%) out of tolerance rtol=0, atol=0.1 (from pair)
-      1 position masked out
+    [parity] outputs/last_hidden_state: values are not sufficiently close
+      shape (2, 3, 4), dtypes float32 (actual) vs float32 (expected)
+      worst element at index (1, 0, 2): abs err 5.000e-01 where 1.000e-01 is allowed; margin 5
+      max abs error 5.000e-01 at index (1, 0, 2); max rel error inf at index (1, 0, 2)
+      1 of 20 valid elements (5.00%) out of tolerance rtol=0, atol=0.1 (from pair)
+      masked out: 1 of 6 positions (2, 3), 4 of 24 elements
       worst elements:
-        index   actual     expected   abs err    allowed
-        (1, 2)  5.000e-01  0.000e+00  5.000e-01  1.000e-01
+        index      actual     expected   abs err    allowed
+        (1, 0, 2)  5.000e-01  0.000e+00  5.000e-01  1.000e-01
+
+The failing count is of the valid elements (those the mask keeps); a leaf without a mask says
+"2 of 6 elements". A mask over every axis counts elements only ("masked out: 1 of 6 elements").
 
 The worst element is the one of the largest margin (abs err / allowed), the table's first
 row; the largest abs and rel errors may be other elements, so each names its own index. The
@@ -20,6 +24,7 @@ with one line that counts them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from pytest_parity.compare.verdict import Comparison, ParityResult
@@ -40,8 +45,25 @@ def _worst_line(leaf: ParityResult) -> list[str]:
             f"{worst.allowed:.3e} is allowed; margin {leaf.margin:.3g}"]
 
 
+def _count_lines(leaf: ParityResult) -> list[str]:
+    """How many elements fail, of those compared; how many positions and elements the mask
+    takes out."""
+    tolerance = f"rtol={leaf.rtol:g}, atol={leaf.atol:g} (from {leaf.tolerance_from})"
+    if not leaf.n_masked:
+        fraction = leaf.n_failing / leaf.size if leaf.size else 0.0
+        return [f"  {leaf.n_failing:,} of {leaf.size:,} elements ({fraction:.2%}) out of "
+                f"tolerance {tolerance}"]
+    fraction = leaf.n_failing / leaf.n_valid if leaf.n_valid else 0.0
+    elements = f"{leaf.n_masked:,} of {leaf.size:,} elements"
+    n_positions = math.prod(leaf.position_shape)
+    masked = elements if n_positions == leaf.size else (
+        f"{leaf.n_masked_positions:,} of {n_positions:,} positions {leaf.position_shape}, "
+        f"{elements}")
+    return [f"  {leaf.n_failing:,} of {leaf.n_valid:,} valid elements ({fraction:.2%}) out of "
+            f"tolerance {tolerance}", f"  masked out: {masked}"]
+
+
 def format_leaf(name: str, leaf: ParityResult) -> list[str]:
-    fraction = leaf.n_failing / leaf.size if leaf.size else 0.0
     where = f"{name}/{leaf.path}" if leaf.path else name
     lines = [
         f"{PREFIX} {where}: values are not sufficiently close",
@@ -50,11 +72,8 @@ def format_leaf(name: str, leaf: ParityResult) -> list[str]:
         *_worst_line(leaf),
         f"  max abs error {leaf.max_abs:.3e} at index {leaf.max_abs_index}; "
         f"max rel error {leaf.max_rel:.3e} at index {leaf.max_rel_index}",
-        f"  {leaf.n_failing} of {leaf.size} elements ({fraction:.2%}) out of tolerance "
-        f"rtol={leaf.rtol:g}, atol={leaf.atol:g} (from {leaf.tolerance_from})",
+        *_count_lines(leaf),
     ]
-    if leaf.n_masked:
-        lines.append(f"  {leaf.n_masked} position{'s' if leaf.n_masked > 1 else ''} masked out")
     if leaf.worst:
         rows: list[tuple[str, ...]] = [("index", "actual", "expected", "abs err", "allowed")]
         rows += [(str(e.index), f"{e.actual:.3e}", f"{e.expected:.3e}", f"{e.abs_err:.3e}",

@@ -67,22 +67,3 @@ def arrays_by_path(actual: Any, expected: Any, name: str) -> dict[str, tuple[np.
                                         f"({len(problems)} problems)", *problems]))
     return pairs
 
-
-def fit_mask(mask: Any, shape: tuple[int, ...], where: str) -> np.ndarray:
-    """The mask as a boolean array of `shape`: True where an element counts.
-
-    A mask whose shape is a prefix of the leaf's (an attention mask (batch, tokens) for
-    outputs (batch, tokens, features)) covers the trailing axes; otherwise numpy broadcasting.
-
-    Raises:
-        StructureMismatch: the mask fits neither way; names the leaf and both shapes.
-    """
-    array = to_numpy(mask).astype(bool)
-    if array.ndim < len(shape) and array.shape == shape[:array.ndim]:
-        array = array.reshape(array.shape + (1,) * (len(shape) - array.ndim))
-    try:
-        return np.broadcast_to(array, shape)
-    except ValueError:
-        raise StructureMismatch(
-            f"{PREFIX} {where}: mask of shape {to_numpy(mask).shape} fits neither a prefix of "
-            f"nor broadcasts to the leaf's shape {shape}") from None

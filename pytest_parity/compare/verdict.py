@@ -34,18 +34,27 @@ class ParityResult:
     rtol: float
     atol: float
     tolerance_from: str
-    n_failing: int
-    size: int
-    n_masked: int
+    n_failing: int  # of the valid elements (those the mask keeps)
+    size: int  # every element of the leaf, masked ones included
+    n_masked: int  # elements masked out
     # Worst |actual - expected| / (atol + rtol * |expected|): <= 1 passes.
     margin: float
     worst: tuple[Element, ...]
     max_abs_index: tuple[int, ...] = ()
     max_rel_index: tuple[int, ...] = ()
+    # Masked positions (pytest_parity.compare.masks): indices over the leading axes the mask
+    # spans, of `position_shape` (() where nothing is masked).
+    n_masked_positions: int = 0
+    position_shape: tuple[int, ...] = ()
 
     @property
     def passed(self) -> bool:
         return self.n_failing == 0
+
+    @property
+    def n_valid(self) -> int:
+        """The elements compared: those the mask keeps."""
+        return self.size - self.n_masked
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,8 @@ class Comparison:
             "tolerance_from": worst.tolerance_from, "n_failing": self.n_failing,
             "size": sum(leaf.size for leaf in self.leaves),
             "n_masked": sum(leaf.n_masked for leaf in self.leaves),
+            "n_valid": sum(leaf.n_valid for leaf in self.leaves),
+            "n_masked_positions": sum(leaf.n_masked_positions for leaf in self.leaves),
             "margin": self.margin, "passed": self.passed,
         }
 
@@ -110,5 +121,6 @@ def problem_record(name: str, problem: str) -> dict[str, Any]:
         "name": name, "leaves": 0, "failing_leaves": [], "worst_leaf": "", "shape": [],
         "actual_dtype": "", "expected_dtype": "", "max_abs": math.inf, "max_rel": math.inf,
         "worst_index": [], "rtol": 0.0, "atol": 0.0, "tolerance_from": "-", "n_failing": 0,
-        "size": 0, "n_masked": 0, "margin": math.inf, "passed": False, "problem": problem,
+        "size": 0, "n_masked": 0, "n_valid": 0, "n_masked_positions": 0, "margin": math.inf,
+        "passed": False, "problem": problem,
     }

@@ -84,6 +84,7 @@ def test_mask_excludes_positions_and_counts_them():
     tokens = np.array([[1, 1, 1, 1], [1, 1, 1, 0]], bool)  # (batch, tokens): a prefix shape
     result = assert_close(actual, expected, mask=tokens)
     assert result.leaves[0].n_masked == 3 and result.max_abs == 0.0
+    assert (result.leaves[0].n_masked_positions, result.leaves[0].n_valid) == (1, 21)
     assert not compare(actual, expected).passed
 
 

@@ -22,8 +22,8 @@ def test_one_leaf():
   shape (2, 3), dtypes float32 (actual) vs float32 (expected)
   worst element at index (1, 2): abs err 5.000e-01 where 1.000e-01 is allowed; margin 5
   max abs error 5.000e-01 at index (1, 2); max rel error inf at index (0, 0)
-  2 of 6 elements (33.33%) out of tolerance rtol=0, atol=0.1 (from pair)
-  1 position masked out
+  2 of 5 valid elements (40.00%) out of tolerance rtol=0, atol=0.1 (from pair)
+  masked out: 1 of 6 elements
   worst elements:
     index   actual     expected   abs err    allowed
     (1, 2)  5.000e-01  0.000e+00  5.000e-01  1.000e-01
