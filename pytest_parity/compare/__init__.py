@@ -15,12 +15,19 @@ from pytest_parity.compare.closeness import assert_close, assert_trees_close, co
 from pytest_parity.compare.failure import format_failure
 from pytest_parity.compare.tolerance import DEFAULT_TOLERANCES, Tolerance, default_tolerance
 from pytest_parity.compare.trees import StructureMismatch
-from pytest_parity.compare.verdict import Comparison, Element, ParityResult, problem_record
+from pytest_parity.compare.verdict import (
+    Comparison,
+    Element,
+    PaddingNote,
+    ParityResult,
+    problem_record,
+)
 
 __all__ = [
     "DEFAULT_TOLERANCES",
     "Comparison",
     "Element",
+    "PaddingNote",
     "ParityResult",
     "StructureMismatch",
     "Tolerance",

@@ -16,6 +16,7 @@ from pytest_parity.compare.trees import StructureMismatch, arrays_by_path
 from pytest_parity.compare.verdict import (
     Comparison,
     Element,
+    PaddingNote,
     ParityResult,
     problem_record,
 )
@@ -31,10 +32,23 @@ def _nonfinite_mismatch(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
     return nan_mismatch | inf_mismatch | sign_mismatch
 
 
+def _padding_note(ratio: np.ndarray, worst_index: tuple[int, ...],
+                  padding: LeafMask | None) -> PaddingNote | None:
+    """Where a leaf compared in full fails and its worst element lies in padding: the hint."""
+    if padding is None or not worst_index or padding.keep[worst_index]:
+        return None
+    failing = ratio > 1.0
+    return PaddingNote(position=padding.position_of(worst_index),
+                       n_failing_in_padding=int(np.count_nonzero(failing & ~padding.keep)),
+                       margin_outside=float(np.where(padding.keep, ratio, 0.0).max()))
+
+
 def compare_leaf(actual: np.ndarray, expected: np.ndarray, *, path: str = "",
                  rtol: float | None = None, atol: float | None = None,
-                 mask: LeafMask | None = None) -> ParityResult:
-    """Compare two arrays of the same shape, counting only the elements `mask` keeps."""
+                 mask: LeafMask | None = None, padding: LeafMask | None = None
+                 ) -> ParityResult:
+    """Compare two arrays of the same shape, counting only the elements `mask` keeps;
+    `padding` (where the leaf has no mask) only informs the report of a failure."""
     dtypes = (dtype_name(actual), dtype_name(expected))
     tolerance, source = resolve_layers(dtypes, [("pair", rtol, atol),
                                                 *case_tolerances.current()])
@@ -72,13 +86,14 @@ def compare_leaf(actual: np.ndarray, expected: np.ndarray, *, path: str = "",
         n_masked=mask.n_masked if mask else 0,
         n_masked_positions=mask.n_masked_positions if mask else 0,
         position_shape=tuple(mask.positions.shape) if mask else (),
+        padding=_padding_note(ratio, worst[0].index, padding) if worst else None,
         margin=float(flat_ratio[order[0]]) if shown else 0.0, worst=worst,
     )
 
 
 def compare(actual: Any, expected: Any, *, rtol: float | None = None,
-            atol: float | None = None, mask: Any = None, name: str = "output"
-            ) -> Comparison:
+            atol: float | None = None, mask: Any = None, padding: Any = None,
+            name: str = "output") -> Comparison:
     """Compare two arrays or pytrees without raising on values (`assert_close` says what
     each argument takes).
 
@@ -89,7 +104,10 @@ def compare(actual: Any, expected: Any, *, rtol: float | None = None,
     pairs = arrays_by_path(actual, expected, name)
     shapes = {path: a.shape for path, (a, _) in pairs.items()}
     masks = {} if mask is None else masks_by_path(mask, expected, shapes, name)
-    results = [compare_leaf(a, e, path=path, rtol=rtol, atol=atol, mask=masks.get(path))
+    paddings = {} if padding is None else masks_by_path(padding, expected, shapes, name,
+                                                        strict=False, what="padding")
+    results = [compare_leaf(a, e, path=path, rtol=rtol, atol=atol, mask=masks.get(path),
+                            padding=None if path in masks else paddings.get(path))
                for path, (a, e) in pairs.items()]
     return Comparison(name, tuple(results))
 
@@ -107,8 +125,8 @@ def compared(actual: Any, expected: Any, *, name: str = "output", **options: Any
 
 
 def assert_close(actual: Any, expected: Any, *, rtol: float | None = None,
-                 atol: float | None = None, mask: Any = None, name: str = "output"
-                 ) -> Comparison:
+                 atol: float | None = None, mask: Any = None, padding: Any = None,
+                 name: str = "output") -> Comparison:
     """Assert two arrays or pytrees of arrays (torch, jax, numpy) are close.
 
     Structures and shapes are checked first; NaN/Inf positions must agree.
@@ -122,12 +140,16 @@ def assert_close(actual: Any, expected: Any, *, rtol: float | None = None,
             or a function of the leaf's path returning its mask or None
             (pytest_parity.compare.masks). The failing count is of the valid elements; the
             report counts the masked positions and elements.
+        padding: where the inputs are padding (e.g. the attention mask the inputs carry), in
+            any form `mask` takes; only for the report: a leaf compared without a mask whose
+            worst element lies in padding says so, and whether it passes without it.
         name: how the report names this comparison.
     Raises:
         AssertionError: a `[parity]` report of every failing leaf, worst first.
     """
     __tracebackhide__ = True
-    comparison = compared(actual, expected, rtol=rtol, atol=atol, mask=mask, name=name)
+    comparison = compared(actual, expected, rtol=rtol, atol=atol, mask=mask, padding=padding,
+                          name=name)
     records.emit(comparison.to_record())
     if not comparison.passed:
         raise AssertionError(format_failure(comparison))

@@ -15,6 +15,12 @@ for one leaf compared under a mask (batch, tokens):
 
 The failing count is of the valid elements (those the mask keeps); a leaf without a mask says
 "2 of 6 elements". A mask over every axis counts elements only ("masked out: 1 of 6 elements").
+A leaf compared in full whose worst element lies where `padding=` is 0 says so after the worst
+element line (in one line, wrapped here), and whether the leaf passes without the padding:
+
+      worst element is in padding (padding mask 0 at position (1, 2)); pass mask= to compare
+      only real positions
+      all 4 failing elements are in padding: without the padding this leaf passes
 
 The worst element is the one of the largest margin (abs err / allowed), the table's first
 row; the largest abs and rel errors may be other elements, so each names its own index. The
@@ -45,6 +51,21 @@ def _worst_line(leaf: ParityResult) -> list[str]:
             f"{worst.allowed:.3e} is allowed; margin {leaf.margin:.3g}"]
 
 
+def _padding_lines(leaf: ParityResult) -> list[str]:
+    note = leaf.padding
+    if note is None:
+        return []
+    lines = [f"  worst element is in padding (padding mask 0 at position {note.position}); "
+             "pass mask= to compare only real positions"]
+    if note.n_failing_in_padding == leaf.n_failing:
+        return [*lines, f"  all {leaf.n_failing:,} failing elements are in padding: without "
+                        "the padding this leaf passes"]
+    outside = leaf.n_failing - note.n_failing_in_padding
+    return [*lines, f"  {note.n_failing_in_padding:,} of {leaf.n_failing:,} failing elements "
+                    f"are in padding; without them {outside:,} still fail (worst margin "
+                    f"{note.margin_outside:.3g})"]
+
+
 def _count_lines(leaf: ParityResult) -> list[str]:
     """How many elements fail, of those compared; how many positions and elements the mask
     takes out."""
@@ -70,6 +91,7 @@ def format_leaf(name: str, leaf: ParityResult) -> list[str]:
         f"  shape {leaf.shape}, dtypes {leaf.actual_dtype} (actual) vs "
         f"{leaf.expected_dtype} (expected)",
         *_worst_line(leaf),
+        *_padding_lines(leaf),
         f"  max abs error {leaf.max_abs:.3e} at index {leaf.max_abs_index}; "
         f"max rel error {leaf.max_rel:.3e} at index {leaf.max_rel_index}",
         *_count_lines(leaf),

@@ -1,6 +1,6 @@
 """Masks per leaf: which elements of each output leaf a comparison counts.
 
-`mask=` takes one of three forms:
+`mask=` (and `padding=`, which only informs the failure report) takes one of three forms:
 
     an array     one mask for the whole output: it applies to every leaf it fits and leaves
                  the others compared in full; an array that fits no leaf is refused
@@ -151,8 +151,8 @@ def masks_by_path(mask: Any, expected: Any, shapes: Mapping[str, tuple[int, ...]
         mask: an array, a tree of masks, or a function of the leaf's path (the module says how).
         expected: the output tree whose structure a tree of masks follows.
         shapes: each leaf's shape, by path.
-        strict: refuse a mask that fits none of the leaves it is given for (False: those
-            leaves are left without one).
+        strict: refuse a mask that fits no leaf it is given for (False for `padding`, which
+            only informs the report: a leaf it does not fit has no padding).
         what: how messages name the argument.
     Raises:
         StructureMismatch: naming every key that names no part of the output, every mask

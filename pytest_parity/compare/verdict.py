@@ -19,6 +19,16 @@ class Element:
 
 
 @dataclass(frozen=True)
+class PaddingNote:
+    """Where a leaf compared in full fails in padding (`padding=`): the failure report's hint."""
+
+    position: tuple[int, ...]  # the worst element's position, where the padding mask is 0
+    n_failing_in_padding: int
+    # The worst margin over the elements outside padding: <= 1, the leaf passes without it.
+    margin_outside: float
+
+
+@dataclass(frozen=True)
 class ParityResult:
     """The verdict on one leaf: the errors, the tolerance, and the margin between them."""
 
@@ -46,6 +56,7 @@ class ParityResult:
     # spans, of `position_shape` (() where nothing is masked).
     n_masked_positions: int = 0
     position_shape: tuple[int, ...] = ()
+    padding: PaddingNote | None = None
 
     @property
     def passed(self) -> bool:

@@ -1,5 +1,5 @@
-"""Masks per leaf (a tree of masks, a function of the path, one array for the leaves it fits)
-and counts of masked positions and valid elements."""
+"""Masks per leaf (a tree of masks, a function of the path, one array for the leaves it fits),
+counts of masked positions and valid elements, and the padding hint of unmasked failures."""
 
 import numpy as np
 import pytest
@@ -173,3 +173,48 @@ def test_a_mask_over_every_axis_counts_elements_only():
     message = _failure(actual, expected, mask=keep)
     assert "  3 of 3 valid elements (100.00%) out of tolerance" in message
     assert "  masked out: 3 of 6 elements\n" in message
+
+
+PADDING_HINT = ("  worst element is in padding (padding mask 0 at position (3, 41)); pass mask= "
+                "to compare only real positions")
+
+
+def test_an_unmasked_failure_whose_worst_element_is_in_padding_says_so_and_that_it_passes():
+    actual, expected = _outputs()
+    actual["last_hidden_state"][3, 41, 7] = 5e3
+    message = _failure(actual, expected, padding=ATTENTION)
+    lines = message.splitlines()
+    worst = lines.index(PADDING_HINT)
+    assert lines[worst - 1].startswith("  worst element at index (3, 41, 7):")
+    assert lines[worst + 1] == ("  all 38,400 failing elements are in padding: without the "
+                                "padding this leaf passes")
+    assert "pooler_output" not in message
+
+
+def test_the_hint_says_how_many_fail_outside_the_padding():
+    actual, expected = _outputs()
+    actual["last_hidden_state"][3, 41, 7] = 5e3
+    actual["last_hidden_state"][2, 3, 100] += 1.0  # a real token
+    lines = _failure(actual, expected, padding=ATTENTION).splitlines()
+    assert lines[lines.index(PADDING_HINT) + 1] == (
+        "  38,400 of 38,401 failing elements are in padding; without them 1 still fail (worst "
+        f"margin {1.0 / (1e-5 + 1.3e-6 * abs(expected['last_hidden_state'][2, 3, 100])):.3g})")
+
+
+def test_no_hint_where_the_worst_element_is_real_or_the_leaf_is_masked():
+    actual, expected = _outputs()
+    actual["last_hidden_state"][2, 3, 100] += 1e4  # worse than any padding position
+    message = _failure(actual, expected, padding=ATTENTION)
+    assert "padding" not in message
+    actual, expected = _outputs()
+    actual["pooler_output"][0, 0] += 1.0
+    message = _failure(actual, expected, padding=ATTENTION,
+                       mask={"last_hidden_state": ATTENTION})
+    assert "padding" not in message  # the hidden states are masked; the pooled output fits none
+
+
+def test_a_padding_that_fits_no_leaf_is_no_error():
+    pooled = np.zeros((BATCH, HIDDEN))
+    assert compare(pooled, pooled, padding=ATTENTION).passed
+    with pytest.raises(StructureMismatch, match=r"outputs/pooled: the padding names no leaf"):
+        compare({"x": pooled}, {"x": pooled}, padding={"pooled": ATTENTION}, name="outputs")
