@@ -72,7 +72,7 @@ class Input:
         import jax
 
         dtype = np.dtype(self.dtype)
-        if self.integer and not jax.config.jax_enable_x64:
+        if self.integer and not jax.config.read("jax_enable_x64"):
             dtype = np.dtype(np.int32)
         return jax.ShapeDtypeStruct(self.layout.flax_shape(self.shape), dtype)
 

@@ -119,8 +119,9 @@ class LoadedPair:
         them in its own layout, or `flax_inputs` where its input pipeline is its own) and
         assert their outputs are close under the pair's tolerance, counting only the elements
         `mask` keeps (an array, a tree of masks matching the outputs, or a function of the
-        leaf's path; see pytest_parity.compare). A failure is diagnosed (`--parity-trace`):
-        the weight and settings audits, and the first divergent module.
+        leaf's path; see pytest_parity.compare). Where the pair declares an attention mask,
+        an unmasked failure whose worst element is padding says so. A failure is diagnosed
+        (`--parity-trace`): the weight and settings audits, and the first divergent module.
 
         Raises:
             AssertionError: the failure report, then where it goes wrong.
@@ -132,7 +133,7 @@ class LoadedPair:
                             variables=self.flax_variables, layout=self.layout)
         torch_out = self.torch_forward(inputs)
         comparison = compared(flax_out, torch_out, name=name or self.name, mask=mask,
-                              **self.tolerance(rtol, atol))
+                              padding=self.pair.padding(inputs), **self.tolerance(rtol, atol))
         concluded(comparison, lambda: self.diagnose(inputs, flax_inputs=flax_inputs,
                                                     rtol=rtol, atol=atol))
         return PairResult(comparison, torch_out, flax_out)

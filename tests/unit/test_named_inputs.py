@@ -142,3 +142,26 @@ def test_a_strategy_draws_the_declared_inputs_and_a_declared_strategy_wins():
     check()
     assert all((b["input_ids"] == 7).all() for b in seen)
     assert len({b["attention_mask"].tobytes() for b in seen}) > 1
+
+
+def test_padding_that_differs_fails_unmasked_with_a_hint_and_passes_with_a_mask_per_leaf(
+        loaded, monkeypatch):
+    import jax
+    import jax.numpy as jnp
+
+    correct = loaded.flax_apply
+
+    def differs_in_padding(variables, input_ids, attention_mask):
+        out = correct(variables, input_ids=input_ids, attention_mask=attention_mask)
+        padding = (attention_mask == 0)[..., None]
+        return {**out, "last_hidden_state": jnp.where(padding, out["last_hidden_state"] + 1.0,
+                                                      out["last_hidden_state"])}
+
+    monkeypatch.setattr(loaded, "flax_apply", jax.jit(differs_in_padding))
+    batch = TINYTEXT.example_inputs(0)
+    assert not batch["attention_mask"].all()  # the example has padding
+    with pytest.raises(AssertionError) as error:
+        loaded.assert_close(batch)
+    assert "worst element is in padding" in str(error.value)
+    loaded.assert_close(batch, mask={"last_hidden_state": batch["attention_mask"],
+                                     "pooler_output": None})
