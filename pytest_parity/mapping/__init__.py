@@ -1,6 +1,8 @@
 """Mappings: which torch tensor is which Flax variable, as data, with invertible transforms.
 
-    rules.py        Rule, Mapping (torch key <-> canonical path <-> Flax path), MappingError
+    rule.py         Rule (torch key <-> canonical paths, with patterns), MappingError,
+                    ParityMappingWarning
+    rules.py        Mapping: rules, ignored torch keys, Flax-only variables; flatten
     transforms.py   Transpose, Reshape, Flip, Chain, Split: each with its exact inverse
     layer_rules.py  the rules of one layer of each kind (conv, linear, norms, attention...)
     automatic.py    automatic_mapping: the same Mapping for a pair without a table
@@ -9,7 +11,8 @@
 
 from pytest_parity.mapping.automatic import automatic_mapping
 from pytest_parity.mapping.files import load_mapping, save_mapping
-from pytest_parity.mapping.rules import Mapping, MappingError, Rule, flatten, unflatten
+from pytest_parity.mapping.rule import MappingError, ParityMappingWarning, Rule
+from pytest_parity.mapping.rules import Mapping, flatten, unflatten
 from pytest_parity.mapping.transforms import Chain, Flip, Identity, Reshape, Split, Transpose
 
 __all__ = [
@@ -18,6 +21,7 @@ __all__ = [
     "Identity",
     "Mapping",
     "MappingError",
+    "ParityMappingWarning",
     "Reshape",
     "Rule",
     "Split",

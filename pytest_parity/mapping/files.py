@@ -1,4 +1,8 @@
-"""A Mapping as a JSON file: an automatic mapping computed once, reviewed, and reused."""
+"""A Mapping as a JSON file: an automatic mapping computed once, reviewed, and reused.
+
+`ignored` (torch keys dropped) and `flax_only` (Flax variables no torch tensor gives) are
+written only when the mapping has some, so a file of a mapping without them is as before.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +27,10 @@ def _rule_data(rule: Rule) -> dict[str, Any]:
 
 def save_mapping(mapping: Mapping, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write the mapping as JSON, atomically."""
-    document = {"format": MAPPING_FORMAT, "architecture": mapping.architecture,
-                "rules": [_rule_data(rule) for rule in mapping.rules]}
+    document: dict[str, Any] = {"format": MAPPING_FORMAT, "architecture": mapping.architecture,
+                                "rules": [_rule_data(rule) for rule in mapping.rules]}
+    document.update({name: list(getattr(mapping, name)) for name in _NAME_LISTS
+                     if getattr(mapping, name)})
     text = json.dumps(document, indent=1) + "\n"
     return write_atomically(path, lambda tmp: tmp.write_text(text), overwrite=overwrite)
 
@@ -32,6 +38,7 @@ def save_mapping(mapping: Mapping, path: str | Path, *, overwrite: bool = False)
 _JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean",
                type(None): "null", dict: "object"}
 _RULE_FIELDS = ("canonical", "torch", "layout", "collection", "transform", "split")
+_NAME_LISTS = ("ignored", "flax_only")  # optional top-level lists of names
 
 
 def _shown(value: Any) -> str:
@@ -62,7 +69,7 @@ def _read_document(path: Path) -> dict[str, Any]:
                          f"{{'format': {MAPPING_FORMAT!r}, 'architecture': ..., 'rules': [...]}}")
     if document.get("format") != MAPPING_FORMAT:
         raise ValueError(f"format {_shown(document.get('format'))}, expected {MAPPING_FORMAT!r}")
-    unknown = sorted(set(document) - {"format", "architecture", "rules"})
+    unknown = sorted(set(document) - {"format", "architecture", "rules", *_NAME_LISTS})
     if unknown:
         raise ValueError(f"unknown fields {unknown}")
     if not isinstance(document.get("architecture"), str) or not document["architecture"]:
@@ -70,6 +77,12 @@ def _read_document(path: Path) -> dict[str, Any]:
                          f"{_shown(document.get('architecture'))}")
     if not isinstance(document.get("rules"), list) or not document["rules"]:
         raise ValueError("'rules' must be a non-empty list of rules")
+    for name in _NAME_LISTS:
+        names = document.get(name, ["-"])
+        if not isinstance(names, list) or not names or not all(
+                isinstance(value, str) and value for value in names):
+            raise ValueError(f"{name!r} must be a non-empty list of non-empty strings (or "
+                             f"absent), got {_shown(names)}")
     return document
 
 
@@ -127,6 +140,7 @@ def load_mapping(path: str | Path) -> Mapping:
             reason = str(error).removeprefix(f"{PREFIX} ")
             raise MappingError(f"{where} (rule {index}: {reason})") from None
     try:
-        return Mapping(document["architecture"], tuple(rules))
+        return Mapping(document["architecture"], tuple(rules),
+                       **{name: tuple(document.get(name, ())) for name in _NAME_LISTS})
     except MappingError as error:
         raise MappingError(f"{where} ({str(error).removeprefix(f'{PREFIX} ')})") from None

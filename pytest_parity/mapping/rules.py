@@ -1,11 +1,10 @@
 """A pair's weight correspondence as data: rules of (canonical path, torch key, Flax path).
 
-Rules take patterns: `layer{i}.{j}.conv1.weight` <-> `layer{i}/block{j}/conv1/kernel`, where each
-`{name}` stands for a whole number and must appear on both sides. A rule's Flax path is its
-collection (`params`, `batch_stats`) followed by the canonical path; a rule without a
-collection is a buffer that only torch keeps (e.g. BatchNorm's `num_batches_tracked`), absent
-from Flax variables. A fused rule maps one torch tensor to several canonical paths through a
-`Split` (torch's `in_proj_weight` <-> Flax's query, key and value).
+A rule's Flax path is its collection (`params`, `batch_stats`) followed by the canonical path;
+a rule without a collection is a tensor only torch keeps, absent from Flax variables (the
+rules themselves, with their `{name}` patterns: pytest_parity.mapping.rule). Besides its rules,
+a Mapping names the torch keys it ignores (stale tensors a checkpoint file still holds) and
+the Flax variables no torch tensor gives (`flax_only`).
 """
 
 from __future__ import annotations
@@ -13,103 +12,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from collections.abc import Mapping as MappingType
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from pytest_parity.errors import PREFIX, ParityError
-from pytest_parity.mapping.transforms import Identity, Split, Transform
+from pytest_parity.errors import PREFIX
+from pytest_parity.mapping.rule import MappingError, Rule, key_pattern
 from pytest_parity.threads import thread_map
-
-_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
-
-
-class MappingError(ParityError):
-    """Keys that no rule of a mapping accounts for, or a rule that is not well formed."""
-
-
-def _pattern(template: str) -> re.Pattern[str]:
-    """A template's regex: literal text, and each `{name}` a whole number."""
-    parts = _PLACEHOLDER.split(template)
-    regex = "".join(re.escape(part) if index % 2 == 0 else f"(?P<{part}>\\d+)"
-                     for index, part in enumerate(parts))
-    return re.compile(regex + r"\Z")
-
-
-def _named(value: Any) -> bool:
-    return isinstance(value, str) and value != ""
-
-
-def _rule_problem(rule: Rule) -> str:
-    """What makes a rule's fields unusable ('' when nothing does): each must say something."""
-    paths = rule.canonical if isinstance(rule.canonical, tuple) else (rule.canonical,)
-    if not paths or not all(_named(path) for path in paths):
-        return "the canonical path must be a non-empty string (several: a non-empty tuple)"
-    if len(set(paths)) != len(paths):
-        return "a canonical path is listed twice (one piece would overwrite another)"
-    if not _named(rule.torch):
-        return "the torch key must be a non-empty string"
-    if not _named(rule.layout):
-        return "the layout must be a non-empty string, e.g. 'HWIO'"
-    if rule.collection is not None and not _named(rule.collection):
-        return "the collection must be a non-empty string ('params') or None (torch only)"
-    if not isinstance(rule.transform, Transform):
-        return f"the transform must be a transform, got {type(rule.transform).__name__}"
-    if rule.split is not None and not (isinstance(rule.split, Split) and rule.split.parts >= 2):
-        return "a split must be a Split into 2 or more parts"
-    return ""
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One correspondence; `layout` is the canonical tensor's declared layout.
-
-    `canonical` is one path, or several when `split` cuts the torch tensor into pieces; each
-    piece then goes through `transform`.
-    """
-
-    canonical: str | tuple[str, ...]
-    torch: str
-    layout: str
-    collection: str | None = "params"
-    transform: Transform = field(default_factory=Identity)
-    split: Split | None = None
-
-    def __post_init__(self) -> None:
-        where = f"{PREFIX} rule {self.torch!r} <-> {self.canonical!r}"
-        problem = _rule_problem(self)
-        if problem:
-            raise MappingError(f"{where}: {problem}")
-        fused = isinstance(self.canonical, tuple)
-        if fused != (self.split is not None) or (
-                self.split is not None and self.split.parts != len(self.canonical)):
-            raise MappingError(f"{where}: several canonical paths need a Split into as many "
-                               "parts, and a Split needs several canonical paths")
-        names = set(_PLACEHOLDER.findall(self.torch))
-        if any(set(_PLACEHOLDER.findall(path)) != names for path in self.canonical_paths):
-            raise MappingError(f"{where}: the placeholders must be the same on both sides")
-
-    @property
-    def canonical_paths(self) -> tuple[str, ...]:
-        return self.canonical if isinstance(self.canonical, tuple) else (self.canonical,)
-
-    @cached_property
-    def torch_pattern(self) -> re.Pattern[str]:
-        return _pattern(self.torch)
-
-    @cached_property
-    def canonical_patterns(self) -> tuple[re.Pattern[str], ...]:
-        return tuple(_pattern(path) for path in self.canonical_paths)
-
-    def to_canonical(self, array: np.ndarray) -> list[np.ndarray]:
-        pieces = self.split.forward(array) if self.split else [array]
-        return [self.transform.forward(piece) for piece in pieces]
-
-    def to_torch(self, pieces: list[np.ndarray]) -> np.ndarray:
-        restored = [self.transform.inverse(np.asarray(piece)) for piece in pieces]
-        return self.split.inverse(restored) if self.split else restored[0]
 
 
 def flatten(tree: MappingType[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -135,15 +46,34 @@ def unflatten(flat: MappingType[str, Any]) -> dict[str, Any]:
     return tree
 
 
+def _names_problem(values: Any, flax: bool) -> str:
+    """What makes `ignored` or `flax_only` unusable ('' when nothing does)."""
+    if not isinstance(values, tuple) or not all(isinstance(v, str) and v for v in values):
+        return f"must be a tuple of non-empty strings, got {type(values).__name__}"
+    twice = sorted({value for value in values if values.count(value) > 1})
+    if twice:
+        return f"lists {twice[0]!r} twice"
+    if flax:
+        bare = [value for value in values if not all(value.partition("/"))]
+        if bare:
+            return f"names Flax variables as 'collection/path', got {bare[0]!r}"
+    return ""
+
+
 @dataclass(frozen=True)
 class Mapping:
     """The rules of one architecture: torch state dict <-> canonical arrays <-> Flax variables.
 
     Arrays are numpy arrays on every side; the frameworks' own types are made elsewhere.
+    `ignored`: torch keys (patterns, as in rules) dropped on the way in, e.g. a buffer a
+    checkpoint file still holds but the model no longer saves. `flax_only`: Flax variables
+    ('collection/path', patterns) that no torch tensor gives, so no canonical checkpoint holds.
     """
 
     architecture: str
     rules: tuple[Rule, ...]
+    ignored: tuple[str, ...] = ()
+    flax_only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # A second rule for the same key would never be used one way and collide the other.
@@ -155,6 +85,35 @@ class Mapping:
                 if earlier != index:
                     raise MappingError(f"{PREFIX} {self.architecture}: rules {earlier} and "
                                        f"{index} both name the {side} {key!r}")
+        for name, flax in (("ignored", False), ("flax_only", True)):
+            problem = _names_problem(getattr(self, name), flax)
+            if problem:
+                raise MappingError(f"{PREFIX} {self.architecture}: {name} {problem}")
+        kept = sorted({rule.torch for rule in self.rules} & set(self.ignored))
+        given = [path for path in self.flax_only
+                 if (found := self._match(path.partition("/")[2], "canonical"))
+                 and found[0].collection == path.partition("/")[0]]
+        if kept or given:
+            what = (f"torch key {kept[0]!r} has a rule and is ignored" if kept
+                    else f"Flax variable {given[0]!r} has a rule and is listed as flax_only")
+            raise MappingError(f"{PREFIX} {self.architecture}: {what}")
+
+    @cached_property
+    def _ignored_patterns(self) -> tuple[re.Pattern[str], ...]:
+        return tuple(key_pattern(pattern) for pattern in self.ignored)
+
+    @cached_property
+    def _flax_only_patterns(self) -> tuple[re.Pattern[str], ...]:
+        return tuple(key_pattern(pattern) for pattern in self.flax_only)
+
+    def ignored_keys(self, keys: Iterable[str]) -> list[str]:
+        """The torch keys among `keys` that this mapping ignores (and torch_to_canonical
+        drops), in their order."""
+        return [key for key in keys if any(p.match(key) for p in self._ignored_patterns)]
+
+    def is_flax_only(self, flax_path: str) -> bool:
+        """Whether a Flax variable ('collection/path') is one no torch tensor gives."""
+        return any(pattern.match(flax_path) for pattern in self._flax_only_patterns)
 
     def _match(self, key: str, side: str) -> tuple[Rule, int, dict[str, str]] | None:
         for rule in self.rules:
@@ -172,9 +131,14 @@ class Mapping:
 
     def _resolve(self, keys: Iterable[str], side: str
                  ) -> list[tuple[str, Rule, int, dict[str, str]]]:
-        """Each key with its rule, piece and placeholder values; keys without a rule are listed."""
+        """Each key with its rule, piece and placeholder values; keys without a rule are listed.
+        Ignored torch keys are left out."""
         resolved, unmatched = [], []
+        keys = list(keys)
+        dropped = set(self.ignored_keys(keys)) if side == "torch" else set()
         for key in keys:
+            if key in dropped:
+                continue
             found = self._match(key, side)
             if found is None:
                 unmatched.append(key)
@@ -189,24 +153,29 @@ class Mapping:
     def correspondence(self, torch_keys: Iterable[str]) -> dict[str, tuple[Any, ...]]:
         """What each torch key becomes: its canonical paths, layout, collection, transform and
         split. Two mappings that agree here convert the same state dicts the same way, however
-        their rules are written (patterns or concrete keys)."""
+        their rules are written (patterns or concrete keys). Ignored keys are left out."""
         return {key: (tuple(path.format(**groups) for path in rule.canonical_paths),
                       rule.layout, rule.collection, rule.transform, rule.split)
                 for key, rule, _, groups in self._resolve(torch_keys, "torch")}
 
     def describe(self) -> list[str]:
-        """One line per rule: torch key -> canonical path(s) [layout, collection] transform."""
+        """One line per rule: torch key -> canonical path(s) [layout, collection] transform;
+        then the ignored torch keys and the Flax-only variables."""
         lines = [f"mapping {self.architecture}: {len(self.rules)} rules"]
         for rule in self.rules:
             where = rule.collection or "torch only"
             pieces = f" split {rule.split}" if rule.split else ""
             lines.append(f"  {rule.torch} -> {', '.join(rule.canonical_paths)} "
                          f"[{rule.layout}, {where}] {rule.transform}{pieces}")
+        lines += [f"  {pattern} -> (ignored)" for pattern in self.ignored]
+        lines += [f"  (no torch tensor) -> {path} [Flax only]" for path in self.flax_only]
         return lines
 
     def torch_to_canonical(self, state: MappingType[str, np.ndarray]
                            ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         """Canonical arrays and their layouts from a torch state dict (as numpy arrays).
+
+        Ignored keys are dropped (`ignored_keys` names them).
 
         Raises:
             MappingError: listing every torch key no rule accounts for.
@@ -248,20 +217,41 @@ class Mapping:
 
         return dict(zip(fused, thread_map(to_torch, fused.items()), strict=True))
 
-    def canonical_to_flax(self, arrays: MappingType[str, np.ndarray]) -> dict[str, Any]:
+    def canonical_to_flax(self, arrays: MappingType[str, np.ndarray],
+                          flax_only: MappingType[str, Any] | None = None) -> dict[str, Any]:
         """Nested Flax variables ({'params': ..., 'batch_stats': ...}) from canonical arrays.
 
-        Buffers only torch keeps (rules without a collection) are left out.
+        Buffers only torch keeps (rules without a collection) are left out. The Flax-only
+        variables, which no canonical checkpoint holds, are taken from `flax_only` (nested
+        Flax variables, e.g. from the Flax model's own init).
+
+        Raises:
+            MappingError: a canonical path no rule accounts for; Flax-only variables not given,
+                or variables given there that are not Flax-only.
         """
         flat = {}
         for path, rule, _, _ in self._resolve(arrays, "canonical"):
             if rule.collection is not None:
                 flat[f"{rule.collection}/{path}"] = arrays[path]
-        return unflatten(flat)
+        given = flatten(flax_only or {})
+        missing = [pattern for pattern, regex in zip(self.flax_only, self._flax_only_patterns,
+                                                     strict=True)
+                   if not any(regex.match(path) for path in given)]
+        if missing:
+            raise MappingError(f"{PREFIX} {self.architecture}: Flax-only variables (no torch "
+                               f"tensor gives them) lack values: {', '.join(missing)}; pass "
+                               "them as flax_only= (e.g. from the Flax model's init)")
+        strays = [path for path in given if not self.is_flax_only(path)]
+        if strays:
+            raise MappingError(f"{PREFIX} {self.architecture}: flax_only= gives variables the "
+                               f"mapping does not list as Flax-only: {', '.join(strays)}")
+        return unflatten({**flat, **given})
 
     def flax_to_canonical(self, variables: MappingType[str, Any]
                           ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         """Canonical arrays and layouts from Flax variables (nested dicts of arrays).
+
+        Flax-only variables are left out: no canonical path holds them.
 
         Raises:
             MappingError: a variable that no rule accounts for, or one in the wrong collection.
@@ -269,6 +259,8 @@ class Mapping:
         by_path: dict[str, tuple[str, Any]] = {}
         misplaced = []
         for flax_path, value in flatten(variables).items():
+            if self.is_flax_only(flax_path):
+                continue
             collection, _, path = flax_path.partition("/")
             if path in by_path:  # in two collections: neither may be dropped unsaid
                 misplaced.append(f"{path} (in both {by_path[path][0]!r} and {collection!r})")

@@ -211,6 +211,22 @@ BAD_MAPPING_FILES = [
      "the placeholders must be the same on both sides"),
     ("canonical-twice", _set(["rules", 0, "canonical"], "fc/bias"), "toy: rules 0 and 7 both "
      "name the canonical path 'fc/bias'"),
+    ("ignored-string", _set(["ignored"], "embeddings.position_ids"), "'ignored' must be a "
+     "non-empty list of non-empty strings (or absent), got 'embeddings.position_ids'"),
+    ("ignored-empty", _set(["ignored"], []), "'ignored' must be a non-empty list"),
+    ("ignored-number", _set(["ignored"], [5]), "'ignored' must be a non-empty list of "
+     "non-empty strings (or absent), got [5]"),
+    ("ignored-empty-name", _set(["ignored"], [""]), "'ignored' must be a non-empty list"),
+    ("ignored-twice", _set(["ignored"], ["a", "a"]), "toy: ignored lists 'a' twice"),
+    ("ignored-has-rule", _set(["ignored"], ["fc.weight"]), "toy: torch key 'fc.weight' has a "
+     "rule and is ignored"),
+    ("flax-only-null", _set(["flax_only"], None), "'flax_only' must be a non-empty list of "
+     "non-empty strings (or absent), got None"),
+    ("flax-only-object", _set(["flax_only"], {"params": "head"}), "'flax_only' must be"),
+    ("flax-only-bare", _set(["flax_only"], ["kernel"]), "toy: flax_only names Flax variables "
+     "as 'collection/path', got 'kernel'"),
+    ("flax-only-has-rule", _set(["flax_only"], ["params/fc/kernel"]), "toy: Flax variable "
+     "'params/fc/kernel' has a rule and is listed as flax_only"),
     ("deep-nesting", b"[" * 100_000 + b"]" * 100_000, "JSON nested too deep"),
     ("not-utf8", b'{"format": "\xff"}', "not UTF-8 text (byte 12)"),
     ("not-json", b"{'format': 1}", "Expecting property name enclosed in double quotes"),
