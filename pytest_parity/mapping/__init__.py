@@ -5,6 +5,8 @@
     rules.py        Mapping: rules, ignored torch keys, Flax-only variables; flatten
     transforms.py   Transpose, Reshape, Flip, Chain, Split: each with its exact inverse
     layer_rules.py  the rules of one layer of each kind (conv, linear, norms, attention...)
+    names.py        layer names as evidence: which torch layer is which Flax layer by name
+    pairing.py      pairing a group's layers: by order and shape, checked by name; hints
     automatic.py    automatic_mapping: the same Mapping for a pair without a table
     files.py        a Mapping as a JSON file (save_mapping, load_mapping)
 """
