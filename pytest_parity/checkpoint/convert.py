@@ -53,9 +53,9 @@ def _unsaved_buffers(pair: Pair) -> set[str]:
 def stale_keys(state: MappingType[str, Any], pair: Pair) -> list[str]:
     """The keys of a torch state dict that the pair's model does not save, which a conversion
     leaves out: buffers the model keeps unsaved (a real checkpoint written by an older version
-    of the model may hold them)."""
-    unsaved = _unsaved_buffers(pair)
-    return [key for key in state if key in unsaved]
+    of the model may hold them) and keys its mapping ignores (`Mapping.ignored`)."""
+    unsaved, ignored = _unsaved_buffers(pair), set(pair.mapping.ignored_keys(state))
+    return [key for key in state if key in unsaved or key in ignored]
 
 
 def check_torch_state(state: MappingType[str, np.ndarray], pair: Pair,

@@ -44,6 +44,8 @@ def canonical_spec(mapping: Mapping, expected: MappingType[str, tuple[tuple[int,
     """The canonical tensors a Flax module expects, with the layouts its mapping declares."""
     spec = {}
     for flax_path, (shape, dtype) in expected.items():
+        if mapping.is_flax_only(flax_path):  # no torch counterpart: never in a checkpoint
+            continue
         _, _, path = flax_path.partition("/")
         rule = mapping.rule_for(path)
         spec[path] = TensorSpec(shape, dtype, rule.layout if rule else "?")

@@ -165,3 +165,23 @@ def test_padding_that_differs_fails_unmasked_with_a_hint_and_passes_with_a_mask_
     assert "worst element is in padding" in str(error.value)
     loaded.assert_close(batch, mask={"last_hidden_state": batch["attention_mask"],
                                      "pooler_output": None})
+
+
+def test_convert_leaves_out_a_key_the_mapping_ignores(tmp_path):
+    import dataclasses
+
+    from safetensors.numpy import save_file
+
+    from pytest_parity.checkpoint import load
+    from pytest_parity.checkpoint.convert_file import convert_file
+    from pytest_parity.registry import register
+
+    mapping = dataclasses.replace(MAPPING, ignored=("optimizer_step",))
+    register(Pair("tinytext_ignoring", torch_tinytext, flax_tinytext, mapping, inputs=INPUTS))
+    state = {key: value.numpy() for key, value in torch_tinytext().state_dict().items()}
+    state["optimizer_step"] = np.array(3)
+    save_file(state, str(tmp_path / "model.safetensors"))
+    summary = convert_file(tmp_path / "model.safetensors", tmp_path / "model.h5",
+                           architecture="tinytext_ignoring")
+    assert summary.endswith("left out 1 key the model does not save: optimizer_step")
+    assert "optimizer_step" not in load(tmp_path / "model.h5").arrays
