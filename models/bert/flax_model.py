@@ -80,6 +80,20 @@ class SelfAttention(nn.Module):
             context.reshape(batch, tokens, self.hidden))
 
 
+class Intermediate(nn.Module):
+    """The feed-forward expansion: a Dense, then GELU. One module, as transformers'
+    BertIntermediate is, so that the diagnosis pairs modules that compute the same thing."""
+
+    intermediate: int
+    gelu_approximate: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        y = nn.Dense(self.intermediate, dtype=self.dtype, name="dense")(x)
+        return nn.gelu(y, approximate=self.gelu_approximate)
+
+
 class Layer(nn.Module):
     """Attention, residual, LayerNorm; then intermediate Dense, GELU, output Dense, residual,
     LayerNorm (BERT is post-norm)."""
@@ -97,8 +111,8 @@ class Layer(nn.Module):
         attended = SelfAttention(self.hidden, self.heads, self.dtype, name="attention")(
             x, mask_bias)
         x = norm(name="attention_layer_norm")(attended + x)
-        y = nn.Dense(self.intermediate, dtype=self.dtype, name="intermediate")(x)
-        y = nn.gelu(y, approximate=self.gelu_approximate)
+        y = Intermediate(self.intermediate, self.gelu_approximate, self.dtype,
+                         name="intermediate")(x)
         y = nn.Dense(self.hidden, dtype=self.dtype, name="output")(y)
         return norm(name="output_layer_norm")(y + x)
 

@@ -23,7 +23,7 @@ RULES = (
                                f"{CANONICAL_LAYER}/attention/{part}")),
     *linear_rules(f"{LAYER}.attention.output.dense", f"{CANONICAL_LAYER}/attention/output"),
     *norm_rules(f"{LAYER}.attention.output.LayerNorm", f"{CANONICAL_LAYER}/attention_layer_norm"),
-    *linear_rules(f"{LAYER}.intermediate.dense", f"{CANONICAL_LAYER}/intermediate"),
+    *linear_rules(f"{LAYER}.intermediate.dense", f"{CANONICAL_LAYER}/intermediate/dense"),
     *linear_rules(f"{LAYER}.output.dense", f"{CANONICAL_LAYER}/output"),
     *norm_rules(f"{LAYER}.output.LayerNorm", f"{CANONICAL_LAYER}/output_layer_norm"),
     *linear_rules("pooler.dense", "pooler/dense"),

