@@ -25,6 +25,8 @@ from pytest_parity.checkpoint.convert import (
 from pytest_parity.checkpoint.format import Checkpoint
 from pytest_parity.compare import Comparison, compare, compared
 from pytest_parity.diagnose import Diagnosis
+from pytest_parity.errors import PREFIX
+from pytest_parity.inputs import InputError
 from pytest_parity.layouts import Layout
 from pytest_parity.registry import Pair
 from pytest_parity.run.diagnosed import concluded, diagnosis_of
@@ -86,7 +88,11 @@ class LoadedPair:
         """The torch model's output on a torch-layout (e.g. NCHW) batch, or on named inputs
         (a dict of arrays), as numpy."""
         self.pair.check_inputs(inputs)
-        return run_torch(self.torch_model, inputs, self.device, self.dtype)
+        try:
+            return run_torch(self.torch_model, inputs, self.device, self.dtype)
+        except InputError as error:
+            raise InputError(f"{PREFIX} pair {self.name!r}, torch side: "
+                             f"{str(error).removeprefix(PREFIX + ' ')}") from None
 
     def flax_forward(self, inputs: Any) -> Any:
         """The Flax model's output on the same torch-layout batch (given to Flax in its own

@@ -9,6 +9,7 @@ both run their sides here.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,6 +18,8 @@ import numpy as np
 
 from pytest_parity.arrays import to_numpy, to_torch
 from pytest_parity.devices import jax_device, torch_device
+from pytest_parity.errors import PREFIX
+from pytest_parity.inputs import InputError
 from pytest_parity.layouts import Layout
 
 _NUMPY_DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16)}
@@ -86,10 +89,29 @@ def flax_input(flax_inputs: Any, device: str, dtype: str) -> Any:
 
 
 def called(function: Callable[..., Any], *leading: Any, inputs: Any) -> Any:
-    """`function(*leading, inputs)`, or with named inputs (a dict) as keyword arguments."""
-    if isinstance(inputs, Mapping):
-        return function(*leading, **inputs)
-    return function(*leading, inputs)
+    """`function(*leading, inputs)`, or with named inputs (a dict) as keyword arguments.
+
+    Raises:
+        InputError: named inputs the function's signature does not take (checked before the
+            call, so a model's own TypeError is never mistaken for one).
+    """
+    if not isinstance(inputs, Mapping):
+        return function(*leading, inputs)
+    # A torch module's own signature is its forward's (Module.__call__ takes anything).
+    target = getattr(function, "forward", function)
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):  # a builtin or a wrapper without one: call and see
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(*leading, **inputs)
+        except TypeError as error:
+            name = type(function).__name__ if target is not function else getattr(
+                function, "__name__", type(function).__name__)
+            raise InputError(f"{PREFIX} {name}{signature} cannot take the named inputs "
+                             f"{', '.join(inputs)}: {error}") from None
+    return function(*leading, **inputs)
 
 
 def run_torch(model: Any, inputs: Any, device: str, dtype: str) -> Any:

@@ -185,3 +185,18 @@ def test_convert_leaves_out_a_key_the_mapping_ignores(tmp_path):
                            architecture="tinytext_ignoring")
     assert summary.endswith("left out 1 key the model does not save: optimizer_step")
     assert "optimizer_step" not in load(tmp_path / "model.h5").arrays
+
+
+def test_a_torch_model_that_does_not_take_a_declared_input_is_named_not_a_traceback(loaded,
+                                                                                     monkeypatch):
+    class IdsOnly(torch.nn.Module):
+        def forward(self, input_ids):
+            return input_ids
+
+    monkeypatch.setattr(loaded, "torch_model", IdsOnly())
+    with pytest.raises(InputError) as error:
+        loaded.torch_forward(TINYTEXT.example_inputs(0))
+    message = str(error.value)
+    assert message.startswith("[parity] pair 'tinytext', torch side: IdsOnly(input_ids) cannot "
+                              "take the named inputs input_ids, attention_mask")
+    assert "unexpected keyword argument 'attention_mask'" in message
