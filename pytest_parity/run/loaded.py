@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,8 +142,20 @@ class LoadedPair:
         comparison = compared(flax_out, torch_out, name=name or self.name, mask=mask,
                               padding=self.pair.padding(inputs), **self.tolerance(rtol, atol))
         concluded(comparison, lambda: self.diagnose(inputs, flax_inputs=flax_inputs,
-                                                    rtol=rtol, atol=atol))
+                                                    rtol=rtol, atol=atol),
+                  record={**comparison.to_record(), "torch_only": self.torch_only})
         return PairResult(comparison, torch_out, flax_out)
+
+    @functools.cached_property
+    def torch_only(self) -> list[str]:
+        """The torch tensors no Flax variable holds (rules without a Flax collection: buffers
+        such as BatchNorm's `num_batches_tracked`, layers a mapping declares torch-only), as
+        sorted patterns with each index as '*' ('layer*.*.bn*.num_batches_tracked'): listed
+        in each comparison's record, since the comparison cannot cover them."""
+        mapping = self.pair.mapping
+        return sorted({re.sub(r"\d+", "*", key) for key in self.torch_model.state_dict()
+                       if (rule := mapping.rule_for(key, "torch")) is not None
+                       and rule.collection is None})
 
     def diagnose(self, inputs: Any, *, flax_inputs: Any = None, rtol: float | None = None,
                  atol: float | None = None, descend: bool | None = None,

@@ -200,3 +200,18 @@ def test_a_torch_model_that_does_not_take_a_declared_input_is_named_not_a_traceb
     assert message.startswith("[parity] pair 'tinytext', torch side: IdsOnly(input_ids) cannot "
                               "take the named inputs input_ids, attention_mask")
     assert "unexpected keyword argument 'attention_mask'" in message
+
+
+def test_a_pairs_record_lists_the_torch_tensors_no_flax_variable_holds():
+    from pytest_parity.compare import records
+    from pytest_parity.run import checkpoint_for, load_pair
+    from tests.support.tinynet import TINYNET
+
+    pair = load_pair(TINYNET, checkpoint_for(TINYNET, 0, None), "cpu", "float32")
+    with records.collecting() as found:
+        pair.assert_close(np.random.default_rng(0).standard_normal((2, 3, 8, 8)))
+    assert found[0]["torch_only"] == ["bn*.num_batches_tracked"]
+    text = load_pair(TINYTEXT, checkpoint_for(TINYTEXT, 0, None), "cpu", "float32")
+    with records.collecting() as found:
+        text.assert_close(TINYTEXT.example_inputs(0))
+    assert found[0]["torch_only"] == []
