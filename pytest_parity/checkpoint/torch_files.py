@@ -82,6 +82,9 @@ def _unwrap(path: Path, content: Any) -> Mapping[str, Any]:
     return content
 
 
+_DOS_DIRECTORY_OR_VOLUME = 0x18  # MS-DOS attribute bits in a zip member's external_attr
+
+
 def _check_zip_checksums(path: Path) -> None:
     """A zip-format .pt (torch >= 1.6) records each member's CRC-32, which torch.load never
     checks: a changed tensor byte loaded as that value. Checked here first (zlib's crc32 runs
@@ -93,6 +96,11 @@ def _check_zip_checksums(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
+            # torch's reader (miniz) takes a member whose MS-DOS attributes say "directory"
+            # (or "volume label") for one and loads its tensor as zeros; Python's zipfile
+            # ignores those bits, so its CRC check passes (found by the fuzz test).
+            marked = [info.filename for info in archive.infolist()
+                      if info.external_attr & _DOS_DIRECTORY_OR_VOLUME]
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError,
             RuntimeError) as error:
         raise CheckpointError(path, [f"not a readable torch file (a damaged zip archive: "
@@ -100,6 +108,10 @@ def _check_zip_checksums(path: Path) -> None:
     if damaged is not None:
         raise CheckpointError(path, [f"{damaged}: its CRC-32 does not match its bytes; the file "
                                      "is damaged"])
+    if marked:
+        raise CheckpointError(path, [f"{name}: marked as a directory in the zip archive, so "
+                                     "torch would read it as zeros; the file is damaged"
+                                     for name in marked])
 
 
 def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:

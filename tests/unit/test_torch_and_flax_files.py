@@ -136,3 +136,32 @@ def test_a_changed_tensor_byte_in_a_pt_file_is_caught_by_its_zip_checksum(tmp_pa
         read_state_dict(path)
     assert str(error.value) == (f"[parity] {path}: 1 problem\n  - weights/data/0: its CRC-32 "
                                 "does not match its bytes; the file is damaged")
+
+
+def test_a_pt_member_marked_as_a_directory_is_refused_not_read_as_zeros(tmp_path):
+    """The fuzz found it: three bytes over a central-directory entry's attributes set the
+    MS-DOS directory bit; every CRC still matched, and torch read that tensor as zeros."""
+    import struct
+    import zipfile
+
+    import torch
+
+    from pytest_parity.checkpoint.torch_files import read_state_dict
+    from pytest_parity.errors import CheckpointError
+
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.arange(1, 11, dtype=torch.float32)}, path)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        names = [info.filename for info in archive.infolist()]
+    entry = data.index(b"PK\x01\x02")  # the central directory's first entry
+    target = next(name for name in names if name.endswith("data/0")).encode()
+    while data[entry + 46:entry + 46 + len(target)] != target:  # this member's entry
+        entry = data.index(b"PK\x01\x02", entry + 4)
+    struct.pack_into("<I", data, entry + 38, 0x10)  # external attributes: a directory
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as error:
+        read_state_dict(path)
+    assert error.value.problems == [f"{target.decode()}: marked as a directory in the zip "
+                                    "archive, so torch would read it as zeros; the file is "
+                                    "damaged"]
