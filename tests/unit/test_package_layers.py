@@ -15,8 +15,8 @@ MAX_LINES = 300
 # Lowest first. A module may import from its own layer and the layers below it, never above.
 LAYERS = [
     ("foundation", {"errors", "arrays", "atomic", "threads", "project", "options", "devices",
-                    "numerics", "jax_cache", "torchvision_compat", "environment", "layouts", "inputs",
-                    "strategies", "report", "gates"}),
+                    "numerics", "jax_cache", "torchvision_compat", "environment", "layouts",
+                    "inputs", "strategies", "report", "gates"}),
     ("mapping", {"mapping"}),
     ("pairs", {"registry"}),
     ("checkpoint", {"checkpoint"}),
