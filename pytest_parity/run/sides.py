@@ -56,7 +56,8 @@ def torch_model_on(model: Any, device: str, dtype: str) -> Any:
 
 
 def flax_module_in(module: Any, dtype: str) -> Any:
-    """The Flax module computing in `dtype`, where it has a `dtype` field (Flax's convention)."""
+    """The Flax module computing in `dtype`, where it has a `dtype` field (Flax's convention;
+    an NNX module, through pytest_parity.nnx_bridge.NNXPort, sets it on every submodule)."""
     import jax.numpy as jnp
 
     return module.clone(dtype=jnp.dtype(dtype)) if hasattr(module, "dtype") else module

@@ -47,6 +47,26 @@ def flax_tinynet(epsilon=1e-5):
     return TinyNet()
 
 
+def nnx_tinynet(epsilon=1e-5):
+    """The same port in Flax NNX (the same variable tree, so the same mapping serves it)."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    class TinyNet(nnx.Module):
+        def __init__(self, rngs):
+            self.conv1 = nnx.Conv(3, 4, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                                  rngs=rngs)
+            self.bn1 = nnx.BatchNorm(4, use_running_average=True, momentum=0.9,
+                                     epsilon=epsilon, rngs=rngs)
+            self.fc = nnx.Linear(4, 10, rngs=rngs)
+
+        def __call__(self, x):
+            x = nnx.relu(self.bn1(self.conv1(x)))
+            return self.fc(jnp.mean(x, axis=(1, 2)))
+
+    return TinyNet(nnx.Rngs(0))
+
+
 def tinynet_golden():
     """Outputs of the torch TinyNet (seed 0) on a seeded batch, as a golden factory returns."""
     import numpy as np
@@ -64,3 +84,4 @@ def tinynet_golden():
 
 TINYNET = register(Pair("tinynet", torch_tinynet, flax_tinynet, MAPPING, (1, 3, 8, 8),
                         golden=tinynet_golden))
+TINYNET_NNX = register(Pair("tinynet_nnx", torch_tinynet, nnx_tinynet, MAPPING, (1, 3, 8, 8)))
