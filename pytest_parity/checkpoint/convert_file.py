@@ -1,8 +1,9 @@
 """`parity convert`: one file to another, chosen by their suffixes.
 
-torch (.pt/.pth/.bin/.safetensors) or Flax variables (.msgpack, flax.serialization's format)
--> canonical .h5 (needs the architecture); canonical .h5 -> torch, Flax, .npz, .json or a
-smaller .h5; torch -> torch. `keys` keeps only the listed keys of the source (torch keys for a
+torch (.pt/.pth/.bin/.safetensors), Flax Linen variables (.msgpack, flax.serialization's
+format) or an NNX state (.nnx.msgpack: the state's pure dict, see flax_files) -> canonical .h5
+(needs the architecture); canonical .h5 -> torch, Linen, NNX, .npz, .json or a smaller .h5;
+torch -> torch. `keys` keeps only the listed keys of the source (torch keys for a
 torch source, canonical paths for a .h5).
 """
 
@@ -19,6 +20,7 @@ from pytest_parity.registry import Pair
 
 CANONICAL_SUFFIX = ".h5"
 FLAX_SUFFIX = ".msgpack"
+NNX_SUFFIX = ".nnx.msgpack"
 EXPORT_SUFFIXES = (".npz", ".json")
 
 
@@ -60,6 +62,8 @@ def _kind(path: Path) -> str:
         return "canonical"
     if path.suffix in EXPORT_SUFFIXES:
         return "export"
+    if path.name.endswith(NNX_SUFFIX):
+        return "nnx"
     if path.suffix == FLAX_SUFFIX:
         return "flax"
     return "unknown"
@@ -74,6 +78,24 @@ def _pair(source: Path, architecture: str | None) -> Pair:
     return registry.get(architecture)
 
 
+def _linen_variables(state: dict[object, object], pair: Pair, source: Path) -> dict[str, object]:
+    """An NNX state's pure dict as Linen-style variables: each path in the collection its
+    mapping rule names (the variable type the NNX model gives it)."""
+    from pytest_parity.checkpoint.flax_files import nnx_state_paths
+    from pytest_parity.mapping.rules import unflatten
+
+    flat, unknown = {}, []
+    for path, value in nnx_state_paths(state).items():
+        rule = pair.mapping.rule_for(path)
+        if rule is None or rule.collection is None:
+            unknown.append(f"{path}: no rule of {pair.name} gives a Flax variable this path")
+        else:
+            flat[f"{rule.collection}/{path}"] = value
+    if unknown:
+        raise CheckpointError(source, sorted(unknown))
+    return unflatten(flat)
+
+
 def _from_flax(source: Path, target: Path, architecture: str | None,
                keys: Sequence[str] | None, overwrite: bool) -> str:
     from pytest_parity.checkpoint.convert import checkpoint_from_flax
@@ -84,8 +106,12 @@ def _from_flax(source: Path, target: Path, architecture: str | None,
     if keys is not None:
         raise CheckpointError(source, ["--keys applies to torch and .h5 sources"])
     pair = _pair(source, architecture)
-    checkpoint = checkpoint_from_flax(read_variables(source), pair,
-                                      source=f"flax:{source.name}", path=source)
+    if _kind(source) == "nnx":
+        variables = _linen_variables(read_variables(source, nnx_state=True), pair, source)
+    else:
+        variables = read_variables(source)
+    checkpoint = checkpoint_from_flax(variables, pair, source=f"flax:{source.name}",
+                                      path=source)
     save(target, checkpoint, overwrite=overwrite)
     return f"{len(checkpoint.arrays)} tensors of {pair.name}: {source} -> {target}"
 
@@ -132,14 +158,16 @@ def _from_canonical(source: Path, target: Path, architecture: str | None,
         pair = _pair(source, architecture or checkpoint.architecture)
         state = checkpoint_to_torch(selected, pair, source, complete=keys is None)
         write_state_dict(target, state, overwrite=overwrite)
-    elif kind == "flax":
+    elif kind in ("flax", "nnx"):
         from pytest_parity.checkpoint.convert import checkpoint_to_flax
-        from pytest_parity.checkpoint.flax_files import write_variables
+        from pytest_parity.checkpoint.flax_files import nnx_state_of, write_variables
 
         pair = _pair(source, architecture or checkpoint.architecture)
         if keys is not None:
             raise CheckpointError(target, ["Flax variables are written whole; drop --keys"])
-        write_variables(target, checkpoint_to_flax(selected, pair, source), overwrite=overwrite)
+        variables = checkpoint_to_flax(selected, pair, source)
+        write_variables(target, nnx_state_of(variables) if kind == "nnx" else variables,
+                        overwrite=overwrite)
     else:
         raise CheckpointError(target, [f"unsupported suffix {target.suffix!r}"])
     return f"{len(arrays)} tensors of {checkpoint.architecture}: {source} -> {target}"
@@ -160,8 +188,9 @@ def convert_file(source: str | Path, target: str | Path, *, architecture: str | 
         return _from_torch(source, target, architecture, keys, overwrite)
     if kind == "canonical":
         return _from_canonical(source, target, architecture, keys, overwrite)
-    if kind == "flax":
+    if kind in ("flax", "nnx"):
         return _from_flax(source, target, architecture, keys, overwrite)
     raise CheckpointError(source, [
         f"unsupported suffix {source.suffix!r}: convert reads a torch state dict (.pt, .pth, "
-        ".bin, .safetensors), Flax variables (.msgpack) or a canonical checkpoint (.h5)"])
+        ".bin, .safetensors), Flax variables (.msgpack), an NNX state (.nnx.msgpack) or a "
+        "canonical checkpoint (.h5)"])
