@@ -16,7 +16,9 @@ and for each drawn input runs both and compares output structure, shapes, dtypes
 A failure is the `assert_close` report plus the shrunk input hypothesis found. The test body
 gets the `ParityTestResult` as `result`, after every example passed.
 
-`flax` may also be a plain function of the input (pooling, activations): it has no variables.
+`flax` may be a Linen module, an NNX module (`lambda: nnx.Conv(3, 8, (3, 3), rngs=nnx.Rngs(0))`:
+built abstractly, its weights copied from torch like a Linen module's), or a plain function of
+the input (pooling, activations): it has no variables.
 An image batch reaches torch as NCHW and Flax as NHWC; a 4-d Flax output is compared as NCHW.
 """
 
@@ -43,7 +45,9 @@ from pytest_parity.compare.trees import leaves
 from pytest_parity.diagnose import Diagnosis
 from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.mapping import Mapping, Rule, automatic_mapping
+from pytest_parity.nnx_bridge import NNXPort
 from pytest_parity.run.diagnosed import concluded, diagnosis_of, recorded
+from pytest_parity.run.given import built, flax_side
 from pytest_parity.run.sides import (
     flax_module_in,
     placed_variables,
@@ -71,11 +75,6 @@ class ParityTestResult:
     shapes_seen: set[tuple[int, ...]] = field(default_factory=set)
 
 
-def _build(spec: Any, is_instance: Callable[[Any], bool]) -> Any:
-    """A module given as an instance, or a factory (a class or a function) that builds one."""
-    return spec if is_instance(spec) else spec()
-
-
 class _Runner:
     """Runs one case: builds both sides once, then checks each drawn example."""
 
@@ -87,10 +86,8 @@ class _Runner:
 
         self.device, self.dtype = device, dtype
         self.torch_module = torch_model_on(
-            _build(torch_spec, lambda m: isinstance(m, torch.nn.Module)), device, dtype)
-        self.flax_module = _build(flax_spec, lambda m: isinstance(m, nn.Module)
-                                  or (not isinstance(m, type) and callable(m)
-                                  and not _is_factory(m)))
+            built(torch_spec, lambda m: isinstance(m, torch.nn.Module)), device, dtype)
+        self.flax_module = flax_side(flax_spec, nn.Module)
         self.mapping, self.hints, self.extra_rules = mapping, hints, extra_rules
         self.variables: Any = None
         self.apply: Any = None
@@ -104,7 +101,7 @@ class _Runner:
         import jax
         import jax.numpy as jnp
 
-        if not isinstance(self.flax_module, nn.Module):  # a function: no variables
+        if not isinstance(self.flax_module, (nn.Module, NNXPort)):  # a function: no variables
             function = self.flax_module  # a fresh jit: its cache (compilations) is this case's
             self.apply = jax.jit(lambda x: function(x))
             return
@@ -176,16 +173,6 @@ class _Runner:
     def compilations(self) -> int:
         cache_size = getattr(self.apply, "_cache_size", None)
         return int(cache_size()) if cache_size is not None else 0
-
-
-def _is_factory(candidate: Any) -> bool:
-    """A zero-argument callable that builds a Flax module (rather than a function of inputs)."""
-    try:
-        parameters = inspect.signature(candidate).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return not any(p.default is inspect.Parameter.empty and p.kind in (
-        p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)
 
 
 def parity_test(*, torch: Any, flax: Any, inputs: Any = None,
