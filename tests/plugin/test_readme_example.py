@@ -28,3 +28,15 @@ def test_readme_parity_test_example_passes(pytester):
     result = pytester.runpytest("-v", "--parity-dtype=float32,bfloat16")
     result.stdout.fnmatch_lines(["*test_conv[[]cpu-float32[]] PASSED*",
                                  "*test_conv[[]cpu-bfloat16[]] PASSED*"])
+
+
+def test_readme_nnx_example_passes_and_is_reported(pytester):
+    pytest.importorskip("torch")
+    pytest.importorskip("flax.nnx")
+    example = next(block for block in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+                   if "nnx.Linear" in block)
+    pytester.makepyfile(test_readme_nnx=example)
+    result = pytester.runpytest("-k", "nnx_linear", "-v")
+    result.stdout.fnmatch_lines(["*test_nnx_linear_matches_linear[[]cpu[]] PASSED*",
+                                 "*= parity report: 1 comparison =*"])
+    result.assert_outcomes(passed=1, deselected=1)
