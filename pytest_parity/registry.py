@@ -8,6 +8,7 @@ yet known. Factories are called lazily, so registering imports neither torch nor
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from pytest_parity.inputs import Input, check_inputs, examples, mask_of
 from pytest_parity.inputs import to_flax as inputs_to_flax
 from pytest_parity.layouts import Layout
 from pytest_parity.mapping.rules import Mapping
+from pytest_parity.nnx_bridge import port
 from pytest_parity.project import parity_table
 
 ENTRY_POINT_GROUP = "pytest_parity.zoo"
@@ -116,6 +118,13 @@ class Pair:
     def padding(self, given: Any) -> np.ndarray | None:
         """The attention mask among the given inputs, where the pair declares one."""
         return mask_of(self.inputs, given)
+
+
+@functools.cache
+def flax_module_of(pair: Pair) -> Any:
+    """The pair's Flax module as the plugin uses it, built once per process: a Linen module as
+    its factory returns it; an NNX module built abstractly (nnx.eval_shape) behind NNXPort."""
+    return port(pair.flax_model)
 
 
 _PAIRS: dict[str, Pair] = {}

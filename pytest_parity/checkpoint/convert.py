@@ -20,8 +20,7 @@ from pytest_parity.checkpoint.format import Checkpoint
 from pytest_parity.checkpoint.verify import TensorSpec, verify
 from pytest_parity.errors import PREFIX, CheckpointError
 from pytest_parity.mapping.rules import MappingError, flatten, unflatten
-from pytest_parity.nnx_bridge import port
-from pytest_parity.registry import Pair
+from pytest_parity.registry import Pair, flax_module_of
 
 MEMORY = "<memory>"
 Result = TypeVar("Result")
@@ -41,7 +40,7 @@ def flax_spec(pair: Pair) -> dict[str, TensorSpec]:
 
     args, kwargs = pair.flax_examples()
     return canonical_spec(pair.mapping, expected_variables(
-        port(pair.flax_model), args, kwargs,
+        flax_module_of(pair), args, kwargs,
         owner=f"pair {pair.name!r} ({pair.describe_inputs()})"))
 
 

@@ -29,8 +29,7 @@ from pytest_parity.diagnose import Diagnosis
 from pytest_parity.errors import PREFIX
 from pytest_parity.inputs import InputError
 from pytest_parity.layouts import Layout
-from pytest_parity.nnx_bridge import port
-from pytest_parity.registry import Pair
+from pytest_parity.registry import Pair, flax_module_of
 from pytest_parity.run.diagnosed import concluded, diagnosis_of
 from pytest_parity.run.sides import (
     flax_module_in,
@@ -230,7 +229,7 @@ def load_pair(pair: Pair, checkpoint: Checkpoint, device: str, dtype: str) -> Lo
     state = {key: torch.from_numpy(value)
              for key, value in checkpoint_to_torch(checkpoint, pair).items()}
     model = torch_model_on(_torch_model_with(pair, state), device, dtype)
-    flax_model = flax_module_in(port(pair.flax_model), dtype)
+    flax_model = flax_module_in(flax_module_of(pair), dtype)
     return LoadedPair(pair, device, dtype, checkpoint, model, flax_model, flax_side.result(),
                       jax.jit(flax_model.apply))
 
