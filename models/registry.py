@@ -6,6 +6,7 @@ factory is called.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from models.bert.mapping import bert_mapping
 from models.resnet.mapping import resnet_mapping
 from models.vit.mapping import vit_mapping
 from pytest_parity.inputs import Input
-from pytest_parity.registry import Pair, register
+from pytest_parity.registry import Pair, get, register
 
 IMAGENET_INPUT = (1, 3, 224, 224)
 # Trainable parameters (BatchNorm running statistics excluded), torchvision's own figures;
@@ -115,6 +116,36 @@ for _name, (_builder, _flax_name, *_config) in VITS.items():
                   IMAGENET_INPUT, preprocess=partial(_preprocess, _name),
                   tolerances=ZOO_TOLERANCES, golden=partial(_golden, _name),
                   checkpoint=partial(_seeded_checkpoint, _name)))
+
+
+# The same networks in Flax NNX (models/*/nnx_model.py), each `<name>_nnx` the twin of the Linen
+# port `<name>`: their variable trees are equal, so the twin's pair serves unchanged, its torch
+# model, mapping (whose architecture stays the torchvision one), tolerances, preprocessing and
+# seeded checkpoint (the twin's cached file: one per torch model). Held to the twin's golden
+# logits (torchvision's); no golden factory, so `parity golden` writes no copies of them.
+NNX_TWINS = {f"{name}_nnx": name for name in (*RESNETS, *VITS)}
+
+
+def _nnx_resnet(flax_name: str) -> Any:
+    from flax import nnx
+
+    from models.resnet import nnx_model
+
+    return getattr(nnx_model, flax_name)(rngs=nnx.Rngs(0))
+
+
+def _nnx_vit(flax_name: str) -> Any:
+    from flax import nnx
+
+    from models.vit import nnx_model
+
+    return getattr(nnx_model, flax_name)(rngs=nnx.Rngs(0))
+
+
+for _nnx_name, _twin in NNX_TWINS.items():
+    _nnx_flax = (partial(_nnx_resnet, RESNETS[_twin]) if _twin in RESNETS
+                 else partial(_nnx_vit, VITS[_twin][1]))
+    register(replace(get(_twin), name=_nnx_name, flax_model=_nnx_flax, golden=None))
 
 
 # all-MiniLM-L6-v2 (sentence-transformers), the zoo's first pretrained text model: transformers'
