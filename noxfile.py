@@ -77,6 +77,7 @@ def lint(session: nox.Session) -> None:
 # The benchmarks the gates read ([tool.parity] gates in pyproject.toml): a few minutes.
 GATED = [
     "tests/benchmarks/test_checkpoint_speed.py::test_pair_ready[resnet50]",
+    "tests/benchmarks/test_checkpoint_speed.py::test_pair_ready_nnx[resnet50]",
     "tests/benchmarks/test_checkpoint_speed.py::test_raw_h5py_read[resnet50]",
     "tests/benchmarks/test_checkpoint_speed.py::test_torch_to_flax_in_memory[resnet50]",
     "tests/benchmarks/test_checkpoint_speed.py::test_plain_copy[resnet50]",

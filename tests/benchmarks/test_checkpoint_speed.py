@@ -143,3 +143,18 @@ def test_pair_ready(benchmark, pair, canonical_file):
     loaded = _run(benchmark, pair, "read",
                   lambda: load_pair(pair, load(canonical_file), "cpu", "float32"), rounds=11)
     assert loaded.flax_variables["params"]
+
+
+def test_pair_ready_nnx(benchmark, pair, canonical_file):
+    """The same checkpoint to the NNX twin of the pair (models/*/nnx_model.py): its Flax side
+    built abstractly (once per process, like Linen's) and its state merged at apply time, so
+    getting it ready should cost what the Linen pair's does (gate: within 1.2x)."""
+    from pytest_parity.registry import flax_module_of
+    from pytest_parity.run import load_pair
+
+    nnx_pair = registry.get(f"{pair.name}_nnx")
+    flax_module_of(nnx_pair)  # built once per process, as the Linen pair's module is
+    loaded = _run(benchmark, pair, "read",
+                  lambda: load_pair(nnx_pair, load(canonical_file), "cpu", "float32"),
+                  rounds=11)
+    assert loaded.flax_variables["params"]
