@@ -1,8 +1,12 @@
 """Automatic weight mapping for a torch module and its Flax port, without a table.
 
 Both models are listed as layers of known kinds, in order: torch's in registration order
-(`named_modules`), Flax's in call order (recorded while `jax.eval_shape` traces `init`, so
-nothing is initialised). Layers pair up kind by kind, in order, and each pair's rules come from
+(`named_modules`), Flax's in call order (recorded while `jax.eval_shape` traces a Linen module's
+`init`, or an NNX module's call on variables of its shapes, so nothing is initialised). An NNX
+side (a module, concrete or abstract, an NNXPort, or a factory) is seen through
+pytest_parity.nnx_bridge: its Param and BatchStat variables at `params/<path>` and
+`batch_stats/<path>`, so a Linen and an NNX port of one tree get the same mapping.
+Layers pair up kind by kind, in order, and each pair's rules come from
 pytest_parity.mapping.layer_rules, so an automatic mapping is the same `Mapping` a table would be.
 Every pair's shapes are checked under its layout transform, and the layers' names check the
 order (pytest_parity.mapping.pairing). A mismatch, or a kind whose counts differ, fails with
@@ -21,14 +25,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pytest_parity.errors import PREFIX
+from pytest_parity.mapping.nnx_calls import called_in_order
 from pytest_parity.mapping.pairing import RULES_OF_KIND, Layer, pair_group
 from pytest_parity.mapping.rule import MappingError, ParityMappingWarning, Rule
 from pytest_parity.mapping.rules import Mapping, flatten
+from pytest_parity.nnx_bridge import NNXPort, as_port, is_nnx_module, port
 
 __all__ = ["FLAX_KINDS", "RULES_OF_KIND", "TORCH_KINDS", "Layer", "automatic_mapping",
-           "flax_layers", "torch_layers"]
+           "flax_layers", "flax_side_of", "torch_layers"]
 
-# torch class name -> kind; Flax class name -> kind (subclasses are looked up by their MRO).
+# torch class name -> kind; Flax class name -> kind, Linen's and NNX's (subclasses are looked up
+# by their MRO).
 TORCH_KINDS = {
     "Conv1d": "conv", "Conv2d": "conv", "Conv3d": "conv",
     "ConvTranspose1d": "conv_transpose", "ConvTranspose2d": "conv_transpose",
@@ -40,6 +47,7 @@ FLAX_KINDS = {
     "Conv": "conv", "ConvTranspose": "conv_transpose", "Dense": "linear",
     "LayerNorm": "layer_norm", "GroupNorm": "group_norm", "BatchNorm": "batch_norm",
     "Embed": "embedding", "MultiHeadDotProductAttention": "attention",
+    "Linear": "linear", "MultiHeadAttention": "attention",  # NNX's names
 }
 
 
@@ -82,17 +90,30 @@ def _holds(layer: str, path: str, nested: bool) -> bool:
     return path.startswith(f"{layer}/") if layer else True
 
 
-def flax_layers(module: Any, *inputs: Any, **kwargs: Any) -> tuple[list[Layer], list[str]]:
-    """The Flax module's layers of known kinds in call order, from `jax.eval_shape` of its
-    init on `inputs` (arrays or jax.ShapeDtypeStruct), and the variables no such layer holds."""
+def flax_side_of(flax_module: Any) -> Any:
+    """The Flax side as it is traced: a Linen module as it is; an NNX module (concrete or
+    abstract) or an NNX factory behind pytest_parity.nnx_bridge.NNXPort."""
+    import flax.linen as nn
+
+    if isinstance(flax_module, (nn.Module, NNXPort)):
+        return flax_module
+    if is_nnx_module(flax_module):
+        return as_port(flax_module)
+    return port(flax_module) if callable(flax_module) else flax_module
+
+
+def _linen_calls(module: Any, inputs: tuple[Any, ...], kwargs: dict[str, Any]
+                 ) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
+    """A Linen module's submodules by path in call order, and its variables' shapes, from
+    `jax.eval_shape` of its init."""
     import flax.linen as nn
     import jax
 
-    called: dict[tuple[str, ...], Any] = {}
+    called: dict[str, Any] = {}
 
     def record(next_fun: Callable[..., Any], args: Any, kw: Any, context: Any) -> Any:
         if context.method_name == "__call__":
-            called.setdefault(tuple(context.module.path), context.module)
+            called.setdefault("/".join(context.module.path), context.module)
         return next_fun(*args, **kw)
 
     with nn.intercept_methods(record):
@@ -103,12 +124,23 @@ def flax_layers(module: Any, *inputs: Any, **kwargs: Any) -> tuple[list[Layer], 
         static = {name: value for name, value in kwargs.items() if name not in arrays}
         variables = jax.eval_shape(
             lambda xs, kw: module.init(jax.random.key(0), *xs, **kw, **static), inputs, arrays)
-    flat = {path: tuple(value.shape) for path, value in flatten(variables).items()}
+    return called, {path: tuple(value.shape) for path, value in flatten(variables).items()}
+
+
+def flax_layers(module: Any, *inputs: Any, **kwargs: Any) -> tuple[list[Layer], list[str]]:
+    """The Flax module's layers of known kinds in call order, traced abstractly on `inputs`
+    (arrays or jax.ShapeDtypeStruct), and the variables no such layer holds. `module`: a Linen
+    module, or an NNX one as flax_side_of takes it."""
+    module = flax_side_of(module)
+    if isinstance(module, NNXPort):
+        called = called_in_order(module, inputs, kwargs)
+        flat = {key: shape for key, (shape, _) in module.variable_shapes().items()}
+    else:
+        called, flat = _linen_calls(module, inputs, kwargs)
     layers: list[Layer] = []
     covered: set[str] = set()
-    for path, bound in called.items():
+    for name, bound in called.items():
         kind = _kind(type(bound), FLAX_KINDS)
-        name = "/".join(path)
         if kind is None or any(name.startswith(f"{layer.name}/") for layer in layers
                                if layer.kind == "attention"):
             continue
@@ -172,7 +204,8 @@ def automatic_mapping(torch_model: Any, flax_module: Any, *flax_inputs: Any,
                       flax_only: Sequence[str] = (), name: str | None = None,
                       **flax_kwargs: Any) -> Mapping:
     """The mapping between a torch model (its meta-device build is enough) and a Flax module
-    traced on `flax_inputs` (shapes suffice: jax.ShapeDtypeStruct).
+    traced on `flax_inputs` (shapes suffice: jax.ShapeDtypeStruct). The Flax module: Linen,
+    or NNX (a module, concrete or abstract, an NNXPort, or a factory building one).
 
     Args:
         hints: (torch name part, Flax name part): layers whose names hold them pair only
@@ -190,7 +223,10 @@ def automatic_mapping(torch_model: Any, flax_module: Any, *flax_inputs: Any,
     Warns:
         ParityMappingWarning: layers paired by name where the order would pair them otherwise.
     """
-    architecture = name or f"auto:{type(torch_model).__name__}->{type(flax_module).__name__}"
+    flax_module = flax_side_of(flax_module)
+    flax_name = flax_module.name if isinstance(flax_module, NNXPort) else \
+        type(flax_module).__name__
+    architecture = name or f"auto:{type(torch_model).__name__}->{flax_name}"
     torch_side, torch_rest = torch_layers(torch_model)
     flax_side, flax_rest = flax_layers(flax_module, *flax_inputs, **flax_kwargs)
     extra = Mapping(architecture, tuple(extra_rules))
