@@ -3,19 +3,25 @@
 torch: forward hooks (the first call of each module; every module's first call gives the
 execution order). Flax: `flax.linen.intercept_methods` around a jitted apply that returns
 what it captured, so the trace costs one compilation, and the module objects seen in the call
-(for the settings audit and for running one module on its own).
+(for the settings audit and for running one module on its own). An NNX side (behind
+pytest_parity.nnx_bridge.NNXPort) the same way: its submodules' calls intercepted inside one
+jitted apply (pytest_parity.mapping.nnx_calls), its modules those of the port's own module
+(their settings as built), run on their own through an NNXPort of the submodule.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from pytest_parity.arrays import to_numpy
 from pytest_parity.compare.trees import leaves
+from pytest_parity.mapping.nnx_calls import intercepted_calls, submodules
+from pytest_parity.nnx_bridge import NNXPort, is_nnx_module
 
 
 @dataclass
@@ -103,40 +109,66 @@ def capture_torch(model: Any, inputs: Any, names: Iterable[str]) -> TorchCapture
     return capture
 
 
+def _template(args: Any, kwargs: Any) -> CallTemplate:
+    return CallTemplate(tuple(SLOT if _is_array(a) else a for a in args),
+                        {k: SLOT if _is_array(v) else v for k, v in kwargs.items()})
+
+
+def _called(module: Any, inputs: Any) -> Any:
+    if isinstance(inputs, dict):  # named inputs: keyword arguments
+        return module(**inputs)
+    return module(inputs)
+
+
 def capture_flax(apply_module: Any, variables: Any, inputs: Any, paths: Iterable[str]
                  ) -> FlaxCapture:
-    """Run the Flax module once (jitted) on its placed input, capturing `paths`."""
+    """Run the Flax module (Linen, or NNX behind NNXPort) once (jitted) on its placed input,
+    capturing `paths`."""
     import flax.linen as nn
     import jax
 
     wanted, capture = set(paths), FlaxCapture()
+    found: dict[str, tuple[list[Any], list[Any]]] = {}
 
-    def run(variables: Any, inputs: Any) -> Any:
-        found: dict[str, tuple[list[Any], list[Any]]] = {}
+    def keep(path: str, args: Any, kwargs: Any, output: Any) -> None:
+        if path in wanted and path not in found:
+            found[path] = ([a for a in (*args, *kwargs.values()) if _is_array(a)],
+                           _leaves(output))
+            capture.templates[path] = _template(args, kwargs)
 
+    def run_linen(variables: Any, inputs: Any) -> Any:
         def record(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
             output = next_fun(*args, **kwargs)
             path = "/".join(context.module.path)
             if context.method_name == "__call__" and path in wanted and path not in found:
-                arrays = [a for a in (*args, *kwargs.values()) if _is_array(a)]
-                found[path] = (arrays, _leaves(output))
                 capture.modules[path] = context.module.unbind()[0]
-                capture.templates[path] = CallTemplate(
-                    tuple(SLOT if _is_array(a) else a for a in args),
-                    {k: SLOT if _is_array(v) else v for k, v in kwargs.items()})
+                keep(path, args, kwargs, output)
             return output
 
         with nn.intercept_methods(record):
-            if isinstance(inputs, dict):  # named inputs: keyword arguments
-                apply_module.apply(variables, **inputs)
-            else:
-                apply_module.apply(variables, inputs)
+            _called(partial(apply_module.apply, variables), inputs)
         return found
 
-    found = jax.jit(run)(variables, inputs)
+    def run_nnx(variables: Any, inputs: Any) -> Any:
+        def record(path: str, _module: Any, call: Callable[..., Any], args: Any,
+                   kwargs: Any) -> Any:
+            output = call(*args, **kwargs)
+            keep(path, args, kwargs, output)
+            return output
+
+        module = apply_module.bound(variables)
+        with intercepted_calls(module, record):
+            _called(module, inputs)
+        return found
+
+    nnx = isinstance(apply_module, NNXPort)
+    ran = jax.jit(run_nnx if nnx else run_linen)(variables, inputs)
+    if nnx:  # the port's own modules: their settings as built, no tracers of the run
+        built = submodules(apply_module.module)
+        capture.modules = {path: built[path] for path in ran}
     capture.calls = {path: Captured([np.asarray(a) for a in args],
                                     [np.asarray(leaf) for leaf in leaves if _is_array(leaf)])
-                     for path, (args, leaves) in found.items()}
+                     for path, (args, leaves) in ran.items()}
     return capture
 
 
@@ -158,10 +190,12 @@ def module_call(capture: FlaxCapture, path: str) -> Callable[[Any, list[Any]], A
     """The captured Flax module at `path` as a function of its variables and of arrays in
     place of its call's (its other arguments and keywords as they were)."""
     module, template = capture.modules[path], capture.templates[path]
+    # An NNX submodule runs on its own as a port of its own (its variables relative to it).
+    apply = NNXPort(module).apply if is_nnx_module(module) else module.apply
 
     def call(sub_variables: Any, given: list[Any]) -> Any:
         args, kwargs = template.filled(given)
-        return module.apply(sub_variables, *args, **kwargs)
+        return apply(sub_variables, *args, **kwargs)
 
     return call
 

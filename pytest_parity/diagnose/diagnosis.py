@@ -3,6 +3,7 @@ failing input, run together (cheapest first) and reported as one section of the 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from pytest_parity.diagnose.trace import (
 from pytest_parity.diagnose.weights import audit_weights
 from pytest_parity.errors import PREFIX
 from pytest_parity.mapping import Mapping
+from pytest_parity.nnx_bridge import is_nnx_module
 
 AROUND = 4  # modules shown before and after the culprit
 
@@ -115,14 +117,25 @@ def _margin(verdict: ModuleVerdict) -> str:
 CALL_TIME_FIELDS = ("use_running_average", "deterministic")
 
 
+def _with_fields(module: Any, given: dict[str, Any]) -> Any:
+    """A Linen module's clone, or a shallow copy of an NNX module (its variables shared),
+    with these fields."""
+    if not given:
+        return module
+    if not is_nnx_module(module):
+        return module.clone(**given)
+    view = copy.copy(module)
+    for name, value in given.items():
+        setattr(view, name, value)
+    return view
+
+
 def _as_called(capture: FlaxCapture) -> dict[str, Any]:
     """Each captured Flax module with the call-time settings of its call as fields."""
-    called = {}
-    for path, module in capture.modules.items():
-        given = {name: value for name, value in capture.templates[path].kwargs.items()
-                 if name in CALL_TIME_FIELDS and isinstance(value, bool)}
-        called[path] = module.clone(**given) if given else module
-    return called
+    return {path: _with_fields(module, {
+        name: value for name, value in capture.templates[path].kwargs.items()
+        if name in CALL_TIME_FIELDS and isinstance(value, bool)})
+        for path, module in capture.modules.items()}
 
 
 def _device_of(flax_inputs: Any) -> Any:

@@ -5,6 +5,9 @@ default (1e-6, torch 1e-5), a BatchNorm momentum in the other framework's conven
 a padding or a train/eval mode that differs. Each pair is read by its torch class's kind (found
 by class name in a table, so neither framework is imported), each setting compared where both
 sides have it; a mismatch is one Finding, the Flax value in torch's convention where they differ.
+Linen modules and NNX modules are read alike: NNX keeps Linen's field names (`epsilon`,
+`momentum` in Linen's convention, `strides`, `feature_group_count`...) as attributes, and names
+two classes otherwise (`Linear` with `out_features`, `MultiHeadAttention`).
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ _KINDS: dict[str, _Kind] = {
         ("padding", conv_transpose_padding),
         ("groups", same(attrgetter("groups"), constant(1), "flax ConvTranspose has no groups")),
     )),
-    "linear": _Kind(("Dense", "DenseGeneral"), (
+    "linear": _Kind(("Dense", "DenseGeneral", "Linear", "LinearGeneral"), (
         _BIAS, ("out features", same(attrgetter("out_features"), dense_features)))),
     "layer_norm": _Kind(("LayerNorm",), (
         _EPSILON, _SCALE, _BIAS, ("normalized axes", layer_norm_axes))),
@@ -90,7 +93,7 @@ _KINDS: dict[str, _Kind] = {
     "dropout": _Kind(("Dropout",), (
         ("rate", same(attrgetter("p"), attrgetter("rate"))),
         ("deterministic", determinism("p", "rate")))),
-    "attention": _Kind(("MultiHeadDotProductAttention",), (
+    "attention": _Kind(("MultiHeadDotProductAttention", "MultiHeadAttention"), (
         ("num_heads", same(attrgetter("num_heads"), attrgetter("num_heads"))),
         ("dropout", same(attrgetter("dropout"), attrgetter("dropout_rate"))),
         ("deterministic", determinism("dropout", "dropout_rate")),
@@ -110,7 +113,7 @@ _KINDS: dict[str, _Kind] = {
         ("scale_grad_by_freq", same(attrgetter("scale_grad_by_freq"), constant(False),
                                     f"{_TORCH_ONLY}: torch scales gradients by frequency")),
     )),
-    # Linen has no GELU module: a port's own module with an `approximate` field is compared.
+    # Flax has no GELU module: a port's own module with an `approximate` field is compared.
     "gelu": _Kind(None, (("approximate", gelu_approximate),)),
 }
 

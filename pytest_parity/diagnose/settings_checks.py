@@ -257,5 +257,7 @@ def gelu_approximate(t: Any, f: Any) -> Mismatch:
 
 
 def dense_features(module: Any) -> Any:
-    features = module.features  # DenseGeneral may hold one output axis as a 1-tuple
+    # Linen's Dense has `features`, NNX's Linear `out_features`; DenseGeneral and LinearGeneral
+    # may hold one output axis as a 1-tuple.
+    features = module.features if hasattr(module, "features") else module.out_features
     return features[0] if isinstance(features, Sequence) and len(features) == 1 else features
