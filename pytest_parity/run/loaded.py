@@ -150,10 +150,10 @@ class LoadedPair:
     def torch_only(self) -> list[str]:
         """The torch tensors no Flax variable holds (rules without a Flax collection: buffers
         such as BatchNorm's `num_batches_tracked`, layers a mapping declares torch-only), as
-        sorted patterns with each index as '*' ('layer*.*.bn*.num_batches_tracked'): listed
+        sorted patterns with each index as '*' ('layer1.*.bn1.num_batches_tracked'): listed
         in each comparison's record, since the comparison cannot cover them."""
         mapping = self.pair.mapping
-        return sorted({re.sub(r"\d+", "*", key) for key in self.torch_model.state_dict()
+        return sorted({_INDEX.sub("*", key) for key in self.torch_model.state_dict()
                        if (rule := mapping.rule_for(key, "torch")) is not None
                        and rule.collection is None})
 
@@ -173,6 +173,10 @@ class LoadedPair:
             layout=layout, device=self.device, dtype=self.dtype, tolerance=tolerance,
             inputs_differ=inputs_differ, descend=descend,
             every_module_alone=every_module_alone)
+
+
+# An index part of a torch key ('layer1.0.bn1' -> 'layer1.*.bn1'); digits in a name stay.
+_INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)")
 
 
 def _host(given: Any, dtype: str, layout: Layout = Layout.SAME, torch_given: Any = None
