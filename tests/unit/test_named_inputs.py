@@ -44,8 +44,11 @@ def test_a_port_bug_behind_named_inputs_fails(loaded, monkeypatch):
 
     buggy = flax_tinytext(epsilon=1e-1)
     monkeypatch.setattr(loaded, "flax_apply", jax.jit(buggy.apply))
-    with pytest.raises(AssertionError, match="tinytext"):
+    with pytest.raises(AssertionError) as error:
         loaded.assert_close(TINYTEXT.example_inputs(0))
+    message = str(error.value)
+    assert message.startswith("[parity] tinytext: 2 of 2 leaves not sufficiently close")
+    assert "[parity] tinytext/last_hidden_state: values are not sufficiently close" in message
 
 
 def test_inputs_that_do_not_fit_the_declaration_name_the_pair_and_each_input(loaded):
@@ -210,7 +213,7 @@ def test_a_pairs_record_lists_the_torch_tensors_no_flax_variable_holds():
     pair = load_pair(TINYNET, checkpoint_for(TINYNET, 0, None), "cpu", "float32")
     with records.collecting() as found:
         pair.assert_close(np.random.default_rng(0).standard_normal((2, 3, 8, 8)))
-    assert found[0]["torch_only"] == ["bn*.num_batches_tracked"]
+    assert found[0]["torch_only"] == ["bn1.num_batches_tracked"]  # a name's digit stays
     text = load_pair(TINYTEXT, checkpoint_for(TINYTEXT, 0, None), "cpu", "float32")
     with records.collecting() as found:
         text.assert_close(TINYTEXT.example_inputs(0))
