@@ -148,9 +148,13 @@ def checkpoint_to_flax(checkpoint: Checkpoint, pair: Pair,
                        path: str | Path = MEMORY) -> dict[str, Any]:
     """Flax variables (nested dicts of numpy arrays) from a checkpoint, checked with eval_shape.
 
+    The mapping's Flax-only variables, which no checkpoint holds, take the values the Flax
+    module's own init gives them (jax.random.key(0); an NNX port's init gives zeros), as
+    `Mapping.canonical_to_flax` asks.
+
     Raises:
         CheckpointError: missing, unexpected, misshaped (shape and layout shown) or mistyped
-            tensors, all listed.
+            tensors, all listed; a Flax-only variable the Flax module does not have.
     """
     kept = {}
     for name, array in checkpoint.arrays.items():
@@ -158,4 +162,12 @@ def checkpoint_to_flax(checkpoint: Checkpoint, pair: Pair,
         if rule is None or rule.collection is not None:
             kept[name] = array
     verify(Checkpoint(checkpoint.architecture, kept, checkpoint.layouts), flax_spec(pair), path)
-    return pair.mapping.canonical_to_flax(kept)
+    flax_only = _flax_only_values(pair) if pair.mapping.flax_only else {}
+    return _mapped(path, lambda: pair.mapping.canonical_to_flax(kept, flax_only=flax_only))
+
+
+def _flax_only_values(pair: Pair) -> dict[str, Any]:
+    from pytest_parity.checkpoint.flax_variables import initial_values
+
+    args, kwargs = pair.flax_examples()
+    return initial_values(flax_module_of(pair), args, kwargs, pair.mapping.is_flax_only)

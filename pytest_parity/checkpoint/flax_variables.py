@@ -6,12 +6,15 @@ fraction of the time `init` takes (ResNet-50: ~9 s to run on this CPU), allocati
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Mapping as MappingType
 from typing import Any
 
+import numpy as np
+
 from pytest_parity.checkpoint.verify import TensorSpec
 from pytest_parity.errors import PREFIX, ParityError
-from pytest_parity.mapping.rules import Mapping, flatten
+from pytest_parity.mapping.rules import Mapping, flatten, unflatten
 
 
 def expected_variables(module: Any, args: tuple[Any, ...], kwargs: MappingType[str, Any],
@@ -37,6 +40,27 @@ def expected_variables(module: Any, args: tuple[Any, ...], kwargs: MappingType[s
                           f"{str(error).splitlines()[0] if str(error) else ''}") from None
     return {path: (tuple(leaf.shape), str(leaf.dtype))
             for path, leaf in flatten(shapes).items()}
+
+
+def initial_values(module: Any, args: tuple[Any, ...], kwargs: MappingType[str, Any],
+                   wanted: Callable[[str], bool]) -> dict[str, Any]:
+    """The variables `wanted` picks ('collection/path' -> bool) as the module's own `init`
+    gives them under jax.random.key(0), as nested dicts of numpy arrays.
+
+    Flax-only variables (no torch tensor gives them) take these values when a checkpoint is
+    loaded. `init` runs jitted on zero inputs of the example shapes (jax.ShapeDtypeStructs),
+    so XLA computes only the picked variables' initializers, not the whole model's.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    def picked() -> dict[str, Any]:
+        zeros = [jnp.zeros(a.shape, a.dtype) for a in args]
+        named = {name: jnp.zeros(a.shape, a.dtype) for name, a in kwargs.items()}
+        variables = module.init(jax.random.key(0), *zeros, **named)
+        return {path: value for path, value in flatten(variables).items() if wanted(path)}
+
+    return unflatten({path: np.asarray(value) for path, value in jax.jit(picked)().items()})
 
 
 def canonical_spec(mapping: Mapping, expected: MappingType[str, tuple[tuple[int, ...], str]]
