@@ -21,7 +21,7 @@ from pytest_parity.layouts import Layout
 
 class InputError(ParityError):
     """Inputs that do not fit what a pair declares: a name missing or unknown, a rank or a
-    dtype kind other than declared."""
+    dtype kind other than declared, a shared dimension given unlike, a value out of range."""
 
 
 @dataclass(frozen=True)
@@ -103,11 +103,22 @@ def padding_mask(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray
 
 
 def check_inputs(declared: Sequence[Input], given: Any, owner: str) -> None:
-    """Whether `given` (a dict of arrays by name) fits the declared inputs.
+    """Whether `given` (a dict of arrays by name) fits the declared inputs, checked before
+    either model runs, so that a misfit is named here rather than by a gather deep in jax or
+    torch.
+
+    Dtype kinds: an input declared integer takes integers, one declared floating takes
+    floats. An attention mask (integer or bool) takes integers or bools alike, as tokenizers
+    and users pass either; token ids never take bools, and nothing takes floats where
+    integers were declared (or the reverse). Values: an integer input declaring `high` takes
+    values in [low, high) (token ids within the vocabulary); an integer mask takes 0 and 1.
+    Shapes: inputs declared with one size in a dimension (the batch, the sequence length)
+    must be given alike there.
 
     Raises:
         InputError: naming `owner` (the pair) and every input missing, unknown, of another
-            rank, or floating where integers were declared (and the reverse).
+            rank or dtype kind, disagreeing with another in a shared dimension (both shapes
+            shown), or holding a value out of range (the value, its index, and how many).
     """
     if not isinstance(given, Mapping):
         names = ", ".join(d.name for d in declared)
@@ -118,18 +129,72 @@ def check_inputs(declared: Sequence[Input], given: Any, owner: str) -> None:
                 for name, d in by_name.items() if name not in given]
     problems += [f"{name}: not an input of {owner} (it takes {', '.join(by_name)})"
                  for name in given if name not in by_name]
-    for name, value in given.items():
-        if name not in by_name:
+    shapes = {}
+    for d in declared:
+        if d.name not in given:
             continue
-        array, d = np.asarray(value), by_name[name]
+        array = np.asarray(given[d.name])
         if array.ndim != len(d.shape):
-            problems.append(f"{name}: shape {array.shape} where rank {len(d.shape)} was "
+            problems.append(f"{d.name}: shape {array.shape} where rank {len(d.shape)} was "
                             f"declared ({d.describe()})")
-        elif np.issubdtype(array.dtype, np.integer) != d.integer and array.dtype != np.bool_:
-            problems.append(f"{name}: dtype {array.dtype} where {d.dtype} was declared")
+            continue
+        shapes[d.name] = array.shape
+        problem = _kind_problem(array, d) or _value_problem(array, d)
+        if problem:
+            problems.append(f"{d.name}: {problem}")
+    problems += _shared_dimension_problems(declared, shapes)
     if problems:
         raise InputError(f"{PREFIX} {owner}: inputs do not fit its declaration:\n"
                          + "\n".join(f"  - {p}" for p in problems))
+
+
+def _kind_problem(array: np.ndarray, declared: Input) -> str | None:
+    """A dtype kind other than declared, if so (which kinds fit: check_inputs)."""
+    if array.dtype == np.bool_:
+        fits = declared.mask
+    elif np.issubdtype(array.dtype, np.integer):
+        fits = declared.integer or declared.mask
+    else:
+        fits = np.issubdtype(array.dtype, np.floating) and not (declared.integer or declared.mask)
+    return None if fits else f"dtype {array.dtype} where {declared.dtype} was declared"
+
+
+def _value_problem(array: np.ndarray, declared: Input) -> str | None:
+    """Integer values outside what the input declares: [low, high), or 0 and 1 for a mask."""
+    if not np.issubdtype(array.dtype, np.integer) or array.size == 0:
+        return None
+    if declared.mask:
+        low, high, allowed = 0, 2, "a mask holds 0 and 1"
+    elif declared.high is not None:
+        low, high = declared.low, declared.high
+        allowed = f"declared values in [{low}, {high})"
+    else:
+        return None
+    outside = (array < low) | (array >= high)
+    if not outside.any():
+        return None
+    index = tuple(int(i) for i in np.argwhere(outside)[0])
+    return (f"{int(outside.sum())} of {array.size} values out of range ({allowed}); the first "
+            f"is {array[index]} at index {index}")
+
+
+def _shared_dimension_problems(declared: Sequence[Input],
+                               shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """Each input given a size other than the first input declared alike in a dimension
+    (same layout, same axis, same declared size) was given there."""
+    first: dict[tuple[Layout, int, int], Input] = {}
+    problems = []
+    for d in declared:
+        if d.name not in shapes:
+            continue
+        for axis, size in enumerate(d.shape):
+            other = first.setdefault((d.layout, axis, size), d)
+            if shapes[other.name][axis] != shapes[d.name][axis]:
+                problems.append(f"{d.name}: shape {shapes[d.name]} where {other.name} has "
+                                f"{shapes[other.name]}; dimension {axis}, declared alike "
+                                f"({size}), differs")
+                break
+    return problems
 
 
 def examples(declared: Sequence[Input], seed: int) -> dict[str, np.ndarray]:
