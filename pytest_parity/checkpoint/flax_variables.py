@@ -15,6 +15,7 @@ import numpy as np
 from pytest_parity.checkpoint.verify import TensorSpec
 from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.mapping.rules import Mapping, flatten, unflatten
+from pytest_parity.user_frames import user_frame
 
 
 def expected_variables(module: Any, args: tuple[Any, ...], kwargs: MappingType[str, Any],
@@ -25,7 +26,8 @@ def expected_variables(module: Any, args: tuple[Any, ...], kwargs: MappingType[s
 
     Raises:
         ParityError: the module cannot be traced on those inputs (a missing argument, a shape
-            it does not take); names `owner` and the inputs.
+            it does not take); names `owner`, the inputs and the line of the user's code
+            where the error arose, and is chained to the error.
     """
     import jax
 
@@ -35,9 +37,11 @@ def expected_variables(module: Any, args: tuple[Any, ...], kwargs: MappingType[s
     except Exception as error:  # the user's module: any error is a declaration problem
         given = ", ".join([*(f"{a.shape} {a.dtype}" for a in args),
                            *(f"{n}={a.shape} {a.dtype}" for n, a in kwargs.items())])
+        where = user_frame(error)
         raise ParityError(f"{PREFIX} {owner}: {type(module).__name__}.init cannot run on the "
                           f"declared inputs ({given}): {type(error).__name__}: "
-                          f"{str(error).splitlines()[0] if str(error) else ''}") from None
+                          f"{str(error).splitlines()[0] if str(error) else ''}"
+                          + (f"\n  raised at {where}" if where else "")) from error
     return {path: (tuple(leaf.shape), str(leaf.dtype))
             for path, leaf in flatten(shapes).items()}
 

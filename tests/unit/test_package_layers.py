@@ -16,7 +16,7 @@ MAX_LINES = 300
 LAYERS = [
     ("foundation", {"errors", "arrays", "atomic", "threads", "project", "options", "devices",
                     "numerics", "jax_cache", "torchvision_compat", "environment", "layouts",
-                    "inputs", "nnx_bridge", "strategies", "report", "gates"}),
+                    "inputs", "nnx_bridge", "strategies", "report", "gates", "user_frames"}),
     ("mapping", {"mapping"}),
     ("pairs", {"registry"}),
     ("checkpoint", {"checkpoint"}),
