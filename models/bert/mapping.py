@@ -3,8 +3,9 @@
 transformers keys `encoder.layer.{i}.attention.self.query.weight`; the canonical tree names
 it `encoder/layer{i}/attention/query/kernel`. Query, key and value stay separate Dense layers
 on both sides ([hidden, hidden] kernels; the Flax module splits heads after the product).
-`embeddings.position_ids` is ignored: transformers keeps it as a buffer it no longer saves, but
-checkpoint files written by older versions (all-MiniLM-L6-v2's model.safetensors) hold it.
+`embeddings.position_ids` needs no entry: transformers keeps it as a buffer it no longer saves;
+the files of older versions (all-MiniLM-L6-v2's model.safetensors) that hold it have it left
+out by the conversion, as any unsaved buffer (pytest_parity.checkpoint.convert.stale_keys).
 """
 
 from pytest_parity.mapping import Mapping
@@ -29,9 +30,7 @@ RULES = (
     *linear_rules("pooler.dense", "pooler/dense"),
 )
 
-IGNORED = ("embeddings.position_ids",)
-
 
 def bert_mapping(architecture: str) -> Mapping:
     """The mapping of a transformers BertModel with its pooler (any number of layers)."""
-    return Mapping(architecture, RULES, ignored=IGNORED)
+    return Mapping(architecture, RULES)
