@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         assert_close,
         assert_trees_close,
     )
+    from pytest_parity.inputs import Input
     from pytest_parity.mapping import (
         Chain,
         Flip,
@@ -43,6 +44,7 @@ __all__ = [
     "Comparison",
     "Flip",
     "Identity",
+    "Input",
     "Mapping",
     "MappingError",
     "ParityMappingWarning",
@@ -69,6 +71,7 @@ _MODULE_OF = {
     "Tolerance": "pytest_parity.compare",
     "assert_close": "pytest_parity.compare",
     "assert_trees_close": "pytest_parity.compare",
+    "Input": "pytest_parity.inputs",
     "automatic_mapping": "pytest_parity.mapping",
     "Chain": "pytest_parity.mapping",
     "Flip": "pytest_parity.mapping",

@@ -32,6 +32,17 @@ def test_importing_the_plugin_imports_no_framework():
     assert result.returncode == 0, result.stderr
 
 
+def test_input_is_exported_and_declares_inputs_without_a_framework():
+    result = _python(
+        BLOCK_FRAMEWORKS + "import pytest_parity; from pytest_parity import Input; "
+        "assert 'Input' in pytest_parity.__all__; "
+        "assert Input('input_ids', (2, 6), 'int64', high=50).describe() == "
+        "'input_ids (2, 6) int64, values in [0, 50)'; "
+        "heavy = sorted(m for m in ('torch', 'jax', 'flax') if m in sys.modules); "
+        "assert not heavy, heavy")
+    assert result.returncode == 0, result.stderr
+
+
 def test_help_lists_the_parity_group_without_torch_or_jax(tmp_path):
     result = _python(BLOCK_FRAMEWORKS + "import pytest; raise SystemExit(pytest.main(['--help']))",
                      cwd=tmp_path)
