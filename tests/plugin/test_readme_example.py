@@ -40,3 +40,17 @@ def test_readme_nnx_example_passes_and_is_reported(pytester):
     result.stdout.fnmatch_lines(["*test_nnx_linear_matches_linear[[]cpu[]] PASSED*",
                                  "*= parity report: 1 comparison =*"])
     result.assert_outcomes(passed=1, deselected=1)
+
+
+def test_readme_one_sided_layers_example_runs_as_written(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("flax")
+    import subprocess
+    import sys
+
+    example = next(block for block in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+                   if "torch_only=" in block)
+    (tmp_path / "one_sided_example.py").write_text(example)
+    result = subprocess.run([sys.executable, "one_sided_example.py"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
