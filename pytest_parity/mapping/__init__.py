@@ -8,6 +8,7 @@
     names.py        layer names as evidence: which torch layer is which Flax layer by name
     pairing.py      pairing a group's layers: by order and shape, checked by name; hints
     automatic.py    automatic_mapping: the same Mapping for a pair without a table
+    nnx_calls.py    an NNX module's submodule calls intercepted in order (matcher, trace)
     files.py        a Mapping as a JSON file (save_mapping, load_mapping)
 """
 
