@@ -36,6 +36,11 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str, str]] = [
      "relative tolerance of every comparison, over the pair's and the marker's."),
     ("parity_atol", "parity_atol", options.parse_tolerance, "",
      "absolute tolerance of every comparison, over the pair's and the marker's."),
+    ("parity_verdict", "parity_verdict", options.parse_verdict, "auto",
+     "how comparisons are judged: auto (bfloat16/float16 by their error budget: both sides "
+     "also run in float32 and the cross error must stay within what torch's own rounding "
+     "does; float32 by fixed tolerances), budget (float32 too, against float64) or fixed "
+     "(the tolerance table everywhere). Default: auto."),
     ("parity_seed", "parity_seed", options.parse_seed, "0",
      "seed of seeded checkpoints and of torch's generator in each case. Default: 0."),
     ("parity_numerics", "parity_numerics", options.parse_numerics, "pinned",
@@ -59,6 +64,7 @@ class Settings:
     seed: int
     numerics: str
     trace: str
+    verdict: str
     update_golden: bool
     golden_dir: Path
     jax_cache: Path | None
@@ -69,7 +75,7 @@ class Settings:
     def to_record(self) -> dict[str, Any]:
         return {"device": self.device, "dtypes": list(self.dtypes), "rtol": self.rtol,
                 "atol": self.atol, "seed": self.seed, "numerics": self.numerics,
-                "trace": self.trace,
+                "trace": self.trace, "verdict": self.verdict,
                 "jax_cache": str(self.jax_cache) if self.jax_cache else None}
 
 
@@ -98,6 +104,7 @@ def read_settings(config: pytest.Config) -> Settings:
         device=values["parity_device"], dtypes=values["parity_dtype"],
         rtol=values["parity_rtol"], atol=values["parity_atol"], seed=values["parity_seed"],
         numerics=values["parity_numerics"], trace=values["parity_trace"],
+        verdict=values["parity_verdict"],
         update_golden=bool(config.getoption("parity_update_golden")),
         golden_dir=golden_dir if golden_dir.is_absolute() else config.rootpath / golden_dir,
         jax_cache=_jax_cache_dir(config, values["parity_jax_cache"]),
@@ -116,15 +123,23 @@ def _jax_cache_dir(config: pytest.Config, value: str | None) -> Path | None:
 
 @dataclass(frozen=True)
 class MarkerSpec:
-    """The arguments of `@pytest.mark.parity(devices=..., dtypes=..., rtol=..., atol=...)`."""
+    """The arguments of `@pytest.mark.parity(devices=..., dtypes=..., rtol=..., atol=...,
+    verdict=...)`."""
 
     devices: tuple[str, ...] | None = None
     dtypes: tuple[str, ...] | None = None
     rtol: float | Mapping[str, float] | None = None
     atol: float | Mapping[str, float] | None = None
+    verdict: str | Mapping[str, str] | None = None
 
     def layer(self) -> Layer:
         return ("marker", self.rtol, self.atol)
+
+
+def case_verdict(run: str, spec: MarkerSpec) -> str | Mapping[str, str]:
+    """The case's verdict: the command line's (or ini's) where it chose one, else the
+    marker's, else auto."""
+    return run if run != "auto" or spec.verdict is None else spec.verdict
 
 
 def _shown(value: Any) -> str:
@@ -188,6 +203,26 @@ def _tolerance(value: Any, argument: str) -> float | dict[str, float] | None:
     return number
 
 
+def _verdict(value: Any) -> str | dict[str, str] | None:
+    if value is None:
+        return None
+    choices = options.VERDICT_CHOICES
+    if isinstance(value, Mapping):
+        given = dict(value)
+        bad = next((key for key, verdict in given.items()
+                    if not isinstance(key, str) or key not in options.DTYPE_CHOICES
+                    or not isinstance(verdict, str) or verdict not in choices), None)
+        if bad is not None or not given:
+            raise ValueError(f"parity marker: verdict={_shown(value)}; expected {{dtype: one "
+                             f"of {', '.join(choices)}}}, e.g. verdict={{'bfloat16': 'fixed'}}")
+        return given
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"parity marker: verdict={_shown(value)}; expected one of "
+                         f"{', '.join(choices)} or {{dtype: one of them}}, e.g. "
+                         "verdict='fixed'")
+    return value
+
+
 def read_marker(marker: pytest.Mark | None) -> MarkerSpec:
     """The marker's arguments, validated.
 
@@ -196,16 +231,17 @@ def read_marker(marker: pytest.Mark | None) -> MarkerSpec:
     """
     if marker is None:
         return MarkerSpec()
-    unknown = sorted(set(marker.kwargs) - {"devices", "dtypes", "rtol", "atol"})
+    unknown = sorted(set(marker.kwargs) - {"devices", "dtypes", "rtol", "atol", "verdict"})
     if marker.args or unknown:
         raise ValueError(f"parity marker takes only keyword arguments devices, dtypes, rtol, "
-                         f"atol; got {_shown(list(marker.args) + unknown)}")
+                         f"atol, verdict; got {_shown(list(marker.args) + unknown)}")
     devices, dtypes = marker.kwargs.get("devices"), marker.kwargs.get("dtypes")
     return MarkerSpec(
         devices=None if devices is None else _names(devices, MARKER_DEVICES, "devices"),
         dtypes=None if dtypes is None else _names(dtypes, options.DTYPE_CHOICES, "dtypes"),
         rtol=_tolerance(marker.kwargs.get("rtol"), "rtol"),
         atol=_tolerance(marker.kwargs.get("atol"), "atol"),
+        verdict=_verdict(marker.kwargs.get("verdict")),
     )
 
 

@@ -13,6 +13,9 @@ DEVICE_CHOICES = ("cpu", "gpu", "all", "auto")
 DTYPE_CHOICES = ("float32", "bfloat16", "float16", "float64")
 NUMERICS_CHOICES = ("pinned", "default")
 TRACE_MODES = ("on-failure", "always", "off")
+# How a case is judged: auto (its error budget for bfloat16/float16, fixed tolerances for
+# float32/float64), budget (float32 too), fixed (the tolerance table everywhere).
+VERDICT_CHOICES = ("auto", "budget", "fixed")
 
 
 def _bad(value: object, expected: str, example: str) -> argparse.ArgumentTypeError:
@@ -81,3 +84,11 @@ def parse_trace(value: str) -> str:
     if mode not in TRACE_MODES:
         raise _bad(value, f"one of {', '.join(TRACE_MODES)}", "--parity-trace=on-failure")
     return mode
+
+
+def parse_verdict(value: str) -> str:
+    """`--parity-verdict`: auto, budget or fixed (pytest_parity.compare.budget)."""
+    verdict = value.strip().lower()
+    if verdict not in VERDICT_CHOICES:
+        raise _bad(value, f"one of {', '.join(VERDICT_CHOICES)}", "--parity-verdict=fixed")
+    return verdict

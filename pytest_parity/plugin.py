@@ -26,7 +26,7 @@ from pytest_parity.fixtures import (  # noqa: F401 (pytest finds fixtures by mod
 
 RECORDS_PROPERTY = "parity_records"
 METAVARS = {"parity_dtype": "DTYPES", "parity_numerics": "MODE", "parity_trace": "WHEN",
-            "parity_jax_cache": "DIR"}
+            "parity_jax_cache": "DIR", "parity_verdict": "HOW"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -57,9 +57,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "parity(devices=None, dtypes=None, rtol=None, atol=None): a numerical parity case "
-        "between a torch model and its jax/flax port; limits its devices and dtypes and sets "
-        "its tolerance (a number or {dtype: number}).",
+        "parity(devices=None, dtypes=None, rtol=None, atol=None, verdict=None): a numerical "
+        "parity case between a torch model and its jax/flax port; limits its devices and "
+        "dtypes, sets its tolerance (a number or {dtype: number}) and how it is judged "
+        "(auto, budget or fixed, or {dtype: one of them}).",
     )
     settings = cases.read_settings(config)
     from pytest_parity import devices
@@ -145,9 +146,11 @@ def pytest_runtest_call(item: pytest.Item):
     from pytest_parity.diagnose import mode
 
     settings = item.config.stash[cases.SETTINGS]
-    layers = [cases.read_marker(item.get_closest_marker("parity")).layer(), *settings.layers()]
+    spec = cases.read_marker(item.get_closest_marker("parity"))
+    layers = [spec.layer(), *settings.layers()]
+    verdict = cases.case_verdict(settings.verdict, spec)
     with numerics.applied(settings.numerics, settings.seed), mode.applied(settings.trace), \
-            case_tolerances.applied(layers), records.collecting() as found:
+            case_tolerances.applied(layers, verdict), records.collecting() as found:
         try:
             return (yield)
         finally:

@@ -9,9 +9,10 @@ import numpy as np
 
 from pytest_parity.arrays import dtype_name
 from pytest_parity.compare import case_tolerances, records
+from pytest_parity.compare.budget import REFERENCE_DTYPES, Budget, leaf_budget
 from pytest_parity.compare.failure import format_failure
 from pytest_parity.compare.masks import LeafMask, masks_by_path
-from pytest_parity.compare.tolerance import resolve_layers
+from pytest_parity.compare.tolerance import Layer, least_precise, resolve_layers
 from pytest_parity.compare.trees import StructureMismatch, arrays_by_path
 from pytest_parity.compare.verdict import (
     Comparison,
@@ -43,15 +44,32 @@ def _padding_note(ratio: np.ndarray, worst_index: tuple[int, ...],
                        margin_outside=float(np.where(padding.keep, ratio, 0.0).max()))
 
 
+def _budget_of(actual: np.ndarray, expected: np.ndarray,
+               reference: tuple[np.ndarray, np.ndarray] | None,
+               mask: LeafMask | None) -> Budget | None:
+    """The leaf's error budget, where both sides ran in their reference precision too and
+    the running case judges this dtype by its budget."""
+    dtype = least_precise(dtype_name(actual), dtype_name(expected))
+    if reference is None or dtype not in REFERENCE_DTYPES \
+            or case_tolerances.verdict(dtype) != "budget":
+        return None
+    return leaf_budget(actual, expected, *reference, mask.keep if mask else None, dtype)
+
+
 def compare_leaf(actual: np.ndarray, expected: np.ndarray, *, path: str = "",
                  rtol: float | None = None, atol: float | None = None,
-                 mask: LeafMask | None = None, padding: LeafMask | None = None
-                 ) -> ParityResult:
+                 mask: LeafMask | None = None, padding: LeafMask | None = None,
+                 reference: tuple[np.ndarray, np.ndarray] | None = None) -> ParityResult:
     """Compare two arrays of the same shape, counting only the elements `mask` keeps;
-    `padding` (where the leaf has no mask) only informs the report of a failure."""
+    `padding` (where the leaf has no mask) only informs the report of a failure;
+    `reference` (both sides' outputs in their reference precision, as `actual`, `expected`)
+    draws the leaf's error budget (pytest_parity.compare.budget)."""
     dtypes = (dtype_name(actual), dtype_name(expected))
-    tolerance, source = resolve_layers(dtypes, [("pair", rtol, atol),
-                                                *case_tolerances.current()])
+    budget = _budget_of(actual, expected, reference, mask)
+    layers: list[Layer] = [("pair", rtol, atol), *case_tolerances.current()]
+    if budget is not None and budget.measurable:
+        layers.insert(0, ("budget", budget.rtol, budget.atol))
+    tolerance, source = resolve_layers(dtypes, layers)
     a, e = actual.astype(np.float64), expected.astype(np.float64)
     both_finite = np.isfinite(a) & np.isfinite(e)
     abs_err = np.abs(np.subtract(a, e, out=np.zeros_like(a), where=both_finite))
@@ -74,6 +92,9 @@ def compare_leaf(actual: np.ndarray, expected: np.ndarray, *, path: str = "",
     def index_of(flat: int) -> tuple[int, ...]:
         return tuple(int(i) for i in np.unravel_index(flat, ratio.shape))
 
+    element_margin = float(flat_ratio[order[0]]) if shown else 0.0
+    judged_by_budget = budget is not None and source == "budget"
+
     return ParityResult(
         path=path, shape=tuple(actual.shape), actual_dtype=dtypes[0], expected_dtype=dtypes[1],
         max_abs=float(abs_err.max()) if abs_err.size else 0.0,
@@ -87,13 +108,14 @@ def compare_leaf(actual: np.ndarray, expected: np.ndarray, *, path: str = "",
         n_masked_positions=mask.n_masked_positions if mask else 0,
         position_shape=tuple(mask.positions.shape) if mask else (),
         padding=_padding_note(ratio, worst[0].index, padding) if worst else None,
-        margin=float(flat_ratio[order[0]]) if shown else 0.0, worst=worst,
+        margin=max(element_margin, budget.rms_margin) if judged_by_budget and budget
+        else element_margin, worst=worst, budget=budget,
     )
 
 
 def compare(actual: Any, expected: Any, *, rtol: float | None = None,
             atol: float | None = None, mask: Any = None, padding: Any = None,
-            name: str = "output") -> Comparison:
+            name: str = "output", reference: tuple[Any, Any] | None = None) -> Comparison:
     """Compare two arrays or pytrees without raising on values (`assert_close` says what
     each argument takes).
 
@@ -106,8 +128,10 @@ def compare(actual: Any, expected: Any, *, rtol: float | None = None,
     masks = {} if mask is None else masks_by_path(mask, expected, shapes, name)
     paddings = {} if padding is None else masks_by_path(padding, expected, shapes, name,
                                                         strict=False, what="padding")
+    references = {} if reference is None else arrays_by_path(*reference, f"{name} reference")
     results = [compare_leaf(a, e, path=path, rtol=rtol, atol=atol, mask=masks.get(path),
-                            padding=None if path in masks else paddings.get(path))
+                            padding=None if path in masks else paddings.get(path),
+                            reference=references.get(path))
                for path, (a, e) in pairs.items()]
     return Comparison(name, tuple(results))
 
@@ -126,7 +150,8 @@ def compared(actual: Any, expected: Any, *, name: str = "output", **options: Any
 
 def assert_close(actual: Any, expected: Any, *, rtol: float | None = None,
                  atol: float | None = None, mask: Any = None, padding: Any = None,
-                 name: str = "output") -> Comparison:
+                 name: str = "output", reference: tuple[Any, Any] | None = None
+                 ) -> Comparison:
     """Assert two arrays or pytrees of arrays (torch, jax, numpy) are close.
 
     Structures and shapes are checked first; NaN/Inf positions must agree.
@@ -144,12 +169,16 @@ def assert_close(actual: Any, expected: Any, *, rtol: float | None = None,
             any form `mask` takes; only for the report: a leaf compared without a mask whose
             worst element lies in padding says so, and whether it passes without it.
         name: how the report names this comparison.
+        reference: (actual, expected) as each side computed them in the reference precision
+            (float32 for a bfloat16/float16 comparison) on the same rounded weights and
+            inputs: a budget verdict (pytest_parity.compare.budget) where the case's verdict
+            is the budget, the default for bfloat16 and float16.
     Raises:
         AssertionError: a `[parity]` report of every failing leaf, worst first.
     """
     __tracebackhide__ = True
     comparison = compared(actual, expected, rtol=rtol, atol=atol, mask=mask, padding=padding,
-                          name=name)
+                          name=name, reference=reference)
     records.emit(comparison.to_record())
     if not comparison.passed:
         raise AssertionError(format_failure(comparison))

@@ -22,6 +22,15 @@ element line (in one line, wrapped here), and whether the leaf passes without th
       only real positions
       all 4 failing elements are in padding: without the padding this leaf passes
 
+A leaf judged by its error budget (pytest_parity.compare.budget; bfloat16 and float16 by
+default) adds what the budget is made of, after the counts:
+
+      budget (float32 reference): cross rms 2.437e-02, allowed 2 x torch's drift rms
+      1.101e-02 = 2.202e-02; margin 1.11
+      every element within 4 x torch's largest drift 3.906e-02 (atol above)
+      Flax drifts 2.1x as far as torch from its own float32 (rms 2.312e-02): it rounds
+      where torch does not
+
 The worst element is the one of the largest margin (abs err / allowed), the table's first
 row; the largest abs and rel errors may be other elements, so each names its own index. The
 values are those compared, in the compared dtypes. A tree with several failing leaves starts
@@ -33,6 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from pytest_parity.compare.budget import MAX_FACTOR, RMS_FACTOR
 from pytest_parity.compare.verdict import Comparison, ParityResult
 from pytest_parity.errors import PREFIX
 
@@ -62,7 +72,8 @@ def _padding_lines(leaf: ParityResult) -> list[str]:
                         "the padding this leaf passes"]
     outside = leaf.n_failing - note.n_failing_in_padding
     return [*lines, f"  {note.n_failing_in_padding:,} of {leaf.n_failing:,} failing elements "
-                    f"are in padding; without them {outside:,} still fail (worst margin "
+                    f"are in padding; without them {outside:,} still "
+                    f"{'fails' if outside == 1 else 'fail'} (worst margin "
                     f"{note.margin_outside:.3g})"]
 
 
@@ -84,6 +95,26 @@ def _count_lines(leaf: ParityResult) -> list[str]:
             f"tolerance {tolerance}", f"  masked out: {masked}"]
 
 
+def _budget_lines(leaf: ParityResult) -> list[str]:
+    """What the leaf's error budget is made of, where the budget judged it."""
+    budget = leaf.budget
+    if budget is None or leaf.tolerance_from != "budget":
+        return []
+    rms = (f"cross rms {budget.cross_rms:.3e}, allowed {RMS_FACTOR:g} x torch's drift rms "
+           f"{budget.torch.rms:.3e} = {RMS_FACTOR * budget.torch.rms:.3e}; margin "
+           f"{budget.rms_margin:.3g}" if budget.rms_judged else
+           f"{budget.n} elements, too few for an rms: the element bound alone")
+    lines = [f"  budget ({budget.reference_dtype} reference): {rms}",
+             f"  every element within {MAX_FACTOR:g} x torch's largest drift "
+             f"{budget.torch.max:.3e} and one {budget.dtype} step (atol, rtol above)"]
+    ratio = budget.flax.rms / budget.torch.rms if budget.torch.rms else float("inf")
+    if ratio > RMS_FACTOR / 2 ** 0.5:  # more than an independent rounding of torch's size
+        lines.append(f"  Flax drifts {ratio:.2g}x as far as torch from its own "
+                     f"{budget.reference_dtype} (rms {budget.flax.rms:.3e}): it rounds where "
+                     "torch does not")
+    return lines
+
+
 def format_leaf(name: str, leaf: ParityResult) -> list[str]:
     where = f"{name}/{leaf.path}" if leaf.path else name
     lines = [
@@ -95,6 +126,7 @@ def format_leaf(name: str, leaf: ParityResult) -> list[str]:
         f"  max abs error {leaf.max_abs:.3e} at index {leaf.max_abs_index}; "
         f"max rel error {leaf.max_rel:.3e} at index {leaf.max_rel_index}",
         *_count_lines(leaf),
+        *_budget_lines(leaf),
     ]
     if leaf.worst:
         rows: list[tuple[str, ...]] = [("index", "actual", "expected", "abs err", "allowed")]

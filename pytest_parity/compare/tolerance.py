@@ -17,6 +17,9 @@ frameworks* against each other, where summation order and fused kernels differ.
 
 The policy, each layer overriding the one before for whichever of rtol/atol it gives:
     1. default  the table above, for the least precise dtype of the two arrays
+    1b. budget  for a bfloat16/float16 case (float32 on request) where both sides also ran in
+                their reference precision: atol from torch's own rounding, rtol 0, and a
+                bound on the cross error's rms (pytest_parity.compare.budget)
     2. pair     rtol/atol passed to assert_close (a pair's measured tolerance, e.g.
                 `registry.get(name).tolerance(dtype)`)
     3. marker   `@pytest.mark.parity(rtol=..., atol=...)`: a number, or {dtype: number}
@@ -56,13 +59,16 @@ EXACT = Tolerance(rtol=0.0, atol=0.0)
 _PRECISION_ORDER = ["bfloat16", "float16", "float32", "float64"]
 
 
+def least_precise(*dtype_names: str) -> str:
+    """The least precise floating dtype of these ('' where none is floating)."""
+    floating = [name for name in dtype_names if name in DEFAULT_TOLERANCES]
+    return min(floating, key=_PRECISION_ORDER.index) if floating else ""
+
+
 def default_tolerance(*dtype_names: str) -> Tolerance:
     """The default tolerance for comparing arrays of these dtypes (the least precise wins)."""
-    floating = [name for name in dtype_names if name in DEFAULT_TOLERANCES]
-    if not floating:
-        return EXACT
-    least_precise = min(floating, key=_PRECISION_ORDER.index)
-    return DEFAULT_TOLERANCES[least_precise]
+    dtype = least_precise(*dtype_names)
+    return DEFAULT_TOLERANCES[dtype] if dtype else EXACT
 
 
 # A layer of the policy: its name, and its rtol and atol (None where it says nothing; a
@@ -78,8 +84,7 @@ def resolve_layers(dtype_names: Sequence[str], layers: Sequence[Layer]) -> tuple
     """The tolerance for arrays of these dtypes after the layers, in order, and the name of the
     last layer that set rtol or atol ("default" when none did)."""
     tolerance, source = default_tolerance(*dtype_names), "default"
-    floating = [name for name in dtype_names if name in DEFAULT_TOLERANCES]
-    dtype = min(floating, key=_PRECISION_ORDER.index) if floating else ""
+    dtype = least_precise(*dtype_names)
     for name, rtol, atol in layers:
         rtol, atol = _for_dtype(rtol, dtype), _for_dtype(atol, dtype)
         if rtol is None and atol is None:

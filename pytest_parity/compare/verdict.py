@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_parity.compare.budget import Budget
+
 
 @dataclass(frozen=True)
 class Element:
@@ -57,10 +59,19 @@ class ParityResult:
     n_masked_positions: int = 0
     position_shape: tuple[int, ...] = ()
     padding: PaddingNote | None = None
+    # Both sides' drift from their reference precision, where the case drew a budget
+    # (pytest_parity.compare.budget); it judges the leaf where tolerance_from is "budget".
+    budget: Budget | None = None
+
+    @property
+    def rms_over_budget(self) -> bool:
+        """Judged by its budget, the cross error's rms exceeds what torch's drift allows."""
+        return (self.budget is not None and self.tolerance_from == "budget"
+                and self.budget.rms_margin > 1.0)
 
     @property
     def passed(self) -> bool:
-        return self.n_failing == 0
+        return self.n_failing == 0 and not self.rms_over_budget
 
     @property
     def n_valid(self) -> int:
@@ -122,6 +133,7 @@ class Comparison:
             "n_valid": sum(leaf.n_valid for leaf in self.leaves),
             "n_masked_positions": sum(leaf.n_masked_positions for leaf in self.leaves),
             "margin": self.margin, "passed": self.passed,
+            "budget": worst.budget.to_record() if worst.budget else None,
         }
 
 
@@ -133,5 +145,5 @@ def problem_record(name: str, problem: str) -> dict[str, Any]:
         "actual_dtype": "", "expected_dtype": "", "max_abs": math.inf, "max_rel": math.inf,
         "worst_index": [], "rtol": 0.0, "atol": 0.0, "tolerance_from": "-", "n_failing": 0,
         "size": 0, "n_masked": 0, "n_valid": 0, "n_masked_positions": 0, "margin": math.inf,
-        "passed": False, "problem": problem,
+        "passed": False, "budget": None, "problem": problem,
     }

@@ -48,6 +48,7 @@ from pytest_parity.mapping import Mapping, Rule, automatic_mapping
 from pytest_parity.nnx_bridge import NNXPort
 from pytest_parity.run.diagnosed import concluded, diagnosis_of, recorded
 from pytest_parity.run.given import built, flax_side
+from pytest_parity.run.reference import ReferenceSides, reference_sides, wanted
 from pytest_parity.run.sides import (
     flax_module_in,
     placed_variables,
@@ -93,6 +94,7 @@ class _Runner:
         self.apply: Any = None
         self.failing: tuple[Batch, Comparison] | None = None
         self.problem = ""  # why the last example's outputs could not be compared, if so
+        self.reference: ReferenceSides | None = None  # for a budget verdict
         self.result = ParityTestResult(self.torch_module, self.flax_module, mapping=mapping)
 
     def _prepare(self, batch: Batch) -> None:
@@ -104,6 +106,9 @@ class _Runner:
         if not isinstance(self.flax_module, (nn.Module, NNXPort)):  # a function: no variables
             function = self.flax_module  # a fresh jit: its cache (compilations) is this case's
             self.apply = jax.jit(lambda x: function(x))
+            if wanted(self.dtype):
+                self.reference = reference_sides(self.torch_module, None, None, self.device,
+                                                 self.dtype, flax_function=function)
             return
         self.flax_module = flax_module_in(self.flax_module, self.dtype)
         if self.mapping is None:
@@ -119,15 +124,21 @@ class _Runner:
         self.apply = jax.jit(lambda variables, x: module.apply(variables, x))
         self.result.flax_module, self.result.flax_variables = module, self.variables
         self.result.mapping = self.mapping
+        if wanted(self.dtype):
+            self.reference = reference_sides(self.torch_module, module, self.variables,
+                                             self.device, self.dtype)
 
-    def outputs(self, batch: Batch) -> tuple[Any, Any]:
-        """Both sides' outputs on one example, as numpy in torch's layout."""
+    def outputs(self, batch: Batch) -> tuple[Any, Any, tuple[Any, Any] | None]:
+        """Both sides' outputs on one example, as numpy in torch's layout, and (Flax's,
+        torch's) in the reference precision where the case is judged by its budget."""
         if self.apply is None:
             self._prepare(batch)
         torch_out = run_torch(self.torch_module, batch.torch, self.device, self.dtype)
         flax_out = run_flax(self.apply, batch.flax, self.device, self.dtype,
                             variables=self.variables, layout=batch.layout)
-        return torch_out, flax_out
+        reference = None if self.reference is None else self.reference.outputs(
+            batch.torch, batch.flax, batch.layout)
+        return torch_out, flax_out, reference
 
     def _input_line(self, batch: Batch) -> str:
         """The drawn input, and the dtype both sides were given it in where that differs."""
@@ -138,10 +149,10 @@ class _Runner:
     def check(self, batch: Batch, name: str) -> None:
         """One example: structure, shapes, dtypes, then values (raises AssertionError)."""
         __tracebackhide__ = True
-        torch_out, flax_out = self.outputs(batch)
+        torch_out, flax_out, reference = self.outputs(batch)
         self.result.examples += 1
         try:
-            comparison = compare(flax_out, torch_out, name=name)
+            comparison = compare(flax_out, torch_out, name=name, reference=reference)
         except StructureMismatch as structure:  # structures or shapes differ
             self.problem = structure.summary()
             raise AssertionError(f"{structure}\n{self._input_line(batch)}") from None
@@ -177,7 +188,7 @@ class _Runner:
 
 def parity_test(*, torch: Any, flax: Any, inputs: Any = None,
                 devices: Sequence[str] | None = None, dtypes: Sequence[str] | None = None,
-                rtol: Any = None, atol: Any = None, max_examples: int = 20,
+                rtol: Any = None, atol: Any = None, verdict: Any = None, max_examples: int = 20,
                 mapping: Mapping | None = None, hints: Sequence[tuple[str, str]] = (),
                 extra_rules: Sequence[Rule] = ()) -> Callable[[Callable[..., Any]], Any]:
     """Turn a test function into a parity test of `torch` against `flax` (see the module doc).
@@ -187,13 +198,14 @@ def parity_test(*, torch: Any, flax: Any, inputs: Any = None,
         flax: a flax.linen Module or a factory of one, or a plain function of the input.
         inputs: a strategy of `Batch`es (pytest_parity.strategies); default: shaped by the
             torch module's configuration (`inputs_for`).
-        devices, dtypes, rtol, atol: as the `parity` marker's.
+        devices, dtypes, rtol, atol, verdict: as the `parity` marker's (a bfloat16/float16
+            case is judged by its error budget unless verdict="fixed").
         max_examples: hypothesis examples per case.
         mapping: the weight mapping; default: automatic (`hints`, `extra_rules` as there).
     """
     marker_args = {key: value for key, value in
-                   (("devices", devices), ("dtypes", dtypes), ("rtol", rtol), ("atol", atol))
-                   if value is not None}
+                   (("devices", devices), ("dtypes", dtypes), ("rtol", rtol), ("atol", atol),
+                    ("verdict", verdict)) if value is not None}
 
     def decorate(test: Callable[..., Any]) -> Any:
         wanted = [p for p in inspect.signature(test).parameters.values()

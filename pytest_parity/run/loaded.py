@@ -31,6 +31,7 @@ from pytest_parity.inputs import InputError
 from pytest_parity.layouts import Layout
 from pytest_parity.registry import Pair, flax_module_of
 from pytest_parity.run.diagnosed import concluded, diagnosis_of
+from pytest_parity.run.reference import ReferenceSides, reference_sides, wanted
 from pytest_parity.run.sides import (
     flax_module_in,
     host_input,
@@ -126,7 +127,9 @@ class LoadedPair:
         them in its own layout, or `flax_inputs` where its input pipeline is its own) and
         assert their outputs are close under the pair's tolerance, counting only the elements
         `mask` keeps (an array, a tree of masks matching the outputs, or a function of the
-        leaf's path; see pytest_parity.compare). Where the pair declares an attention mask,
+        leaf's path; see pytest_parity.compare). A bfloat16/float16 case is judged by its
+        error budget: both sides run again in float32 on the same rounded weights and inputs
+        (pytest_parity.compare.budget). Where the pair declares an attention mask,
         an unmasked failure whose worst element is padding says so. A failure is diagnosed
         (`--parity-trace`): the weight and settings audits, and the first divergent module.
 
@@ -139,12 +142,22 @@ class LoadedPair:
         flax_out = run_flax(self.flax_apply, flax_given, self.device, self.dtype,
                             variables=self.flax_variables, layout=self.layout)
         torch_out = self.torch_forward(inputs)
+        reference = self.reference.outputs(inputs, flax_given, self.layout) \
+            if wanted(self.dtype) else None
         comparison = compared(flax_out, torch_out, name=name or self.name, mask=mask,
-                              padding=self.pair.padding(inputs), **self.tolerance(rtol, atol))
+                              padding=self.pair.padding(inputs), reference=reference,
+                              **self.tolerance(rtol, atol))
         concluded(comparison, lambda: self.diagnose(inputs, flax_inputs=flax_inputs,
                                                     rtol=rtol, atol=atol),
                   record={**comparison.to_record(), "torch_only": self.torch_only})
         return PairResult(comparison, torch_out, flax_out)
+
+    @functools.cached_property
+    def reference(self) -> ReferenceSides:
+        """Both sides in the reference precision (float32 for a bfloat16/float16 pair) on
+        this pair's rounded weights, for its budget verdict; built on first use, kept."""
+        return reference_sides(self.torch_model, self.flax_model, self.flax_variables,
+                               self.device, self.dtype)
 
     @functools.cached_property
     def torch_only(self) -> list[str]:
@@ -191,7 +204,8 @@ def _host(given: Any, dtype: str, layout: Layout = Layout.SAME, torch_given: Any
 def _agree(flax_inputs: Any, torch_inputs: Any, tolerance: dict[str, float]) -> bool:
     """Whether the two sides' own inputs agree (inputs of other shapes do not)."""
     try:
-        return compare(flax_inputs, torch_inputs, name="inputs", **tolerance).passed
+        return compare(flax_inputs, torch_inputs, name="inputs", rtol=tolerance.get("rtol"),
+                       atol=tolerance.get("atol")).passed
     except AssertionError:
         return False
 

@@ -91,9 +91,9 @@ def test_dtype_unsupported_on_the_device_skips_with_the_reason(pytester, monkeyp
         ("parity(rtol=-1)", "parity marker: rtol=-1; expected a finite number >= 0 or {dtype: "
          "number}, e.g. rtol=1e-5"),
         ('parity("gpu")', "parity marker takes only keyword arguments devices, dtypes, rtol, "
-         "atol; got ['gpu']"),
+         "atol, verdict; got ['gpu']"),
         ("parity(device='gpu')", "parity marker takes only keyword arguments devices, dtypes, "
-         "rtol, atol; got ['device']"),
+         "rtol, atol, verdict; got ['device']"),
         ("parity(dtypes=5)", "parity marker: dtypes=5; each must be one of float32, bfloat16, "
          "float16, float64, e.g. dtypes=['float32'] (a list)"),
         ("parity(devices=object())", "parity marker: devices=<object object at "),
@@ -107,10 +107,14 @@ def test_dtype_unsupported_on_the_device_skips_with_the_reason(pytester, monkeyp
          "not a dtype: each key must be one of float32, bfloat16, float16, float64"),
         ("parity(atol={'float32': 'x'})", "parity marker: atol={'float32': 'x'}; "
          "atol['float32'] must be a finite number >= 0, e.g. atol={'float32': 1e-5}"),
+        ("parity(verdict='loose')", "parity marker: verdict='loose'; expected one of auto, "
+         "budget, fixed or {dtype: one of them}, e.g. verdict='fixed'"),
+        ("parity(verdict={'float33': 'fixed'})", "parity marker: verdict={'float33': 'fixed'}; "
+         "expected {dtype: one of auto, budget, fixed}, e.g. verdict={'bfloat16': 'fixed'}"),
     ],
     ids=["device", "dtype", "tolerance", "positional", "misspelt", "dtypes-int", "devices-object",
          "dtypes-generator", "rtol-too-large", "rtol-inf", "rtol-nan", "rtol-bool",
-         "rtol-unknown-dtype", "atol-string"],
+         "rtol-unknown-dtype", "atol-string", "verdict-unknown", "verdict-unknown-dtype"],
 )
 def test_a_bad_marker_is_an_error_naming_the_test(pytester, marker, message):
     pytester.makepyfile(f"import pytest\n\n@pytest.mark.{marker}\n"

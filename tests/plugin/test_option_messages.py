@@ -74,5 +74,5 @@ def test_a(parity_dtype):
     output = result.stdout.str().partition("short test summary info")[0]
     assert output.count("got ['dtype']") == 1
     result.stdout.fnmatch_lines(["test_typo.py::test_a: parity marker takes only keyword "
-                                 "arguments devices, dtypes, rtol, atol; got ['dtype']"])
+                                 "arguments devices, dtypes, rtol, atol, verdict; got ['dtype']"])
     assert "During handling" not in output

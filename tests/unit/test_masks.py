@@ -197,7 +197,7 @@ def test_the_hint_says_how_many_fail_outside_the_padding():
     actual["last_hidden_state"][2, 3, 100] += 1.0  # a real token
     lines = _failure(actual, expected, padding=ATTENTION).splitlines()
     assert lines[lines.index(PADDING_HINT) + 1] == (
-        "  38,400 of 38,401 failing elements are in padding; without them 1 still fail (worst "
+        "  38,400 of 38,401 failing elements are in padding; without them 1 still fails (worst "
         f"margin {1.0 / (1e-5 + 1.3e-6 * abs(expected['last_hidden_state'][2, 3, 100])):.3g})")
 
 

@@ -1,0 +1,155 @@
+"""The error budget of a low-precision comparison: what each framework's own rounding does.
+
+In bfloat16 or float16 a correct port and torch disagree by about as much as each of them
+disagrees with itself computed in float32, and that depends on the model, its depth and the
+input: no fixed tolerance is right for all of them. So both sides also run in a reference
+precision (float32 for bfloat16/float16; float64 for a float32 budget) on the same weights
+and inputs, both already rounded to the case's dtype: the budget then measures rounding in the
+arithmetic alone, the one thing the cross-framework error is made of.
+
+    torch drift   torch's low-precision output against torch's own reference output
+    Flax drift    the same for the Flax side (reported; not part of the verdict)
+    cross error   Flax's low-precision output against torch's (what is judged)
+
+The cross error passes when both hold over the elements compared (the mask's):
+    rms(cross) <= RMS_FACTOR * rms(torch drift)    (over RMS_MIN_ELEMENTS elements or more)
+    |cross|    <= MAX_FACTOR * max |torch drift| + one rounding step of the dtype at |torch|
+                  (every element: atol and rtol of the failure table)
+
+Why torch's drift alone: a port that rounds more than the original (a softmax or LayerNorm
+statistics in bfloat16 where torch computes them in float32, weights held in bfloat16 in a
+float16 run) also drifts more from its own float32 run; a budget that grew with the port's
+drift would absorb exactly the bugs it is there to find. The Flax drift is reported beside
+it, so a port that rounds more than torch shows it.
+
+Why rms, and these factors (measured on this CPU, batch 2-8, the zoo's seeded checkpoints
+and MiniLM's real weights, torch 2.13 / jax 0.10; ratios cross / torch drift):
+- A correct port whose ops round as torch's do, but in another order, is an independent
+  rounding stream of the same size: rms(cross) ~ sqrt(2) rms(torch drift). Measured: ResNet-18
+  1.42, ResNet-50 1.36-1.38, ViT-Ti/16 1.35-1.41, MiniLM-L6 1.24; a single op whose Flax side
+  rounds once, as torch's kernel does, 0.00-0.05; jax's own bfloat16 GELU 1.19, SiLU 1.79.
+  The max ratio: 1.11-1.26 (ResNets), 1.42-1.46 (ViT), 1.72 (MiniLM), about 2 for one op
+  (one rounding step against half of one).
+- Ports that round more than torch: float16 activations with bfloat16 weights 8.2 (rms) /
+  5.6 (max), activations in bfloat16 14 / 9.9; LayerNorm statistics in bfloat16 on
+  activations of mean 4 19.7 / 28.6 (2.5 / 4.0 at mean 1); a softmax whose sum accumulates
+  in bfloat16 over 197 keys 6.5 / 8.9.
+  RMS_FACTOR 2 sits above every correct port (margin 0.62-0.90) and below those; MAX_FACTOR
+  4 only bounds single elements (a few wrong elements hardly move an rms over thousands).
+- What it cannot catch: a softmax in bfloat16 as XLA computes it (exponentials rounded, sum
+  accumulated in float32) moves an attention output by 0.96-1.22 of torch's drift, less
+  than a correct deep port's independent rounding; and semantic bugs (a LayerNorm epsilon, a
+  GELU approximation) are 10-20x below any bfloat16 budget: the float32 check finds them.
+An rms over a few elements says little (one element one step apart in a leaf of four moves it
+by half a step); leaves under RMS_MIN_ELEMENTS are held to the element bound alone, whose
+rounding step lets two correct roundings of one value differ by a step.
+Where torch's low-precision output equals its reference (ReLU, pooling by max, a lookup: the
+drift is 0), the budget has nothing to scale and the fixed tolerance applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+RMS_FACTOR = 3.0
+MAX_FACTOR = 8.0
+RMS_MIN_ELEMENTS = 512
+# One rounding step relative to the value (the spacing of the dtype's numbers at 1).
+ROUNDING_STEP = {"bfloat16": 2.0**-7, "float16": 2.0**-10, "float32": 2.0**-23}
+
+# The reference precision of each dtype a budget is drawn for.
+REFERENCE_DTYPES = {"bfloat16": "float32", "float16": "float32", "float32": "float64"}
+# The dtypes judged by their budget unless a run, marker or pair says otherwise.
+BUDGET_BY_DEFAULT = ("bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How far one framework's low-precision output is from its own reference output."""
+
+    rms: float
+    max: float
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One leaf's budget: both drifts, the cross error's rms, and what they allow."""
+
+    torch: Drift
+    flax: Drift
+    cross_rms: float
+    dtype: str  # the case's
+    reference_dtype: str
+    n: int  # the elements compared
+
+    @property
+    def rms_judged(self) -> bool:
+        """Whether enough elements were compared for their rms to judge."""
+        return self.n >= RMS_MIN_ELEMENTS
+
+    @property
+    def measurable(self) -> bool:
+        """Whether torch's own rounding moved its output at all (else the fixed tolerance)."""
+        return self.torch.max > 0.0
+
+    @property
+    def atol(self) -> float:
+        """The bound on every element: MAX_FACTOR times torch's largest drift ..."""
+        return MAX_FACTOR * self.torch.max
+
+    @property
+    def rtol(self) -> float:
+        """... and one rounding step of the dtype, relative to torch's value."""
+        return ROUNDING_STEP.get(self.dtype, 0.0)
+
+    @property
+    def rms_margin(self) -> float:
+        """rms(cross) / (RMS_FACTOR * rms(torch drift)): <= 1 passes (0 where too few
+        elements were compared for their rms to judge)."""
+        if not self.rms_judged:
+            return 0.0
+        allowed = RMS_FACTOR * self.torch.rms
+        if allowed > 0:
+            return self.cross_rms / allowed
+        return 0.0 if self.cross_rms == 0 else float("inf")
+
+    def to_record(self) -> dict[str, float | str]:
+        return {"reference_dtype": self.reference_dtype, "elements": self.n,
+                "torch_drift_rms": self.torch.rms, "torch_drift_max": self.torch.max,
+                "flax_drift_rms": self.flax.rms, "flax_drift_max": self.flax.max,
+                "cross_rms": self.cross_rms, "rms_factor": RMS_FACTOR,
+                "max_factor": MAX_FACTOR, "rms_margin": self.rms_margin}
+
+
+def _drift(low: np.ndarray, reference: np.ndarray, keep: np.ndarray | None) -> Drift:
+    error = np.abs(low.astype(np.float64) - reference.astype(np.float64))
+    error = np.where(np.isfinite(error), error, 0.0)
+    if keep is not None:
+        error = error[np.broadcast_to(keep, error.shape)]
+    if not error.size:
+        return Drift(0.0, 0.0)
+    return Drift(rms=float(np.sqrt(np.mean(np.square(error)))), max=float(error.max()))
+
+
+def leaf_budget(actual: np.ndarray, expected: np.ndarray, actual_reference: np.ndarray,
+                expected_reference: np.ndarray, keep: np.ndarray | None, dtype: str) -> Budget:
+    """The budget of one leaf in `dtype` (`actual` is Flax's, `expected` torch's), over the
+    elements `keep` keeps (all where None)."""
+    cross = _drift(actual, expected, keep)
+    n = int(np.count_nonzero(np.broadcast_to(keep, expected.shape))) if keep is not None \
+        else int(expected.size)
+    return Budget(torch=_drift(expected, expected_reference, keep),
+                  flax=_drift(actual, actual_reference, keep), cross_rms=cross.rms,
+                  dtype=dtype, reference_dtype=REFERENCE_DTYPES[dtype], n=n)
+
+
+def verdict_for(dtype: str, chosen: str) -> str:
+    """'budget' or 'fixed' for a case of `dtype` under the chosen verdict ('auto': the budget
+    for bfloat16 and float16, fixed tolerances otherwise; float64 has no reference)."""
+    if dtype not in REFERENCE_DTYPES:
+        return "fixed"
+    if chosen == "auto":
+        return "budget" if dtype in BUDGET_BY_DEFAULT else "fixed"
+    return chosen
