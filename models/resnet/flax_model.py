@@ -4,7 +4,8 @@ Inputs are NHWC. Submodule names follow the canonical tree (`layer1/block0/conv1
 `bn1/mean` in `batch_stats`), so the Flax variables *are* the canonical checkpoint.
 torchvision conventions kept: BatchNorm epsilon 1e-5 and momentum 0.1 (Flax counts momentum
 the other way: 0.9), the stride on the 3x3 convolution of a bottleneck (ResNet v1.5), a
-projection shortcut wherever the shape changes, max pooling padded with -inf.
+projection shortcut wherever the shape changes, max pooling padded with -inf; in low
+precision, BatchNorm computes as torch's kernel does (models/resnet/batch_norm.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from models.resnet.batch_norm import BatchNorm
 
 TORCH_BATCH_NORM_MOMENTUM = 0.1
 
@@ -114,7 +117,7 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        norm = partial(nn.BatchNorm, use_running_average=not train,
+        norm = partial(BatchNorm, use_running_average=not train,
                        momentum=1.0 - TORCH_BATCH_NORM_MOMENTUM, epsilon=1e-5, dtype=self.dtype)
         x = nn.relu(norm(name="bn1")(_conv(64, 7, 2, "conv1", self.dtype)(x)))
         x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import jax.numpy as jnp
 from flax import nnx
 
+from models.resnet.batch_norm import NNXBatchNorm
 from models.resnet.flax_model import TORCH_BATCH_NORM_MOMENTUM
 
 Conv = Callable[[int, int, int, int], nnx.Conv]  # (in, out, kernel, stride) -> layer
@@ -124,7 +125,7 @@ class ResNet(nnx.Module):
                  num_classes: int = 1000, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
         self.dtype = dtype
         conv = partial(_conv, dtype=dtype, rngs=rngs)
-        norm = partial(nnx.BatchNorm, use_running_average=True,
+        norm = partial(NNXBatchNorm, use_running_average=True,
                        momentum=1.0 - TORCH_BATCH_NORM_MOMENTUM, epsilon=1e-5, dtype=dtype,
                        rngs=rngs)
         self.conv1 = conv(3, 64, 7, 2)

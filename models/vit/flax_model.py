@@ -4,7 +4,8 @@ Inputs are NHWC. Submodule names follow the canonical tree (`encoder/layer0/atte
 so the Flax variables *are* the canonical checkpoint. torchvision conventions kept: pre-norm
 blocks with LayerNorm epsilon 1e-6, exact (erf) GELU, a class token prepended before the
 position embedding is added, attention logits scaled by 1/sqrt(head_dim), the head reading
-the class token after the final LayerNorm.
+the class token after the final LayerNorm; in low precision, attention computed in float32
+as torch's kernel does (models/vit/attention.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from models.vit.attention import attention_in_float32
 
 LAYER_NORM_EPSILON = 1e-6
 
@@ -42,7 +45,9 @@ class EncoderBlock(nn.Module):
         norm = partial(nn.LayerNorm, epsilon=LAYER_NORM_EPSILON, dtype=self.dtype)
         y = norm(name="ln_1")(x)
         y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype,
-                                            deterministic=True, name="attention")(y, y)
+                                            deterministic=True,
+                                            attention_fn=attention_in_float32,
+                                            name="attention")(y, y)
         x = x + y
         return x + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(norm(name="ln_2")(x))
 

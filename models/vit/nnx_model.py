@@ -3,8 +3,10 @@
 Attributes carry the Linen port's submodule names (`encoder/layer0/attention/query`), so the
 NNX state has the Linen variables' paths and one mapping, vit_mapping, serves both ports. The
 same torchvision conventions and the same operations in the same order as the Linen port,
-attention included (see `attention_as_linen`). NNX builds its parameters when constructed, so
-the position embedding's length comes from `image_size` (224) and the patch size.
+attention included (models/vit/attention.py, in place of NNX's default attention_fn,
+jax.nn.dot_product_attention, which rounds otherwise). NNX builds its parameters when
+constructed, so the position embedding's length comes from `image_size` (224) and the patch
+size.
 """
 
 from __future__ import annotations
@@ -14,28 +16,9 @@ from typing import Any
 
 import jax.numpy as jnp
 from flax import nnx
-from flax.nnx.nn.attention import dot_product_attention_weights
 
+from models.vit.attention import attention_in_float32
 from models.vit.flax_model import LAYER_NORM_EPSILON
-
-
-def attention_as_linen(query: jnp.ndarray, key: jnp.ndarray, value: jnp.ndarray, *,
-                       mask: jnp.ndarray | None = None, dropout_rate: float = 0.0,
-                       is_causal: bool = False, dtype: Any = None, precision: Any = None,
-                       **_: Any) -> jnp.ndarray:
-    """softmax(query / sqrt(head_dim) . key) . value in two einsums, as Linen's attention
-    computes it. NNX's default attention_fn calls jax.nn.dot_product_attention instead, which
-    scales the logits rather than the query and, under bfloat16, accumulates the logits and
-    takes the softmax in float32: another rounding than the Linen port's (measured on the
-    seeded ViT-Ti/16 and B/16: the same float32 logits, bfloat16 logits 0.04 apart). Neither
-    dropout nor a causal mask, which a ViT does not use (the other keywords, the dropout RNG
-    and the sowing module, go unused)."""
-    if dropout_rate or is_causal:
-        raise ValueError(f"attention_as_linen: dropout_rate={dropout_rate}, "
-                         f"is_causal={is_causal}; it has neither")
-    weights = dot_product_attention_weights(query, key, mask=mask, dtype=dtype,
-                                            precision=precision)
-    return jnp.einsum("...hqk,...khd->...qhd", weights, value, precision=precision)
 
 
 class MlpBlock(nnx.Module):
@@ -60,7 +43,7 @@ class EncoderBlock(nnx.Module):
         # keep_rngs=False: deterministic, so no RNG state beside the Linen port's variables.
         self.attention = nnx.MultiHeadAttention(
             num_heads, hidden_dim, dtype=dtype, deterministic=True, decode=False,
-            attention_fn=attention_as_linen, keep_rngs=False, rngs=rngs)
+            attention_fn=attention_in_float32, keep_rngs=False, rngs=rngs)
         self.ln_2 = norm()
         self.mlp = MlpBlock(hidden_dim, mlp_dim, dtype=dtype, rngs=rngs)
 

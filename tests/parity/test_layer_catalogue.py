@@ -2,14 +2,16 @@
 would write it: only the public API (`parity_test`, `pytest_parity.strategies`), weights copied
 by the automatic mapping, inputs drawn by hypothesis, in float32 and bfloat16.
 
-bfloat16 keeps the default tolerance (rtol 1.6e-2, atol 1e-2) unless a test says otherwise
-with a measured reason.
+bfloat16 is judged by its error budget (pytest_parity.compare.budget): both sides also run in
+float32, and the cross error must stay within what torch's own rounding does; no test sets a
+bfloat16 tolerance of its own.
 """
 
 from functools import partial
 
 import pytest
 
+from models.resnet.batch_norm import BatchNorm
 from pytest_parity import parity_test
 from pytest_parity.strategies import image_batches, sequence_batches, token_batches
 
@@ -127,8 +129,12 @@ def test_layer_norm(result):
     pass
 
 
+# The zoo's BatchNorm (models/resnet/batch_norm.py): Flax's own rounds x - mean, the
+# multiplier and their product to bfloat16 where torch's kernel rounds once; on this layer it
+# drifted 2.5x as far as torch from its float32 output and the cross error 2.8x torch's drift
+# (rms), within the budget's factor 3 by too thin a margin to hold on another machine.
 @parity_case(torch=lambda: with_random_statistics(torch.nn.BatchNorm2d(6)),
-             flax=lambda: nn.BatchNorm(use_running_average=True, epsilon=1e-5),
+             flax=lambda: BatchNorm(use_running_average=True, epsilon=1e-5),
              inputs=image_batches(channels=6))
 def test_batch_norm_eval(result):
     assert "batch_stats" in result.flax_variables
@@ -189,26 +195,25 @@ def test_max_pool_ceil_mode(result):
     pass
 
 
-# bfloat16 averages of inputs up to 6: the frameworks round the sum at different points, one
-# bf16 step apart at most (0.031 between 4 and 8). Measured: max abs 0.031, and margin 0.97
-# against the default atol 1e-2 (0.0234 near zero). atol 0.05 leaves room for one step.
-POOL_BF16 = {"bfloat16": 0.05}
-
-
+# Pooled in float32 and rounded once, as torch's kernel does: nn.avg_pool sums a bfloat16
+# window in bfloat16 (measured: 2.6x torch's drift from float32, the cross error 2.8x, rms).
 @parity_case(torch=lambda: torch.nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=True),
-             flax=lambda x: nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                                        count_include_pad=True),
-             inputs=WIDE, atol=POOL_BF16)
+             flax=lambda x: nn.avg_pool(x.astype("float32"), (3, 3), strides=(2, 2),
+                                        padding=((1, 1), (1, 1)), count_include_pad=True
+                                        ).astype(x.dtype),
+             inputs=WIDE)
 def test_avg_pool_counting_padding(result):
     pass
 
 
 # Found by this test: flax 0.12.8's avg_pool with count_include_pad=False returns float32 for a
-# bfloat16 input (it divides by a float32 count), where torch keeps bfloat16; cast back.
+# bfloat16 input (it divides by a float32 count), where torch keeps bfloat16. Pooled in float32
+# and cast back, as above.
 @parity_case(torch=lambda: torch.nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
-             flax=lambda x: nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                                        count_include_pad=False).astype(x.dtype),
-             inputs=WIDE, atol=POOL_BF16)
+             flax=lambda x: nn.avg_pool(x.astype("float32"), (3, 3), strides=(2, 2),
+                                        padding=((1, 1), (1, 1)), count_include_pad=False
+                                        ).astype(x.dtype),
+             inputs=WIDE)
 def test_avg_pool_not_counting_padding(result):
     pass
 
@@ -240,7 +245,7 @@ def _torchvision():
 def _flax_bottleneck():
     from models.resnet.flax_model import Bottleneck
 
-    return Bottleneck(planes=16, stride=2, norm=partial(nn.BatchNorm, use_running_average=True,
+    return Bottleneck(planes=16, stride=2, norm=partial(BatchNorm, use_running_average=True,
                                                         epsilon=1e-5))
 
 
@@ -250,7 +255,6 @@ def _torch_bottleneck():
     return with_random_statistics(resnet.Bottleneck(32, 16, stride=2, downsample=downsample))
 
 
-# bfloat16 holds the defaults: measured max abs 0.0156, margin 0.77.
 @parity_test(torch=_torch_bottleneck, flax=_flax_bottleneck, dtypes=DTYPES, max_examples=8,
              inputs=image_batches(channels=32, max_size=16))
 def test_resnet_bottleneck_block(result):
@@ -269,11 +273,8 @@ def _flax_encoder_block():
     return EncoderBlock(num_heads=4, mlp_dim=64)
 
 
-# bfloat16: two LayerNorms, softmax attention and a GELU MLP with residual sums; measured max
-# abs 0.0156 (8 bf16 steps at 0.3, margin 1.05 against the default atol 1e-2); atol 0.03 is
-# about twice that.
 @parity_case(torch=_torch_encoder_block, flax=_flax_encoder_block,
-             inputs=sequence_batches(features=32), atol={"bfloat16": 0.03})
+             inputs=sequence_batches(features=32))
 def test_vit_encoder_block(result):
     pass
 

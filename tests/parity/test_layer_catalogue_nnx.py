@@ -17,11 +17,11 @@ from functools import partial
 
 import pytest
 
+from models.resnet.batch_norm import NNXBatchNorm
 from pytest_parity import parity_test
 from pytest_parity.strategies import image_batches, sequence_batches, token_batches
 from tests.parity.test_layer_catalogue import (
     DTYPES,
-    POOL_BF16,
     WIDE,
     TorchPatchEmbedding,
     TorchSelfAttention,
@@ -139,9 +139,10 @@ def test_layer_norm_epsilon_on_small_variance(result):
     pass
 
 
+# The zoo's BatchNorm, as in the Linen file (nnx.BatchNorm rounds as Linen's does).
 @parity_case(torch=lambda: with_random_statistics(torch.nn.BatchNorm2d(6)),
-             flax=lambda: nnx.BatchNorm(6, use_running_average=True, momentum=0.9,
-                                        epsilon=1e-5, rngs=nnx.Rngs(0)),
+             flax=lambda: NNXBatchNorm(6, use_running_average=True, momentum=0.9,
+                                       epsilon=1e-5, rngs=nnx.Rngs(0)),
              inputs=image_batches(channels=6))
 def test_batch_norm_eval(result):
     assert "batch_stats" in result.flax_variables
@@ -198,19 +199,24 @@ def test_max_pool_ceil_mode(result):
     pass
 
 
+# Pooled in float32 and rounded once, as torch's kernel does: nnx.avg_pool sums a bfloat16
+# window in bfloat16 (measured: 2.6x torch's drift from float32, the cross error 2.8x, rms).
 @parity_case(torch=lambda: torch.nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=True),
-             flax=lambda x: nnx.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                                         count_include_pad=True),
-             inputs=WIDE, atol=POOL_BF16)
+             flax=lambda x: nnx.avg_pool(x.astype("float32"), (3, 3), strides=(2, 2),
+                                         padding=((1, 1), (1, 1)), count_include_pad=True
+                                         ).astype(x.dtype),
+             inputs=WIDE)
 def test_avg_pool_counting_padding(result):
     pass
 
 
-# nnx.avg_pool is Linen's: float32 out for a bfloat16 input without count_include_pad; cast back.
+# nnx.avg_pool is Linen's: float32 out for a bfloat16 input without count_include_pad; pooled
+# in float32 and cast back, as above.
 @parity_case(torch=lambda: torch.nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
-             flax=lambda x: nnx.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                                         count_include_pad=False).astype(x.dtype),
-             inputs=WIDE, atol=POOL_BF16)
+             flax=lambda x: nnx.avg_pool(x.astype("float32"), (3, 3), strides=(2, 2),
+                                         padding=((1, 1), (1, 1)), count_include_pad=False
+                                         ).astype(x.dtype),
+             inputs=WIDE)
 def test_avg_pool_not_counting_padding(result):
     pass
 
@@ -227,7 +233,7 @@ def test_multihead_attention(result):
 
 
 # torch's BatchNorm2d: epsilon 1e-5, momentum 0.1 (0.9 in Flax's convention), eval mode.
-_batch_norm = partial(nnx.BatchNorm, use_running_average=True, momentum=0.9, epsilon=1e-5)
+_batch_norm = partial(NNXBatchNorm, use_running_average=True, momentum=0.9, epsilon=1e-5)
 
 
 class Downsample(nnx.Module):
@@ -263,7 +269,6 @@ class Bottleneck(nnx.Module):
         return nnx.relu(self.downsample(x) + y)
 
 
-# bfloat16 holds the defaults, as the Linen block does.
 @parity_test(torch=_torch_bottleneck,
              flax=lambda: Bottleneck(32, planes=16, stride=2, rngs=nnx.Rngs(0)),
              dtypes=DTYPES, max_examples=8, inputs=image_batches(channels=32, max_size=16))
@@ -299,10 +304,9 @@ class EncoderBlock(nnx.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-# bfloat16: the Linen block's bound (atol 0.03, measured reason there).
 @parity_case(torch=_torch_encoder_block,
              flax=lambda: EncoderBlock(num_heads=4, hidden_dim=32, mlp_dim=64, rngs=nnx.Rngs(0)),
-             inputs=sequence_batches(features=32), atol={"bfloat16": 0.03})
+             inputs=sequence_batches(features=32))
 def test_vit_encoder_block(result):
     pass
 
