@@ -78,6 +78,7 @@ def _block_with(original: type, *, mlp: Any = None, epsilon: float | None = None
     import flax.linen as nn
 
     from models.vit import flax_model
+    from models.vit.attention import attention_in_float32
 
     class Variant(original):  # type: ignore[misc, valid-type]
         @nn.compact
@@ -86,7 +87,9 @@ def _block_with(original: type, *, mlp: Any = None, epsilon: float | None = None
                            dtype=self.dtype)
             y = norm(name="ln_1")(x)
             y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype,
-                                                deterministic=True, name="attention")(y, y)
+                                                deterministic=True,
+                                                attention_fn=attention_in_float32,
+                                                name="attention")(y, y)
             x = x + y
             return x + (mlp or flax_model.MlpBlock)(self.mlp_dim, self.dtype, name="mlp")(
                 norm(name="ln_2")(x))
@@ -169,9 +172,10 @@ def _max_pool_unpadded(monkeypatch: Any, module: Any) -> Any:
 
 
 def _batch_norm_epsilon_1e3(monkeypatch: Any, module: Any) -> Any:
-    import flax.linen as nn
+    from models.resnet import flax_model
 
-    _resnet_nn(monkeypatch, BatchNorm=lambda **settings: nn.BatchNorm(
+    port_batch_norm = flax_model.BatchNorm
+    monkeypatch.setattr(flax_model, "BatchNorm", lambda **settings: port_batch_norm(
         **{**settings, "epsilon": 1e-3}))  # Keras' default
     return module
 
