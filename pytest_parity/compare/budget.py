@@ -151,6 +151,15 @@ def leaf_budget(actual: np.ndarray, expected: np.ndarray, actual_reference: np.n
                   dtype=dtype, reference_dtype=REFERENCE_DTYPES[dtype], n=n)
 
 
+def element_tolerance(dtype: str, torch_drift_max: float) -> dict[str, float]:
+    """The budget's bound on every element as a fixed tolerance, for what judges element by
+    element without references of its own (the trace's modules, in pytest_parity.diagnose);
+    empty where torch's drift is 0 (the table applies)."""
+    if torch_drift_max <= 0:
+        return {}
+    return {"rtol": ROUNDING_STEP.get(dtype, 0.0), "atol": MAX_FACTOR * torch_drift_max}
+
+
 def verdict_for(dtype: str, chosen: str) -> str:
     """'budget' or 'fixed' for a case of `dtype` under the chosen verdict ('auto': the budget
     for bfloat16 and float16, fixed tolerances otherwise; float64 has no reference)."""

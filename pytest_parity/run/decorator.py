@@ -46,9 +46,9 @@ from pytest_parity.diagnose import Diagnosis
 from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.mapping import Mapping, Rule, automatic_mapping
 from pytest_parity.nnx_bridge import NNXPort
+from pytest_parity.run import reference as references
 from pytest_parity.run.diagnosed import concluded, diagnosis_of, recorded
 from pytest_parity.run.given import built, flax_side
-from pytest_parity.run.reference import ReferenceSides, reference_sides, wanted
 from pytest_parity.run.sides import (
     flax_module_in,
     placed_variables,
@@ -94,7 +94,7 @@ class _Runner:
         self.apply: Any = None
         self.failing: tuple[Batch, Comparison] | None = None
         self.problem = ""  # why the last example's outputs could not be compared, if so
-        self.reference: ReferenceSides | None = None  # for a budget verdict
+        self.reference: references.ReferenceSides | None = None  # for a budget verdict
         self.result = ParityTestResult(self.torch_module, self.flax_module, mapping=mapping)
 
     def _prepare(self, batch: Batch) -> None:
@@ -106,9 +106,10 @@ class _Runner:
         if not isinstance(self.flax_module, (nn.Module, NNXPort)):  # a function: no variables
             function = self.flax_module  # a fresh jit: its cache (compilations) is this case's
             self.apply = jax.jit(lambda x: function(x))
-            if wanted(self.dtype):
-                self.reference = reference_sides(self.torch_module, None, None, self.device,
-                                                 self.dtype, flax_function=function)
+            if references.wanted(self.dtype):
+                self.reference = references.reference_sides(
+                    self.torch_module, None, None, self.device, self.dtype,
+                    flax_function=function)
             return
         self.flax_module = flax_module_in(self.flax_module, self.dtype)
         if self.mapping is None:
@@ -124,9 +125,9 @@ class _Runner:
         self.apply = jax.jit(lambda variables, x: module.apply(variables, x))
         self.result.flax_module, self.result.flax_variables = module, self.variables
         self.result.mapping = self.mapping
-        if wanted(self.dtype):
-            self.reference = reference_sides(self.torch_module, module, self.variables,
-                                             self.device, self.dtype)
+        if references.wanted(self.dtype):
+            self.reference = references.reference_sides(self.torch_module, module,
+                                                        self.variables, self.device, self.dtype)
 
     def outputs(self, batch: Batch) -> tuple[Any, Any, tuple[Any, Any] | None]:
         """Both sides' outputs on one example, as numpy in torch's layout, and (Flax's,
@@ -176,10 +177,13 @@ class _Runner:
         """The audits and the trace of one example (none for a Flax function: no weights)."""
         if self.variables is None:
             return None
+        tolerance = {} if self.reference is None else references.trace_tolerance(
+            self.reference, run_torch(self.torch_module, batch.torch, self.device, self.dtype),
+            batch.torch)  # judged by its budget: so are its modules
         return diagnosis_of(mapping=self.mapping, torch_model=self.torch_module,
                             flax_module=self.flax_module, flax_variables=self.variables,
                             inputs=batch.torch, flax_inputs=batch.flax, layout=batch.layout,
-                            device=self.device, dtype=self.dtype, tolerance={})
+                            device=self.device, dtype=self.dtype, tolerance=tolerance)
 
     def compilations(self) -> int:
         cache_size = getattr(self.apply, "_cache_size", None)

@@ -31,7 +31,12 @@ from pytest_parity.inputs import InputError
 from pytest_parity.layouts import Layout
 from pytest_parity.registry import Pair, flax_module_of
 from pytest_parity.run.diagnosed import concluded, diagnosis_of
-from pytest_parity.run.reference import ReferenceSides, reference_sides, wanted
+from pytest_parity.run.reference import (
+    ReferenceSides,
+    reference_sides,
+    trace_tolerance,
+    wanted,
+)
 from pytest_parity.run.sides import (
     flax_module_in,
     host_input,
@@ -174,10 +179,14 @@ class LoadedPair:
                  atol: float | None = None, descend: bool | None = None,
                  every_module_alone: bool = False) -> Diagnosis:
         """The weight and settings audits and the activation trace of one input (as
-        `assert_close` takes it); `descend=True` searches for a culprit even where the outputs
-        agree; `every_module_alone` runs each module on torch's inputs (to measure noise)."""
+        `assert_close` takes it; in a case judged by its budget, each module is held to the
+        budget's element bound on this input); `descend=True` searches for a culprit even
+        where the outputs agree; `every_module_alone` runs each module on torch's inputs (to
+        measure noise)."""
         layout, tolerance = self.layout, self.tolerance(rtol, atol)
         flax_given = self._flax_given(inputs, flax_inputs)
+        if wanted(self.dtype) and not tolerance:  # judged by its budget: so are its modules
+            tolerance = trace_tolerance(self.reference, self.torch_forward(inputs), inputs)
         inputs_differ = flax_inputs is not None and not _agree(
             _host(flax_given, self.dtype, layout, inputs), _host(inputs, self.dtype), tolerance)
         return diagnosis_of(

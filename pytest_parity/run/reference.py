@@ -15,8 +15,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from pytest_parity.compare import case_tolerances
-from pytest_parity.compare.budget import REFERENCE_DTYPES
+from pytest_parity.compare.budget import REFERENCE_DTYPES, element_tolerance
+from pytest_parity.compare.trees import leaves
 from pytest_parity.layouts import Layout
 from pytest_parity.run.sides import (
     flax_module_in,
@@ -81,6 +84,24 @@ class ReferenceSides:
                                 self.device, reference, variables=self.flax_variables,
                                 layout=layout)
         return flax_out, torch_out
+
+
+def trace_tolerance(sides: ReferenceSides, torch_out: Any, torch_inputs: Any
+                    ) -> dict[str, float]:
+    """The tolerance a trace of this case judges its modules by: the budget's element bound
+    from torch's drift on these inputs over every output leaf (`torch_out`: torch's output in
+    the case's dtype)."""
+    torch_reference = run_torch(sides.torch_model, rounded_inputs(torch_inputs, sides.dtype),
+                                sides.device, sides.reference_dtype)
+    references = leaves(torch_reference)
+
+    def largest_drift(low: Any, reference: Any) -> float:
+        drift = np.abs(np.asarray(low, np.float64) - np.asarray(reference, np.float64))
+        return float(np.max(np.where(np.isfinite(drift), drift, 0.0), initial=0.0))
+
+    return element_tolerance(sides.dtype, max(
+        (largest_drift(low, references[path]) for path, low in leaves(torch_out).items()
+         if path in references), default=0.0))
 
 
 def reference_sides(torch_model: Any, flax_module: Any, flax_variables: Any, device: str,
