@@ -82,7 +82,7 @@ def parity_seed(request: pytest.FixtureRequest) -> int:
 def parity_checkpoint(request: pytest.FixtureRequest, parity_seed: int) -> Callable[[str], Any]:
     """`parity_checkpoint(name)`: the registered pair's canonical checkpoint for the seed."""
     from pytest_parity import registry
-    from pytest_parity.run.loaded import checkpoint_for
+    from pytest_parity.run.loading import checkpoint_for
 
     def get(name: str) -> Any:
         return checkpoint_for(registry.get(name), parity_seed, _cache_dir(request.config))
@@ -98,7 +98,7 @@ def parity_pair(request: pytest.FixtureRequest, parity_device: str, parity_dtype
     for module in ("torch", "jax", "flax"):
         pytest.importorskip(module)
     from pytest_parity import registry
-    from pytest_parity.run.loaded import PairCache
+    from pytest_parity.run.loading import PairCache
 
     config = request.config
     if _pair_cache_key not in config.stash:

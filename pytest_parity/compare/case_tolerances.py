@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-from pytest_parity.compare.budget import verdict_for
+from pytest_parity.compare.budget import BUDGET_BY_DEFAULT, verdict_for
 from pytest_parity.compare.tolerance import Layer
 
 # 'auto', 'budget' or 'fixed', or {dtype: one of them} (a marker's per-dtype choice).
@@ -27,12 +27,13 @@ def current() -> Sequence[Layer]:
     return _applied[-1][0] if _applied else ()
 
 
-def verdict(dtype: str) -> str:
-    """'budget' or 'fixed': how the running case judges a comparison in `dtype`."""
+def verdict(dtype: str, budget_by_default: tuple[str, ...] = BUDGET_BY_DEFAULT) -> str:
+    """'budget' or 'fixed': how the running case judges a comparison in `dtype` (under the
+    automatic verdict, the budget for the dtypes `budget_by_default` names)."""
     chosen = _applied[-1][1] if _applied else "auto"
     if isinstance(chosen, Mapping):
         chosen = chosen.get(dtype, "auto")
-    return verdict_for(dtype, chosen)
+    return verdict_for(dtype, chosen, budget_by_default)
 
 
 @contextmanager

@@ -1,21 +1,20 @@
 """Running a pair: both sides on one device and dtype, for registered pairs and for layers.
 
     sides.py      the one place where a side runs: inputs cast and placed, layouts, no_grad
-    loaded.py     a registered pair loaded from its checkpoint (`parity_pair`), PairCache
+    loaded.py     a registered pair loaded for a case (`parity_pair`): its comparisons
+    loading.py    getting a pair ready: checkpoint, both models, placement; PairCache
+    gradients.py  gradient parity of a case: both sides' gradients of one loss
     decorator.py  @parity_test: a torch layer and its Flax port on hypothesis-drawn inputs
 """
 
 from pytest_parity.run.decorator import ParityTestResult, check_parity, parity_test
-from pytest_parity.run.loaded import (
-    LoadedPair,
-    PairCache,
-    PairResult,
-    checkpoint_for,
-    load_pair,
-)
+from pytest_parity.run.gradients import GradientResult
+from pytest_parity.run.loaded import LoadedPair, PairResult
+from pytest_parity.run.loading import PairCache, checkpoint_for, load_pair
 from pytest_parity.run.sides import placed_variables, run_flax, run_torch
 
 __all__ = [
+    "GradientResult",
     "LoadedPair",
     "PairCache",
     "PairResult",

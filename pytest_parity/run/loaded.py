@@ -6,31 +6,28 @@ variables and its jitted apply, both on the case's device and in the case's dtyp
 
 from __future__ import annotations
 
-import copy
 import functools
 import re
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from pytest_parity import threads
-from pytest_parity.checkpoint.convert import (
-    checkpoint_from_torch,
-    checkpoint_to_flax,
-    checkpoint_to_torch,
-)
 from pytest_parity.checkpoint.format import Checkpoint
 from pytest_parity.compare import Comparison, compare, compared
 from pytest_parity.diagnose import Diagnosis
 from pytest_parity.errors import PREFIX
 from pytest_parity.inputs import InputError
 from pytest_parity.layouts import Layout
-from pytest_parity.registry import Pair, flax_module_of
+from pytest_parity.registry import Pair
 from pytest_parity.run.diagnosed import concluded, diagnosis_of
+from pytest_parity.run.gradients import (
+    GradientCheck,
+    GradientResult,
+    budget_wanted,
+    checked_losses,
+)
 from pytest_parity.run.reference import (
     ReferenceSides,
     reference_sides,
@@ -38,26 +35,10 @@ from pytest_parity.run.reference import (
     wanted,
 )
 from pytest_parity.run.sides import (
-    flax_module_in,
     host_input,
-    placed_variables,
     run_flax,
     run_torch,
-    torch_model_on,
 )
-
-
-def checkpoint_for(pair: Pair, seed: int, cache_dir: Path) -> Checkpoint:
-    """The pair's checkpoint for `seed`: its own source where it registers one (the zoo's
-    seeded checkpoints), else the torch model's initialisation under torch.manual_seed(seed)."""
-    if pair.checkpoint is not None:
-        return pair.checkpoint(seed, cache_dir)
-    import torch
-
-    torch.manual_seed(seed)
-    state = pair.torch_model().state_dict()
-    return checkpoint_from_torch(state, pair, source=f"torch {torch.__version__} init, "
-                                                     f"torch.manual_seed({seed})")
 
 
 @dataclass(frozen=True)
@@ -80,6 +61,7 @@ class LoadedPair:
     flax_model: Any
     flax_variables: Any
     flax_apply: Callable[..., Any]  # jitted module.apply(variables, inputs)
+    _gradient_checks: dict[Any, GradientCheck] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -157,6 +139,34 @@ class LoadedPair:
                   record={**comparison.to_record(), "torch_only": self.torch_only})
         return PairResult(comparison, torch_out, flax_out)
 
+    def assert_grads_close(self, inputs: Any, *, flax_inputs: Any = None, loss: Any = None,
+                           seed: int = 0, rtol: float | None = None, atol: float | None = None,
+                           name: str | None = None) -> GradientResult:
+        """Both sides' gradients of one loss on `inputs` (as `assert_close` takes them), with
+        respect to the floating inputs and every parameter, compared key by key (torch's keys:
+        the Flax side's are carried back through the pair's mapping). `loss`: None, a random
+        projection of the outputs drawn from `seed` (every output element counts), or
+        (torch_loss, flax_loss), each a function of its side's outputs returning a scalar.
+        Judged by the gradients' error budget (both sides also in float64 for a float32 pair;
+        pytest_parity.run.gradients), or by rtol/atol where given.
+
+        Raises:
+            AssertionError: the failure report, the parameters whose gradients differ and
+                where the backward pass parts ways.
+        """
+        __tracebackhide__ = True
+        flax_given = self._flax_given(inputs, flax_inputs)
+        losses = checked_losses(loss)
+        key = (id(losses[0]), id(losses[1])) if losses else None, seed
+        if key not in self._gradient_checks:
+            self._gradient_checks[key] = GradientCheck(
+                torch_model=self.torch_model, flax_apply=self.flax_model.apply,
+                flax_variables=self.flax_variables, mapping=self.pair.mapping,
+                device=self.device, dtype=self.dtype, loss=losses, seed=seed,
+                reference=self.reference if budget_wanted(self.dtype) else None)
+        return self._gradient_checks[key].check(inputs, flax_given, self.layout,
+                                                name=name or self.name, rtol=rtol, atol=atol)
+
     @functools.cached_property
     def reference(self) -> ReferenceSides:
         """Both sides in the reference precision (float32 for a bfloat16/float16 pair) on
@@ -217,69 +227,3 @@ def _agree(flax_inputs: Any, torch_inputs: Any, tolerance: dict[str, float]) -> 
                        atol=tolerance.get("atol")).passed
     except AssertionError:
         return False
-
-
-@functools.cache
-def _meta_model(pair: Pair) -> Any:
-    """The pair's torch model built once on the meta device: structure, no memory, no init."""
-    import torch
-
-    with torch.device("meta"):
-        return pair.torch_model()
-
-
-def _torch_model_with(pair: Pair, state: dict[str, Any]) -> Any:
-    """The torch model holding `state`: a copy of the meta-device build, its tensors assigned
-    from the state dict, so that the model's own random initialisation (~200 ms for ResNet-50)
-    is skipped; built normally where the state dict does not cover every tensor
-    (non-persistent buffers)."""
-    model = copy.deepcopy(_meta_model(pair))
-    model.load_state_dict(state, assign=True)
-    if any(tensor.is_meta for tensor in (*model.parameters(), *model.buffers())):
-        model = pair.torch_model()
-        model.load_state_dict(state)
-    return model
-
-
-def _flax_variables(pair: Pair, checkpoint: Checkpoint, device: str, dtype: str) -> Any:
-    """The checkpoint's Flax variables on the device, floating ones in `dtype`."""
-    return placed_variables(checkpoint_to_flax(checkpoint, pair), device, dtype)
-
-
-def load_pair(pair: Pair, checkpoint: Checkpoint, device: str, dtype: str) -> LoadedPair:
-    """Both models of `pair` with the checkpoint's weights, on `device`, in `dtype`. The Flax
-    side is converted and transferred in a worker thread while the torch side is built."""
-    import jax
-    import torch
-
-    flax_side = threads.submit(_flax_variables, pair, checkpoint, device, dtype)
-    state = {key: torch.from_numpy(value)
-             for key, value in checkpoint_to_torch(checkpoint, pair).items()}
-    model = torch_model_on(_torch_model_with(pair, state), device, dtype)
-    flax_model = flax_module_in(flax_module_of(pair), dtype)
-    return LoadedPair(pair, device, dtype, checkpoint, model, flax_model, flax_side.result(),
-                      jax.jit(flax_model.apply))
-
-
-class PairCache:
-    """Loaded pairs by (name, device, dtype, seed), the most recent `keep` of them; one per
-    session (and per xdist worker): ViT-L/16 alone holds ~2.5 GB in both frameworks."""
-
-    def __init__(self, cache_dir: Path, keep: int = 3) -> None:
-        self.cache_dir = cache_dir
-        self.keep = keep
-        self.loaded: OrderedDict[tuple[str, str, str, int], LoadedPair] = OrderedDict()
-
-    def get(self, pair: Pair, device: str, dtype: str, seed: int) -> LoadedPair:
-        key = (pair.name, device, dtype, seed)
-        if key in self.loaded:
-            self.loaded.move_to_end(key)
-            return self.loaded[key]
-        while len(self.loaded) >= self.keep:
-            self.loaded.popitem(last=False)
-        same_checkpoint = [p.checkpoint for (name, *_, s), p in self.loaded.items()
-                           if (name, s) == (pair.name, seed)]
-        checkpoint = (same_checkpoint[0] if same_checkpoint
-                      else checkpoint_for(pair, seed, self.cache_dir))
-        self.loaded[key] = load_pair(pair, checkpoint, device, dtype)
-        return self.loaded[key]

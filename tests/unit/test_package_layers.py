@@ -23,6 +23,7 @@ LAYERS = [
     ("compare", {"compare"}),
     ("diagnose", {"diagnose"}),
     ("golden", {"golden"}),
+    ("train", {"train"}),
     ("run", {"run"}),
     ("faces", {"__init__", "cases", "fixtures", "plugin", "cli"}),
 ]

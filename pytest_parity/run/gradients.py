@@ -1,0 +1,211 @@
+"""Gradient parity of one case: both sides' gradients of one loss, compared key by key.
+
+What `LoadedPair.assert_grads_close` and `@parity_test(grads=True)` run. The loss is the
+default projection of the outputs (pytest_parity.train.gradients) or the user's, one per
+side. Gradients are judged by their error budget in float32 too: both sides also compute
+them in float64 on the same weights and inputs (pytest_parity.compare.budget,
+GRADIENT_BUDGET says why), unless the case's verdict is "fixed".
+
+A failure names each parameter whose gradient differs (its torch key, its module, its Flax
+variable) nearest the output first, and where the backward pass parts ways: every gradient
+from there to the output agrees, so what differs runs between the two modules it names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pytest_parity.compare import Comparison, compared
+from pytest_parity.compare.budget import GRADIENT_BUDGET, REFERENCE_DTYPES
+from pytest_parity.compare.case_tolerances import verdict
+from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.layouts import Layout
+from pytest_parity.mapping import Mapping
+from pytest_parity.run.diagnosed import concluded
+from pytest_parity.run.reference import ReferenceSides, precision, rounded_inputs
+from pytest_parity.run.sides import called, flax_input, torch_input
+from pytest_parity.train import (
+    FlaxGradients,
+    Gradients,
+    flax_projection_loss,
+    flax_projections,
+    projections,
+    torch_gradients,
+    torch_projection_loss,
+)
+
+# A user's loss: one function per side, each of that side's outputs (in its own layout).
+Losses = tuple[Callable[[Any], Any], Callable[[Any], Any]]
+
+SHOWN = 8  # the failing parameters a report lists
+
+
+@dataclass(frozen=True)
+class GradientResult:
+    """What a gradient check compared: the verdict, and both sides' gradients (numpy,
+    torch's layout and keys)."""
+
+    comparison: Comparison
+    torch: Gradients
+    flax: Gradients
+
+
+def budget_wanted(dtype: str) -> bool:
+    """Whether the running case judges gradients in `dtype` by their budget (so both sides
+    also compute them in the reference precision)."""
+    return dtype in REFERENCE_DTYPES and verdict(dtype, GRADIENT_BUDGET) == "budget"
+
+
+def checked_losses(loss: Any) -> Losses | None:
+    """A user's `loss=`: None (the default projection) or (torch_loss, flax_loss).
+
+    Raises:
+        ParityError: anything else.
+    """
+    if loss is None:
+        return None
+    if isinstance(loss, Sequence) and len(loss) == 2 and all(map(callable, loss)):
+        return (loss[0], loss[1])
+    raise ParityError(f"{PREFIX} loss= takes (torch_loss, flax_loss), a function of each "
+                      f"side's outputs returning a scalar, or None (a random projection of "
+                      f"the outputs); got {loss!r}")
+
+
+class _Side:
+    """One precision of both sides: the torch model and the Flax side's jitted gradients."""
+
+    def __init__(self, torch_model: Any, flax_apply: Callable[..., Any], flax_variables: Any,
+                 mapping: Mapping, losses: Losses | None) -> None:
+        self.torch_model, self.flax_variables = torch_model, flax_variables
+        flax_loss = flax_projection_loss if losses is None else (
+            lambda outputs, _weights: losses[1](outputs))
+        self.flax = FlaxGradients(lambda variables, inputs: called(
+            flax_apply, variables, inputs=inputs), flax_loss, mapping)
+
+    def gradients(self, torch_loss: Callable[[Any], Any], weights: Any, inputs: Any,
+                  flax_inputs: Any, layout: Layout, device: str, dtype: str
+                  ) -> tuple[Gradients, Gradients]:
+        """(Flax's, torch's) gradients on host inputs, placed in `dtype`."""
+        model = self.torch_model
+        torch_side = torch_gradients(lambda given: called(model, inputs=given),
+                                     dict(model.named_parameters()),
+                                     torch_input(inputs, device, dtype), torch_loss)
+        flax_side = self.flax(self.flax_variables, flax_input(flax_inputs, device, dtype),
+                              weights(), layout, _rank(inputs))
+        return flax_side, torch_side
+
+
+def _rank(inputs: Any) -> int:
+    return 0 if isinstance(inputs, dict) else int(np.ndim(inputs))
+
+
+class GradientCheck:
+    """The gradient check of one case (a pair on a device and dtype, or a layer's), its Flax
+    gradients jitted once; `reference`: both sides in the reference precision, for the
+    budget (built by the caller where `budget_wanted`)."""
+
+    def __init__(self, *, torch_model: Any, flax_apply: Callable[..., Any],
+                 flax_variables: Any, mapping: Mapping, device: str, dtype: str,
+                 loss: Losses | None = None, seed: int = 0,
+                 reference: ReferenceSides | None = None) -> None:
+        self.device, self.dtype, self.seed, self.losses = device, dtype, seed, loss
+        self.mapping = mapping
+        self.side = _Side(torch_model, flax_apply, flax_variables, mapping, loss)
+        self.reference = reference
+        self.reference_side = None if reference is None else _Side(
+            reference.torch_model, reference.flax_apply, reference.flax_variables, mapping, loss)
+
+    def _losses(self, layout: Layout, rank: int, device: Any
+                ) -> tuple[Callable[[Any], Any], Callable[[], Any]]:
+        """torch's loss and (a function giving) the Flax loss's weights: for the default loss
+        the projections, drawn from torch's outputs on its first call."""
+        if self.losses is not None:
+            return self.losses[0], lambda: None
+        drawn: dict[str, Any] = {}
+
+        def torch_loss(outputs: Any) -> Any:
+            if "projected" not in drawn:
+                drawn["projected"] = projections(outputs, self.seed)
+            return torch_projection_loss(drawn["projected"], device)(outputs)
+
+        return torch_loss, lambda: flax_projections(drawn["projected"], layout, rank)
+
+    def gradients(self, inputs: Any, flax_inputs: Any, layout: Layout
+                  ) -> tuple[Gradients, Gradients, tuple[Any, Any] | None]:
+        """(Flax's, torch's) gradients on host inputs (torch's layout; Flax's own), and in
+        the reference precision where the budget judges them."""
+        from pytest_parity.devices import torch_device
+
+        torch_loss, weights = self._losses(layout, _rank(inputs), torch_device(self.device))
+        flax_side, torch_side = self.side.gradients(torch_loss, weights, inputs, flax_inputs,
+                                                    layout, self.device, self.dtype)
+        if self.reference_side is None or self.reference is None:
+            return flax_side, torch_side, None
+        wide = self.reference.reference_dtype
+        with precision(wide):
+            flax_wide, torch_wide = self.reference_side.gradients(
+                torch_loss, weights, rounded_inputs(inputs, self.dtype),
+                rounded_inputs(flax_inputs, self.dtype), layout, self.device, wide)
+        return flax_side, torch_side, (flax_wide.tree(), torch_wide.tree())
+
+    def check(self, inputs: Any, flax_inputs: Any, layout: Layout, *, name: str,
+              rtol: float | None = None, atol: float | None = None) -> GradientResult:
+        """Compare both sides' gradients; record the comparison.
+
+        Raises:
+            AssertionError: the failure report, then which parameters differ and where the
+                backward pass parts ways.
+        """
+        __tracebackhide__ = True
+        flax_side, torch_side, reference = self.gradients(inputs, flax_inputs, layout)
+        comparison = compared(flax_side.tree(), torch_side.tree(), name=f"{name}: gradients",
+                              rtol=rtol, atol=atol, reference=reference,
+                              budget_by_default=GRADIENT_BUDGET)
+        where = parting_lines(comparison, self.mapping)
+        try:
+            concluded(comparison, lambda: None, {**comparison.to_record(), "kind": "gradients"})
+        except AssertionError as failure:
+            raise AssertionError("\n".join([str(failure), *where])) from None
+        return GradientResult(comparison, torch_side, flax_side)
+
+
+def _flax_path(mapping: Mapping, key: str) -> str:
+    found = mapping.correspondence([key]).get(key)
+    if found is None:
+        return "?"
+    paths, _, collection, *_ = found
+    return ", ".join(f"{collection}/{path}" for path in paths)
+
+
+def _module(key: str) -> str:
+    return key.rpartition(".")[0] or key
+
+
+def parting_lines(comparison: Comparison, mapping: Mapping) -> list[str]:
+    """Which parameters' gradients differ, nearest the output first (torch's order of
+    parameters is the order its modules are built, the forward order in most models), and
+    between which modules the backward pass parts ways."""
+    params = [leaf for leaf in comparison.leaves if leaf.path.startswith("params/")]
+    failing = [index for index, leaf in enumerate(params) if not leaf.passed]
+    if not failing:
+        return []
+    lines = [f"{PREFIX} {len(failing)} of {len(params)} parameters' gradients differ; "
+             "nearest the output first:"]
+    for index in reversed(failing[-SHOWN:]):
+        key = params[index].path.removeprefix("params/")
+        lines.append(f"  {key}  (module {_module(key)}; Flax {_flax_path(mapping, key)})  "
+                     f"margin {params[index].margin:.3g}")
+    last = failing[-1]
+    if last + 1 < len(params):
+        key = params[last].path.removeprefix("params/")
+        after = params[last + 1].path.removeprefix("params/")
+        lines.append(f"  every parameter's gradient from {_module(after)} to the output "
+                     f"agrees: the backward pass parts ways between {_module(after)} and "
+                     f"{_module(key)} (a stop_gradient or custom gradient there, an input "
+                     f"that skips a module, or a ReLU/max whose input sits within rounding "
+                     f"of its kink and so takes another subgradient)")
+    return lines

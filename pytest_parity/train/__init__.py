@@ -1,0 +1,26 @@
+"""Training parity: gradients of one loss, optimizer steps, and the loss going down.
+
+    gradients.py   both sides' gradients of one scalar loss (by default a fixed random
+                   projection of the outputs), the Flax side's carried through the mapping
+    optimizers.py  torch.optim optimizers and their optax equivalents, as data
+"""
+
+from pytest_parity.train.gradients import (
+    FlaxGradients,
+    Gradients,
+    flax_projection_loss,
+    flax_projections,
+    projections,
+    torch_gradients,
+    torch_projection_loss,
+)
+
+__all__ = [
+    "FlaxGradients",
+    "Gradients",
+    "flax_projection_loss",
+    "flax_projections",
+    "projections",
+    "torch_gradients",
+    "torch_projection_loss",
+]

@@ -1,0 +1,176 @@
+"""The gradients of one scalar loss on both sides, as trees the comparisons can pair.
+
+The default loss is a fixed random projection of the outputs, sum(output * P) with P drawn
+from the case's seed, one normal value per output element (over the square root of the
+leaf's size): every output element moves the loss, so a wrong gradient anywhere reaches some
+parameter's gradient, which a loss such as the mean of the logits would miss. A user's loss is
+one function per side, each taking that side's outputs (in its own layout).
+
+Both sides are differentiated with respect to every floating input and every parameter. The
+torch side's parameter gradients are keyed by torch key, the Flax side's are carried back
+through the pair's mapping (canonical, then torch keys: a conv kernel's gradient is
+transposed like the kernel), so that both trees have the same keys and shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pytest_parity.arrays import to_numpy
+from pytest_parity.layouts import Layout
+from pytest_parity.mapping import Mapping as WeightMapping
+
+Loss = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Gradients:
+    """One side's loss and gradients, numpy in torch's layout: `inputs` (the floating inputs'
+    gradients, a tree like the inputs) and `params` (torch key -> gradient)."""
+
+    loss: np.ndarray
+    inputs: Any
+    params: dict[str, np.ndarray]
+
+    def tree(self) -> dict[str, Any]:
+        """What is compared: the loss, then the inputs' and the parameters' gradients."""
+        tree: dict[str, Any] = {"loss": self.loss}
+        if self.inputs is not None:
+            tree["inputs"] = self.inputs
+        tree["params"] = self.params
+        return tree
+
+
+def _is_floating(array: Any) -> bool:
+    return np.asarray(array).dtype.kind == "f" or str(np.asarray(array).dtype) == "bfloat16"
+
+
+def projections(outputs: Any, seed: int) -> Any:
+    """The default loss's P: per output leaf (torch's layout), standard normal values over
+    the square root of its size, float32, drawn from `seed` in the leaves' order."""
+    rng = np.random.default_rng(seed)
+    return _mapped(outputs, lambda leaf: (rng.standard_normal(np.shape(leaf)) / np.sqrt(
+        max(1, int(np.prod(np.shape(leaf)))))).astype(np.float32))
+
+
+def flax_projections(projected: Any, layout: Layout, input_rank: int) -> Any:
+    """P in Flax's layout: a leaf of the input's rank moves its channels last, as the Flax
+    side's feature maps are (the inverse of `Layout.output_to_torch`)."""
+    return _mapped(projected, lambda leaf: leaf if layout is Layout.SAME or np.ndim(leaf)
+                   != input_rank else np.ascontiguousarray(np.moveaxis(leaf, 1, -1)))
+
+
+def torch_projection_loss(projected: Any, device: Any) -> Loss:
+    """sum(output * P) over every output leaf, in float32 (or wider), P (torch's layout)
+    on `device`."""
+    import torch
+
+    weights = _mapped(projected, lambda array: torch.from_numpy(array).to(device))
+
+    def loss(outputs: Any) -> Any:
+        return sum((output.to(torch.promote_types(output.dtype, torch.float32)) * weight).sum()
+                   for output, weight in _paired(outputs, weights))
+
+    return loss
+
+
+def flax_projection_loss(outputs: Any, weights: Any) -> Any:
+    """sum(output * P) over every output leaf, in float32 (or wider), P (`weights`) in
+    Flax's layout (`flax_projections`): the Flax side's default loss, traced under jit."""
+    import jax.numpy as jnp
+
+    return sum(jnp.sum(output.astype(jnp.promote_types(output.dtype, jnp.float32)) * weight)
+               for output, weight in _paired(outputs, weights))
+
+
+def _mapped(tree: Any, function: Callable[[Any], Any]) -> Any:
+    if isinstance(tree, Mapping):
+        return {key: _mapped(value, function) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return tuple(_mapped(value, function) for value in tree)
+    return function(tree)
+
+
+def _paired(outputs: Any, projected: Any) -> list[tuple[Any, Any]]:
+    if isinstance(outputs, Mapping):
+        return [pair for key in outputs for pair in _paired(outputs[key], projected[key])]
+    if isinstance(outputs, (list, tuple)):
+        return [pair for index, value in enumerate(outputs)
+                for pair in _paired(value, projected[index])]
+    return [(outputs, projected)]
+
+
+def torch_gradients(forward: Callable[[Any], Any], parameters: dict[str, Any], inputs: Any,
+                    loss: Loss) -> Gradients:
+    """`loss(forward(inputs))` and its gradients by torch autograd, with respect to the
+    floating inputs and `parameters` (torch key -> parameter); the parameters' `.grad`s are
+    left untouched. `inputs`: a tensor, or a dict of them (named inputs)."""
+    import torch
+
+    given = {key: value for key, value in _named(inputs).items()}
+    floating = {key: value.detach().clone().requires_grad_(True)
+                for key, value in given.items() if value.is_floating_point()}
+    with torch.enable_grad():
+        value = loss(forward(_unnamed(inputs, {**given, **floating})))
+        wanted = [*floating.values(), *parameters.values()]
+        found = torch.autograd.grad(value, wanted, allow_unused=True)
+    as_numpy = [np.zeros(tuple(tensor.shape), to_numpy(tensor.detach()).dtype) if grad is None
+                else to_numpy(grad) for tensor, grad in zip(wanted, found, strict=True)]
+    input_grads = dict(zip(floating, as_numpy[:len(floating)], strict=True))
+    return Gradients(to_numpy(value.detach()), _unnamed(inputs, input_grads) if floating else None,
+                     dict(zip(parameters, as_numpy[len(floating):], strict=True)))
+
+
+class FlaxGradients:
+    """The Flax side's loss and gradients, jitted once (and compiled once per input shape):
+    `loss(outputs, weights)`, with respect to the floating inputs and the `params`
+    collection, the parameters' gradients carried through `mapping` to torch keys and the
+    inputs' to torch's layout. `weights`: what the loss takes besides the outputs (the
+    default loss's projections; None for a user's loss)."""
+
+    def __init__(self, apply: Callable[[Any, Any], Any], loss: Callable[[Any, Any], Any],
+                 mapping: WeightMapping) -> None:
+        import jax
+
+        def objective(params: Any, floating: dict[str, Any], others: dict[str, Any],
+                      given: dict[str, Any], weights: Any, named: bool) -> Any:
+            inputs = {**given, **floating}
+            return loss(apply({**others, "params": params},
+                              inputs if named else inputs[_ONE]), weights)
+
+        self._jitted = jax.jit(jax.value_and_grad(objective, argnums=(0, 1)),
+                               static_argnames="named")
+        self.mapping = mapping
+
+    def __call__(self, variables: Mapping[str, Any], inputs: Any, weights: Any,
+                 layout: Layout, input_rank: int) -> Gradients:
+        """On placed jax inputs in Flax's layout (a dict of them for named inputs)."""
+        given = _named(inputs)
+        floating = {key: value for key, value in given.items() if _is_floating(value)}
+        fixed = {key: value for key, value in given.items() if key not in floating}
+        others = {key: value for key, value in variables.items() if key != "params"}
+        value, (param_grads, input_grads) = self._jitted(
+            variables["params"], floating, others, fixed, weights,
+            named=isinstance(inputs, Mapping))
+        canonical, _ = self.mapping.flax_to_canonical({"params": param_grads})
+        by_torch_key = self.mapping.canonical_to_torch(canonical)
+        moved = {key: layout.output_to_torch(np.asarray(grad), input_rank)
+                 for key, grad in input_grads.items()}
+        return Gradients(np.asarray(value), _unnamed(inputs, moved) if floating else None,
+                         by_torch_key)
+
+
+_ONE = "input"  # the key of an input that is one array, not named inputs
+
+
+def _named(inputs: Any) -> dict[str, Any]:
+    return dict(inputs) if isinstance(inputs, Mapping) else {_ONE: inputs}
+
+
+def _unnamed(inputs: Any, values: dict[str, Any]) -> Any:
+    """`values` in the form `inputs` had: the one array, or the dict of named inputs."""
+    return values if isinstance(inputs, Mapping) else values[_ONE]
