@@ -5,10 +5,12 @@
     loading.py    getting a pair ready: checkpoint, both models, placement; PairCache
     gradients.py  gradient parity of a case: both sides' gradients of one loss
     decorator.py  @parity_test: a torch layer and its Flax port on hypothesis-drawn inputs
+    layer_case.py one case of a @parity_test: both sides built once, each example checked
 """
 
-from pytest_parity.run.decorator import ParityTestResult, check_parity, parity_test
+from pytest_parity.run.decorator import check_parity, parity_test
 from pytest_parity.run.gradients import GradientResult
+from pytest_parity.run.layer_case import ParityTestResult
 from pytest_parity.run.loaded import LoadedPair, PairResult
 from pytest_parity.run.loading import PairCache, checkpoint_for, load_pair
 from pytest_parity.run.sides import placed_variables, run_flax, run_torch

@@ -27,174 +27,30 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from pytest_parity.arrays import to_numpy
 from pytest_parity.compare import (
-    Comparison,
-    StructureMismatch,
-    compare,
-    format_failure,
     problem_record,
     records,
 )
-from pytest_parity.compare.trees import leaves
-from pytest_parity.diagnose import Diagnosis
 from pytest_parity.errors import PREFIX, ParityError
-from pytest_parity.mapping import Mapping, Rule, automatic_mapping
-from pytest_parity.nnx_bridge import NNXPort
-from pytest_parity.run import reference as references
-from pytest_parity.run.diagnosed import concluded, diagnosis_of, recorded
-from pytest_parity.run.given import built, flax_side
-from pytest_parity.run.sides import (
-    flax_module_in,
-    placed_variables,
-    run_flax,
-    run_torch,
-    torch_model_on,
-)
+from pytest_parity.mapping import Mapping, Rule
+from pytest_parity.run.diagnosed import concluded, recorded
+from pytest_parity.run.gradients import checked_losses
+from pytest_parity.run.layer_case import LayerCase, ParityTestResult
 from pytest_parity.strategies import Batch, inputs_for
 
 RESULT_ARGUMENT = "result"
-
-
-@dataclass
-class ParityTestResult:
-    """What a `@parity_test` ran: both modules, the mapping, and the worst example."""
-
-    torch_module: Any = field(repr=False)
-    flax_module: Any = field(repr=False)
-    flax_variables: Any = field(default=None, repr=False)
-    mapping: Mapping | None = field(default=None, repr=False)
-    examples: int = 0
-    compilations: int = 0
-    worst: Comparison | None = None
-    worst_input: Batch | None = None
-    shapes_seen: set[tuple[int, ...]] = field(default_factory=set)
-
-
-class _Runner:
-    """Runs one case: builds both sides once, then checks each drawn example."""
-
-    def __init__(self, torch_spec: Any, flax_spec: Any, device: str, dtype: str,
-                 mapping: Mapping | None, hints: Sequence[tuple[str, str]],
-                 extra_rules: Sequence[Rule]) -> None:
-        import flax.linen as nn
-        import torch
-
-        self.device, self.dtype = device, dtype
-        self.torch_module = torch_model_on(
-            built(torch_spec, lambda m: isinstance(m, torch.nn.Module)), device, dtype)
-        self.flax_module = flax_side(flax_spec, nn.Module)
-        self.mapping, self.hints, self.extra_rules = mapping, hints, extra_rules
-        self.variables: Any = None
-        self.apply: Any = None
-        self.failing: tuple[Batch, Comparison] | None = None
-        self.problem = ""  # why the last example's outputs could not be compared, if so
-        self.reference: references.ReferenceSides | None = None  # for a budget verdict
-        self.result = ParityTestResult(self.torch_module, self.flax_module, mapping=mapping)
-
-    def _prepare(self, batch: Batch) -> None:
-        """On the first example: the mapping (traced on its shape), the variables, the jit."""
-        import flax.linen as nn
-        import jax
-        import jax.numpy as jnp
-
-        if not isinstance(self.flax_module, (nn.Module, NNXPort)):  # a function: no variables
-            function = self.flax_module  # a fresh jit: its cache (compilations) is this case's
-            self.apply = jax.jit(lambda x: function(x))
-            if references.wanted(self.dtype):
-                self.reference = references.reference_sides(
-                    self.torch_module, None, None, self.device, self.dtype,
-                    flax_function=function)
-            return
-        self.flax_module = flax_module_in(self.flax_module, self.dtype)
-        if self.mapping is None:
-            example = jax.ShapeDtypeStruct(batch.flax.shape, jnp.dtype(self.dtype)
-                                           if batch.flax.dtype.kind == "f" else batch.flax.dtype)
-            self.mapping = automatic_mapping(self.torch_module, self.flax_module, example,
-                                             hints=self.hints, extra_rules=self.extra_rules)
-        arrays, _ = self.mapping.torch_to_canonical(
-            {key: to_numpy(value) for key, value in self.torch_module.state_dict().items()})
-        self.variables = placed_variables(self.mapping.canonical_to_flax(arrays), self.device,
-                                          self.dtype)
-        module = self.flax_module
-        self.apply = jax.jit(lambda variables, x: module.apply(variables, x))
-        self.result.flax_module, self.result.flax_variables = module, self.variables
-        self.result.mapping = self.mapping
-        if references.wanted(self.dtype):
-            self.reference = references.reference_sides(self.torch_module, module,
-                                                        self.variables, self.device, self.dtype)
-
-    def outputs(self, batch: Batch) -> tuple[Any, Any, tuple[Any, Any] | None]:
-        """Both sides' outputs on one example, as numpy in torch's layout, and (Flax's,
-        torch's) in the reference precision where the case is judged by its budget."""
-        if self.apply is None:
-            self._prepare(batch)
-        torch_out = run_torch(self.torch_module, batch.torch, self.device, self.dtype)
-        flax_out = run_flax(self.apply, batch.flax, self.device, self.dtype,
-                            variables=self.variables, layout=batch.layout)
-        reference = None if self.reference is None else self.reference.outputs(
-            batch.torch, batch.flax, batch.layout)
-        return torch_out, flax_out, reference
-
-    def _input_line(self, batch: Batch) -> str:
-        """The drawn input, and the dtype both sides were given it in where that differs."""
-        given = "" if batch.torch.dtype.kind != "f" or str(batch.torch.dtype) == self.dtype \
-            else f", given to both sides as {self.dtype}"
-        return f"  input: {batch!r}{given}"
-
-    def check(self, batch: Batch, name: str) -> None:
-        """One example: structure, shapes, dtypes, then values (raises AssertionError)."""
-        __tracebackhide__ = True
-        torch_out, flax_out, reference = self.outputs(batch)
-        self.result.examples += 1
-        try:
-            comparison = compare(flax_out, torch_out, name=name, reference=reference)
-        except StructureMismatch as structure:  # structures or shapes differ
-            self.problem = structure.summary()
-            raise AssertionError(f"{structure}\n{self._input_line(batch)}") from None
-        wrong_dtypes = [f"{path or name}: torch {to_numpy(leaf).dtype}, Flax "
-                        f"{to_numpy(leaves(flax_out)[path]).dtype}"
-                        for path, leaf in leaves(torch_out).items()
-                        if to_numpy(leaf).dtype != to_numpy(leaves(flax_out)[path]).dtype]
-        self.result.shapes_seen.add(batch.torch.shape)
-        worst = self.result.worst
-        if worst is None or comparison.margin > worst.margin:
-            self.result.worst, self.result.worst_input = comparison, batch
-        if wrong_dtypes:
-            self.problem = f"output dtypes differ: {'; '.join(wrong_dtypes)}"
-            raise AssertionError(f"{PREFIX} {name}: output dtypes differ: "
-                                 f"{'; '.join(wrong_dtypes)}\n{self._input_line(batch)}")
-        if not comparison.passed:
-            self.failing = (batch, comparison)  # the last one is hypothesis' shrunk example
-            raise AssertionError(f"{format_failure(comparison)}\n{self._input_line(batch)}")
-
-    def diagnosis(self, batch: Batch) -> Diagnosis | None:
-        """The audits and the trace of one example (none for a Flax function: no weights)."""
-        if self.variables is None:
-            return None
-        tolerance = {} if self.reference is None else references.trace_tolerance(
-            self.reference, run_torch(self.torch_module, batch.torch, self.device, self.dtype),
-            batch.torch)  # judged by its budget: so are its modules
-        return diagnosis_of(mapping=self.mapping, torch_model=self.torch_module,
-                            flax_module=self.flax_module, flax_variables=self.variables,
-                            inputs=batch.torch, flax_inputs=batch.flax, layout=batch.layout,
-                            device=self.device, dtype=self.dtype, tolerance=tolerance)
-
-    def compilations(self) -> int:
-        cache_size = getattr(self.apply, "_cache_size", None)
-        return int(cache_size()) if cache_size is not None else 0
 
 
 def parity_test(*, torch: Any, flax: Any, inputs: Any = None,
                 devices: Sequence[str] | None = None, dtypes: Sequence[str] | None = None,
                 rtol: Any = None, atol: Any = None, verdict: Any = None, max_examples: int = 20,
                 mapping: Mapping | None = None, hints: Sequence[tuple[str, str]] = (),
-                extra_rules: Sequence[Rule] = ()) -> Callable[[Callable[..., Any]], Any]:
+                extra_rules: Sequence[Rule] = (), grads: bool = False, loss: Any = None
+                ) -> Callable[[Callable[..., Any]], Any]:
     """Turn a test function into a parity test of `torch` against `flax` (see the module doc).
 
     Args:
@@ -206,7 +62,13 @@ def parity_test(*, torch: Any, flax: Any, inputs: Any = None,
             case is judged by its error budget unless verdict="fixed").
         max_examples: hypothesis examples per case.
         mapping: the weight mapping; default: automatic (`hints`, `extra_rules` as there).
+        grads: also compare, on each example whose outputs agree, both sides' gradients of
+            one loss with respect to the input and every parameter (pytest_parity.run.gradients;
+            judged by their budget, in float32 too).
+        loss: with grads, (torch_loss, flax_loss), each a function of its side's outputs;
+            default: a random projection of the outputs drawn from --parity-seed.
     """
+    losses = checked_losses(loss)
     marker_args = {key: value for key, value in
                    (("devices", devices), ("dtypes", dtypes), ("rtol", rtol), ("atol", atol),
                     ("verdict", verdict)) if value is not None}
@@ -216,7 +78,7 @@ def parity_test(*, torch: Any, flax: Any, inputs: Any = None,
                   if p.name != RESULT_ARGUMENT]
         passes_result = RESULT_ARGUMENT in inspect.signature(test).parameters
         own = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-               for name in ("parity_device", "parity_dtype")
+               for name in ("parity_device", "parity_dtype", "parity_seed")
                if name not in {p.name for p in wanted}]
 
         @functools.wraps(test)
@@ -226,7 +88,8 @@ def parity_test(*, torch: Any, flax: Any, inputs: Any = None,
                 result = check_parity(
                     torch=torch, flax=flax, inputs=inputs, device=fixtures["parity_device"],
                     dtype=fixtures["parity_dtype"], max_examples=max_examples, mapping=mapping,
-                    hints=hints, extra_rules=extra_rules, name=test.__name__)
+                    hints=hints, extra_rules=extra_rules, name=test.__name__, grads=grads,
+                    loss=losses, seed=fixtures["parity_seed"])
             except ParityError as error:  # models that cannot be paired, inputs that cannot
                 records.emit(problem_record(test.__name__, str(error).removeprefix(PREFIX)
                                             .strip()))  # be drawn: a message, no traceback
@@ -243,7 +106,8 @@ def parity_test(*, torch: Any, flax: Any, inputs: Any = None,
 def check_parity(*, torch: Any, flax: Any, inputs: Any = None, device: str = "cpu",
                  dtype: str = "float32", max_examples: int = 20, mapping: Mapping | None = None,
                  hints: Sequence[tuple[str, str]] = (), extra_rules: Sequence[Rule] = (),
-                 name: str = "parity") -> ParityTestResult:
+                 name: str = "parity", grads: bool = False, loss: Any = None, seed: int = 0
+                 ) -> ParityTestResult:
     """What `@parity_test` runs for one case, callable on its own (a script, a benchmark).
 
     Raises:
@@ -252,7 +116,8 @@ def check_parity(*, torch: Any, flax: Any, inputs: Any = None, device: str = "cp
     __tracebackhide__ = True
     from hypothesis import HealthCheck, Phase, given, settings
 
-    runner = _Runner(torch, flax, device, dtype, mapping, hints, extra_rules)
+    runner = LayerCase(torch, flax, device, dtype, mapping, hints, extra_rules, grads=grads,
+                       loss=checked_losses(loss), seed=seed)
     strategy = inputs if inputs is not None else inputs_for(runner.torch_module)
 
     # derandomized: the same examples on every run and machine; no "explain" phase (its
@@ -268,6 +133,11 @@ def check_parity(*, torch: Any, flax: Any, inputs: Any = None, device: str = "cp
     try:
         examples()
     except AssertionError as failure:
+        if runner.failing_gradients is not None:  # its text says which and where
+            records.emit({**runner.failing_gradients[1].to_record(), "kind": "gradients",
+                          "examples": runner.result.examples, "name": f"{name}: gradients, "
+                          f"shrunk failing example of {runner.result.examples}"})
+            raise
         if runner.failing is None:  # structures, shapes or dtypes differ
             if runner.problem:
                     records.emit(problem_record(f"{name}: shrunk failing example of "
@@ -283,10 +153,14 @@ def check_parity(*, torch: Any, flax: Any, inputs: Any = None, device: str = "cp
                       examples=result.examples, compilations=result.compilations)
         worst_input = result.worst_input
         concluded(result.worst, lambda: runner.diagnosis(worst_input), record)
+    if result.worst_gradients is not None:
+        records.emit({**result.worst_gradients.to_record(), "kind": "gradients",
+                      "examples": result.examples, "name": f"{name}: gradients, worst of "
+                      f"{result.examples} examples"})
     return result
 
 
-def _diagnosed(failure: AssertionError, runner: _Runner, name: str) -> None:
+def _diagnosed(failure: AssertionError, runner: LayerCase, name: str) -> None:
     """Re-raise hypothesis' failure with the diagnosis of its shrunk example, and report it."""
     __tracebackhide__ = True
     assert runner.failing is not None

@@ -79,8 +79,9 @@ class _Side:
     """One precision of both sides: the torch model and the Flax side's jitted gradients."""
 
     def __init__(self, torch_model: Any, flax_apply: Callable[..., Any], flax_variables: Any,
-                 mapping: Mapping, losses: Losses | None) -> None:
-        self.torch_model, self.flax_variables = torch_model, flax_variables
+                 mapping: Mapping | None, losses: Losses | None) -> None:
+        self.torch_model = torch_model
+        self.flax_variables = {"params": {}} if flax_variables is None else flax_variables
         flax_loss = flax_projection_loss if losses is None else (
             lambda outputs, _weights: losses[1](outputs))
         self.flax = FlaxGradients(lambda variables, inputs: called(
@@ -99,6 +100,14 @@ class _Side:
         return flax_side, torch_side
 
 
+def _with_variables(reference: ReferenceSides) -> Callable[..., Any]:
+    """The reference's Flax apply as (variables, inputs) -> outputs (a Flax function's takes
+    the inputs alone)."""
+    apply = reference.flax_apply
+    return apply if reference.flax_variables is not None else (
+        lambda _variables, inputs: apply(inputs))
+
+
 def _rank(inputs: Any) -> int:
     return 0 if isinstance(inputs, dict) else int(np.ndim(inputs))
 
@@ -109,7 +118,7 @@ class GradientCheck:
     budget (built by the caller where `budget_wanted`)."""
 
     def __init__(self, *, torch_model: Any, flax_apply: Callable[..., Any],
-                 flax_variables: Any, mapping: Mapping, device: str, dtype: str,
+                 flax_variables: Any, mapping: Mapping | None, device: str, dtype: str,
                  loss: Losses | None = None, seed: int = 0,
                  reference: ReferenceSides | None = None) -> None:
         self.device, self.dtype, self.seed, self.losses = device, dtype, seed, loss
@@ -117,7 +126,8 @@ class GradientCheck:
         self.side = _Side(torch_model, flax_apply, flax_variables, mapping, loss)
         self.reference = reference
         self.reference_side = None if reference is None else _Side(
-            reference.torch_model, reference.flax_apply, reference.flax_variables, mapping, loss)
+            reference.torch_model, _with_variables(reference), reference.flax_variables,
+            mapping, loss)
 
     def _losses(self, layout: Layout, rank: int, device: Any
                 ) -> tuple[Callable[[Any], Any], Callable[[], Any]]:
@@ -152,6 +162,20 @@ class GradientCheck:
                 rounded_inputs(flax_inputs, self.dtype), layout, self.device, wide)
         return flax_side, torch_side, (flax_wide.tree(), torch_wide.tree())
 
+    def compare(self, inputs: Any, flax_inputs: Any, layout: Layout, *, name: str,
+                rtol: float | None = None, atol: float | None = None) -> Comparison:
+        """Both sides' gradients compared (recorded only where they cannot be)."""
+        return self._compared(inputs, flax_inputs, layout, name, rtol, atol)[0]
+
+    def _compared(self, inputs: Any, flax_inputs: Any, layout: Layout, name: str,
+                  rtol: float | None, atol: float | None
+                  ) -> tuple[Comparison, Gradients, Gradients]:
+        flax_side, torch_side, reference = self.gradients(inputs, flax_inputs, layout)
+        comparison = compared(flax_side.tree(), torch_side.tree(), name=f"{name}: gradients",
+                              rtol=rtol, atol=atol, reference=reference,
+                              budget_by_default=GRADIENT_BUDGET)
+        return comparison, flax_side, torch_side
+
     def check(self, inputs: Any, flax_inputs: Any, layout: Layout, *, name: str,
               rtol: float | None = None, atol: float | None = None) -> GradientResult:
         """Compare both sides' gradients; record the comparison.
@@ -161,10 +185,8 @@ class GradientCheck:
                 backward pass parts ways.
         """
         __tracebackhide__ = True
-        flax_side, torch_side, reference = self.gradients(inputs, flax_inputs, layout)
-        comparison = compared(flax_side.tree(), torch_side.tree(), name=f"{name}: gradients",
-                              rtol=rtol, atol=atol, reference=reference,
-                              budget_by_default=GRADIENT_BUDGET)
+        comparison, flax_side, torch_side = self._compared(inputs, flax_inputs, layout, name,
+                                                           rtol, atol)
         where = parting_lines(comparison, self.mapping)
         try:
             concluded(comparison, lambda: None, {**comparison.to_record(), "kind": "gradients"})
@@ -173,8 +195,8 @@ class GradientCheck:
         return GradientResult(comparison, torch_side, flax_side)
 
 
-def _flax_path(mapping: Mapping, key: str) -> str:
-    found = mapping.correspondence([key]).get(key)
+def _flax_path(mapping: Mapping | None, key: str) -> str:
+    found = None if mapping is None else mapping.correspondence([key]).get(key)
     if found is None:
         return "?"
     paths, _, collection, *_ = found
@@ -185,7 +207,7 @@ def _module(key: str) -> str:
     return key.rpartition(".")[0] or key
 
 
-def parting_lines(comparison: Comparison, mapping: Mapping) -> list[str]:
+def parting_lines(comparison: Comparison, mapping: Mapping | None) -> list[str]:
     """Which parameters' gradients differ, nearest the output first (torch's order of
     parameters is the order its modules are built, the forward order in most models), and
     between which modules the backward pass parts ways."""

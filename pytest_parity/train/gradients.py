@@ -129,11 +129,12 @@ class FlaxGradients:
     """The Flax side's loss and gradients, jitted once (and compiled once per input shape):
     `loss(outputs, weights)`, with respect to the floating inputs and the `params`
     collection, the parameters' gradients carried through `mapping` to torch keys and the
-    inputs' to torch's layout. `weights`: what the loss takes besides the outputs (the
-    default loss's projections; None for a user's loss)."""
+    inputs' to torch's layout (no mapping: a Flax function, whose `params` are empty).
+    `weights`: what the loss takes besides the outputs (the default loss's projections;
+    None for a user's loss)."""
 
     def __init__(self, apply: Callable[[Any, Any], Any], loss: Callable[[Any, Any], Any],
-                 mapping: WeightMapping) -> None:
+                 mapping: WeightMapping | None) -> None:
         import jax
 
         def objective(params: Any, floating: dict[str, Any], others: dict[str, Any],
@@ -156,8 +157,10 @@ class FlaxGradients:
         value, (param_grads, input_grads) = self._jitted(
             variables["params"], floating, others, fixed, weights,
             named=isinstance(inputs, Mapping))
-        canonical, _ = self.mapping.flax_to_canonical({"params": param_grads})
-        by_torch_key = self.mapping.canonical_to_torch(canonical)
+        by_torch_key = {}
+        if self.mapping is not None:  # else a function: no parameters
+            canonical, _ = self.mapping.flax_to_canonical({"params": param_grads})
+            by_torch_key = self.mapping.canonical_to_torch(canonical)
         moved = {key: layout.output_to_torch(np.asarray(grad), input_rank)
                  for key, grad in input_grads.items()}
         return Gradients(np.asarray(value), _unnamed(inputs, moved) if floating else None,
