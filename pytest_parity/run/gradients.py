@@ -160,7 +160,12 @@ class GradientCheck:
             flax_wide, torch_wide = self.reference_side.gradients(
                 torch_loss, weights, rounded_inputs(inputs, self.dtype),
                 rounded_inputs(flax_inputs, self.dtype), layout, self.device, wide)
-        return flax_side, torch_side, (flax_wide.tree(), torch_wide.tree())
+        # the loss is a forward value, one element: held to the table (an rms of one
+        # element's drift says nothing; measured: GELU's loss 1.2e-7 apart on both sides
+        # where torch's float32 loss was 3e-9 from its float64 one, margin 3.4)
+        return flax_side, torch_side, tuple(  # type: ignore[return-value]
+            {key: value for key, value in wide.tree().items() if key != "loss"}
+            for wide in (flax_wide, torch_wide))
 
     def compare(self, inputs: Any, flax_inputs: Any, layout: Layout, *, name: str,
                 rtol: float | None = None, atol: float | None = None) -> Comparison:
