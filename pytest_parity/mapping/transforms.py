@@ -40,7 +40,8 @@ _TORCH_DTYPES = ("float16", "float32", "float64", "int32", "int64", "uint8", "bo
 
 def _torch_transposed_copy(array: np.ndarray, perm: tuple[int, ...]) -> np.ndarray | None:
     torch = sys.modules.get("torch")
-    if torch is None or array.size < _TORCH_MIN_SIZE or array.dtype.name not in _TORCH_DTYPES:
+    if torch is None or array.size < _TORCH_MIN_SIZE or array.dtype.name not in _TORCH_DTYPES \
+            or not np.asarray(array).flags.writeable:  # a jax array's view: torch would warn
         return None
     copied: np.ndarray = torch.from_numpy(np.asarray(array)).permute(*perm).contiguous().numpy()
     return copied
