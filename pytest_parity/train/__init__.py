@@ -3,8 +3,11 @@
     gradients.py   both sides' gradients of one scalar loss (by default a fixed random
                    projection of the outputs), the Flax side's carried through the mapping
     optimizers.py  torch.optim optimizers and their optax equivalents, as data
+    steps.py       N optimizer steps on each side, what each ends with by torch key
+    descent.py     assert_loss_decreases: a few steps of one side, and the loss must fall
 """
 
+from pytest_parity.train.descent import assert_loss_decreases
 from pytest_parity.train.gradients import (
     FlaxGradients,
     Gradients,
@@ -18,6 +21,7 @@ from pytest_parity.train.gradients import (
 __all__ = [
     "FlaxGradients",
     "Gradients",
+    "assert_loss_decreases",
     "flax_projection_loss",
     "flax_projections",
     "projections",
