@@ -95,6 +95,18 @@ class Budget:
     dtype: str  # the case's
     reference_dtype: str
     n: int  # the elements compared
+    both_sides: bool = False  # allowed: both sides' drifts, not torch's alone
+
+    @property
+    def allowed_drift(self) -> Drift:
+        """The drift the cross error is held to: torch's, or with `both_sides` both sides'
+        together (rms added in quadrature, the larger max): for optimizer steps, where Adam
+        turns a gradient's rounding noise into a step of up to the learning rate on either
+        side, and what is checked is what each side computes, not how much it rounds."""
+        if not self.both_sides:
+            return self.torch
+        return Drift(rms=float(np.hypot(self.torch.rms, self.flax.rms)),
+                     max=max(self.torch.max, self.flax.max))
 
     @property
     def rms_judged(self) -> bool:
@@ -104,12 +116,12 @@ class Budget:
     @property
     def measurable(self) -> bool:
         """Whether torch's own rounding moved its output at all (else the fixed tolerance)."""
-        return self.torch.max > 0.0
+        return self.allowed_drift.max > 0.0
 
     @property
     def atol(self) -> float:
         """The bound on every element: MAX_FACTOR times torch's largest drift ..."""
-        return MAX_FACTOR * self.torch.max
+        return MAX_FACTOR * self.allowed_drift.max
 
     @property
     def rtol(self) -> float:
@@ -122,7 +134,7 @@ class Budget:
         elements were compared for their rms to judge)."""
         if not self.rms_judged:
             return 0.0
-        allowed = RMS_FACTOR * self.torch.rms
+        allowed = RMS_FACTOR * self.allowed_drift.rms
         if allowed > 0:
             return self.cross_rms / allowed
         return 0.0 if self.cross_rms == 0 else float("inf")
@@ -132,7 +144,8 @@ class Budget:
                 "torch_drift_rms": self.torch.rms, "torch_drift_max": self.torch.max,
                 "flax_drift_rms": self.flax.rms, "flax_drift_max": self.flax.max,
                 "cross_rms": self.cross_rms, "rms_factor": RMS_FACTOR,
-                "max_factor": MAX_FACTOR, "rms_margin": self.rms_margin}
+                "max_factor": MAX_FACTOR, "rms_margin": self.rms_margin,
+                "drift_of": "both sides" if self.both_sides else "torch"}
 
 
 def _drift(low: np.ndarray, reference: np.ndarray, keep: np.ndarray | None) -> Drift:
@@ -146,15 +159,17 @@ def _drift(low: np.ndarray, reference: np.ndarray, keep: np.ndarray | None) -> D
 
 
 def leaf_budget(actual: np.ndarray, expected: np.ndarray, actual_reference: np.ndarray,
-                expected_reference: np.ndarray, keep: np.ndarray | None, dtype: str) -> Budget:
+                expected_reference: np.ndarray, keep: np.ndarray | None, dtype: str,
+                both_sides: bool = False) -> Budget:
     """The budget of one leaf in `dtype` (`actual` is Flax's, `expected` torch's), over the
-    elements `keep` keeps (all where None)."""
+    elements `keep` keeps (all where None); `both_sides`: see Budget.allowed_drift."""
     cross = _drift(actual, expected, keep)
     n = int(np.count_nonzero(np.broadcast_to(keep, expected.shape))) if keep is not None \
         else int(expected.size)
     return Budget(torch=_drift(expected, expected_reference, keep),
                   flax=_drift(actual, actual_reference, keep), cross_rms=cross.rms,
-                  dtype=dtype, reference_dtype=REFERENCE_DTYPES[dtype], n=n)
+                  dtype=dtype, reference_dtype=REFERENCE_DTYPES[dtype], n=n,
+                  both_sides=both_sides)
 
 
 def element_tolerance(dtype: str, torch_drift_max: float) -> dict[str, float]:

@@ -51,28 +51,32 @@ def _padding_note(ratio: np.ndarray, worst_index: tuple[int, ...],
 
 def _budget_of(actual: np.ndarray, expected: np.ndarray,
                reference: tuple[np.ndarray, np.ndarray] | None,
-               mask: LeafMask | None, budget_by_default: tuple[str, ...]) -> Budget | None:
+               mask: LeafMask | None, budget_by_default: tuple[str, ...],
+               both_sides: bool) -> Budget | None:
     """The leaf's error budget, where both sides ran in their reference precision too and
     the running case judges this dtype by its budget."""
     dtype = least_precise(dtype_name(actual), dtype_name(expected))
     if reference is None or dtype not in REFERENCE_DTYPES \
             or case_tolerances.verdict(dtype, budget_by_default) != "budget":
         return None
-    return leaf_budget(actual, expected, *reference, mask.keep if mask else None, dtype)
+    return leaf_budget(actual, expected, *reference, mask.keep if mask else None, dtype,
+                       both_sides)
 
 
 def compare_leaf(actual: np.ndarray, expected: np.ndarray, *, path: str = "",
                  rtol: float | None = None, atol: float | None = None,
                  mask: LeafMask | None = None, padding: LeafMask | None = None,
                  reference: tuple[np.ndarray, np.ndarray] | None = None,
-                 budget_by_default: tuple[str, ...] = BUDGET_BY_DEFAULT) -> ParityResult:
+                 budget_by_default: tuple[str, ...] = BUDGET_BY_DEFAULT,
+                 both_sides: bool = False) -> ParityResult:
     """Compare two arrays of the same shape, counting only the elements `mask` keeps;
     `padding` (where the leaf has no mask) only informs the report of a failure;
     `reference` (both sides' outputs in their reference precision, as `actual`, `expected`)
     draws the leaf's error budget (pytest_parity.compare.budget), which judges the dtypes
-    `budget_by_default` names unless the case chose a verdict."""
+    `budget_by_default` names unless the case chose a verdict (`both_sides`: see
+    Budget.allowed_drift)."""
     dtypes = (dtype_name(actual), dtype_name(expected))
-    budget = _budget_of(actual, expected, reference, mask, budget_by_default)
+    budget = _budget_of(actual, expected, reference, mask, budget_by_default, both_sides)
     layers: list[Layer] = [("pair", rtol, atol), *case_tolerances.current()]
     if budget is not None and budget.measurable:
         layers.insert(0, ("budget", budget.rtol, budget.atol))
@@ -123,10 +127,11 @@ def compare_leaf(actual: np.ndarray, expected: np.ndarray, *, path: str = "",
 def compare(actual: Any, expected: Any, *, rtol: float | None = None,
             atol: float | None = None, mask: Any = None, padding: Any = None,
             name: str = "output", reference: tuple[Any, Any] | None = None,
-            budget_by_default: tuple[str, ...] = BUDGET_BY_DEFAULT) -> Comparison:
+            budget_by_default: tuple[str, ...] = BUDGET_BY_DEFAULT,
+            both_sides: bool = False) -> Comparison:
     """Compare two arrays or pytrees without raising on values (`assert_close` says what
     each argument takes; `budget_by_default`: the dtypes the automatic verdict judges by
-    their budget, e.g. GRADIENT_BUDGET).
+    their budget, e.g. GRADIENT_BUDGET; `both_sides`: see Budget.allowed_drift).
 
     Raises:
         StructureMismatch: the structures or shapes differ, a mask fits none of the leaves it
@@ -141,7 +146,7 @@ def compare(actual: Any, expected: Any, *, rtol: float | None = None,
     results = [compare_leaf(a, e, path=path, rtol=rtol, atol=atol, mask=masks.get(path),
                             padding=None if path in masks else paddings.get(path),
                             reference=references.get(path),
-                            budget_by_default=budget_by_default)
+                            budget_by_default=budget_by_default, both_sides=both_sides)
                for path, (a, e) in pairs.items()]
     return Comparison(name, tuple(results))
 

@@ -100,13 +100,16 @@ def _budget_lines(leaf: ParityResult) -> list[str]:
     budget = leaf.budget
     if budget is None or leaf.tolerance_from != "budget":
         return []
-    rms = (f"cross rms {budget.cross_rms:.3e}, allowed {RMS_FACTOR:g} x torch's drift rms "
-           f"{budget.torch.rms:.3e} = {RMS_FACTOR * budget.torch.rms:.3e}; margin "
+    whose = "both sides' drift" if budget.both_sides else "torch's drift"
+    allowed = budget.allowed_drift
+    rms = (f"cross rms {budget.cross_rms:.3e}, allowed {RMS_FACTOR:g} x {whose} rms "
+           f"{allowed.rms:.3e} = {RMS_FACTOR * allowed.rms:.3e}; margin "
            f"{budget.rms_margin:.3g}" if budget.rms_judged else
            f"{budget.n} elements, too few for an rms: the element bound alone")
     lines = [f"  budget ({budget.reference_dtype} reference): {rms}",
-             f"  every element within {MAX_FACTOR:g} x torch's largest drift "
-             f"{budget.torch.max:.3e} and one {budget.dtype} step (atol, rtol above)"]
+             f"  every element within {MAX_FACTOR:g} x "
+             f"{'either side' if budget.both_sides else 'torch'}'s largest drift "
+             f"{allowed.max:.3e} and one {budget.dtype} step (atol, rtol above)"]
     ratio = budget.flax.rms / budget.torch.rms if budget.torch.rms else float("inf")
     if ratio > RMS_FACTOR / 2 ** 0.5:  # more than an independent rounding of torch's size
         lines.append(f"  Flax drifts {ratio:.2g}x as far as torch from its own "

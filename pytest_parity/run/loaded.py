@@ -39,6 +39,7 @@ from pytest_parity.run.sides import (
     run_flax,
     run_torch,
 )
+from pytest_parity.run.steps import StepsResult, steps_parity
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,40 @@ class LoadedPair:
                 reference=self.reference if budget_wanted(self.dtype) else None)
         return self._gradient_checks[key].check(inputs, flax_given, self.layout,
                                                 name=name or self.name, rtol=rtol, atol=atol)
+
+    def assert_steps_close(self, batches: Any, *, optimizer: Any, steps: int | None = None,
+                           loss: Any = None, training: bool = True,
+                           flax_training: dict[str, Any] | None = None, seed: int = 0,
+                           rtol: float | None = None, atol: float | None = None,
+                           name: str | None = None) -> StepsResult:
+        """Train copies of both sides for N steps from this pair's weights on the same
+        batches, and compare the loss of every step and, after the last, the parameters, the
+        running statistics and the optimizer's state, key by key (the pair's own models stay
+        as they are). Judged by the budget, as gradients are (pytest_parity.run.steps).
+
+        Args:
+            batches: one batch per step (a list, as `assert_close` takes inputs), or one batch
+                for every step.
+            optimizer: a factory of torch's optimizer (`lambda ps: torch.optim.AdamW(ps,
+                lr=1e-3)`): its optax equivalent is drawn from pytest_parity.train.optimizers;
+                or (torch_factory, optax_transformation) for your own.
+            steps: with one batch, how many steps (default 3).
+            loss: as `assert_grads_close`'s.
+            training: torch's train() (dropout layers stay in eval mode) and Flax's
+                `flax_training` keyword arguments (default {"train": True}), its non-parameter
+                collections mutable (BatchNorm's running statistics).
+
+        Raises:
+            AssertionError: the failure report, each step's losses, the parameters that
+                differ.
+            ParityError: an optimizer without an optax equivalent.
+        """
+        __tracebackhide__ = True
+        for batch in batches if isinstance(batches, (list, tuple)) else [batches]:
+            self.pair.check_inputs(batch)
+        return steps_parity(self, batches, optimizer=optimizer, steps=steps, loss=loss,
+                            training=training, flax_training=flax_training, seed=seed,
+                            rtol=rtol, atol=atol, name=name)
 
     @functools.cached_property
     def reference(self) -> ReferenceSides:

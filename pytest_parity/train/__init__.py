@@ -17,14 +17,29 @@ from pytest_parity.train.gradients import (
     torch_gradients,
     torch_projection_loss,
 )
+from pytest_parity.train.optimizers import (
+    EQUIVALENCES,
+    Equivalence,
+    optax_equivalent,
+    state_fields,
+)
+from pytest_parity.train.steps import Trained, flax_steps, torch_steps, training_mode
 
 __all__ = [
+    "EQUIVALENCES",
+    "Equivalence",
     "FlaxGradients",
     "Gradients",
+    "Trained",
     "assert_loss_decreases",
     "flax_projection_loss",
     "flax_projections",
+    "flax_steps",
+    "optax_equivalent",
     "projections",
+    "state_fields",
     "torch_gradients",
     "torch_projection_loss",
+    "torch_steps",
+    "training_mode",
 ]

@@ -1,0 +1,191 @@
+"""Training-step parity of a pair: N optimizer steps on both sides from the same weights and
+batches, compared after the last: the loss of every step, the parameters, the running
+statistics (BatchNorm in training mode) and the optimizer's state, key by key.
+
+The torch optimizer is the user's (a factory of the parameters); the optax one is its
+equivalent from pytest_parity.train.optimizers, or the user's own where given. As gradients,
+the steps are judged by their budget: both sides train again in float64 on the same weights
+and batches, and the cross error must stay within what torch's own rounding does over the
+same steps (Adam divides by the root of the squared gradients, so an element whose gradient
+is rounding noise moves by up to the learning rate in either framework).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_parity.compare import Comparison, compared
+from pytest_parity.compare.budget import GRADIENT_BUDGET, REFERENCE_DTYPES
+from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.run.diagnosed import concluded
+from pytest_parity.run.gradients import Losses, budget_wanted, checked_losses, parting_lines
+from pytest_parity.run.reference import precision, rounded_inputs
+from pytest_parity.run.sides import (
+    called,
+    flax_input,
+    flax_module_in,
+    placed_variables,
+    torch_input,
+    torch_model_on,
+)
+from pytest_parity.train import (
+    Trained,
+    flax_projection_loss,
+    flax_projections,
+    flax_steps,
+    optax_equivalent,
+    projections,
+    state_fields,
+    torch_projection_loss,
+    torch_steps,
+    training_mode,
+)
+
+# The Linen convention of Flax's examples: `__call__(x, train: bool)`.
+FLAX_TRAINING = {"train": True}
+
+
+@dataclass(frozen=True)
+class StepsResult:
+    """What a steps check compared, and what each side ended with (numpy, torch's keys)."""
+
+    comparison: Comparison
+    torch: Trained
+    flax: Trained
+
+
+def batches_of(batches: Any, steps: int | None) -> list[Any]:
+    """One batch per step: a list of batches, or one batch repeated `steps` times."""
+    if isinstance(batches, (list, tuple)):
+        if steps is not None and steps != len(batches):
+            raise ParityError(f"{PREFIX} steps={steps} but {len(batches)} batches were given: "
+                              "give one batch per step, or one batch and steps=")
+        return list(batches)
+    return [batches] * (3 if steps is None else steps)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What both precisions of one steps check share."""
+
+    optimizer: Callable[[Any], Any]
+    tx: Any  # the user's optax transformation, or None: torch's equivalent
+    losses: Losses | None
+    seed: int
+    training: bool
+    flax_training: Mapping[str, Any]
+
+
+def _optimizers(plan: _Plan, model: Any) -> tuple[Any, Any, dict[str, str]]:
+    optimizer = plan.optimizer(model.parameters())
+    tx = plan.tx if plan.tx is not None else optax_equivalent(optimizer)
+    return optimizer, tx, state_fields(optimizer)
+
+
+def _train(plan: _Plan, pair: Any, torch_model: Any, flax_module: Any, variables: Any,
+           batches: list[Any], flax_batches: list[Any], dtype: str,
+           drawn: dict[str, Any]) -> tuple[Trained, Trained]:
+    """Both sides' steps in `dtype`, from copies of the given models (left as they are)."""
+    mapping, device = pair.pair.mapping, pair.device
+    model = torch_model_on(copy.deepcopy(torch_model), device, dtype)
+    if plan.training:
+        training_mode(model)
+    optimizer, tx, fields = _optimizers(plan, model)
+    rank = 0 if isinstance(batches[0], dict) else len(batches[0].shape)
+    if plan.losses is not None:
+        own = plan.losses
+        torch_loss, flax_loss, weights = own[0], (lambda outputs, _: own[1](outputs)), None
+    else:
+        def torch_loss(outputs: Any) -> Any:
+            if "projected" not in drawn:
+                drawn["projected"] = projections(outputs, plan.seed)
+            return torch_projection_loss(drawn["projected"], outputs_device(outputs))(outputs)
+
+        flax_loss, weights = flax_projection_loss, None
+    buffer_keys = [key for key, _ in model.named_buffers()
+                   if (rule := mapping.rule_for(key, "torch")) is not None
+                   and rule.collection not in (None, "params")]
+    torch_side = torch_steps(model, optimizer, lambda given: called(model, inputs=given),
+                             [torch_input(batch, device, dtype) for batch in batches],
+                             torch_loss, buffer_keys, list(fields))
+    if plan.losses is None:
+        weights = flax_projections(drawn["projected"], pair.layout, rank)
+    module = flax_module_in(flax_module, dtype)
+    variables = placed_variables(variables, device, dtype)
+    mutable = [name for name in variables if name != "params"] if plan.training else []
+    apply = functools.partial(module.apply, mutable=mutable or False, **(
+        plan.flax_training if plan.training else {}))
+
+    def training_apply(variables: Any, inputs: Any) -> Any:
+        found = called(apply, variables, inputs=inputs)
+        return found if mutable else (found, {})
+
+    flax_side = flax_steps(training_apply, variables, tx,
+                           [flax_input(batch, device, dtype) for batch in flax_batches],
+                           flax_loss, weights, mapping, fields)
+    return flax_side, torch_side
+
+
+def outputs_device(outputs: Any) -> Any:
+    """The torch device of the first tensor in `outputs`."""
+    while isinstance(outputs, (dict, list, tuple)):
+        outputs = next(iter(outputs.values())) if isinstance(outputs, dict) else outputs[0]
+    return outputs.device
+
+
+def steps_parity(pair: Any, batches: Any, *, optimizer: Any, steps: int | None = None,
+                 loss: Any = None, training: bool = True,
+                 flax_training: Mapping[str, Any] | None = None, seed: int = 0,
+                 rtol: float | None = None, atol: float | None = None,
+                 name: str | None = None) -> StepsResult:
+    """What `LoadedPair.assert_steps_close` runs (its doc says what each argument takes).
+
+    Raises:
+        AssertionError: the failure report, the losses of each step, the parameters that
+            differ after the last step.
+        ParityError: an optimizer without an optax equivalent, batches that do not fit.
+    """
+    __tracebackhide__ = True
+    factory, tx = optimizer if isinstance(optimizer, Sequence) else (optimizer, None)
+    plan = _Plan(factory, tx, checked_losses(loss), seed, training,
+                 FLAX_TRAINING if flax_training is None else flax_training)
+    host = batches_of(batches, steps)
+    flax_host = [pair.pair.to_flax(batch) for batch in host]
+    drawn: dict[str, Any] = {}
+    import jax
+
+    weights = jax.device_get(pair.flax_variables)
+    flax_side, torch_side = _train(plan, pair, pair.torch_model, pair.flax_model, weights,
+                                   host, flax_host, pair.dtype, drawn)
+    reference = None
+    if budget_wanted(pair.dtype):
+        wide = REFERENCE_DTYPES[pair.dtype]
+        with precision(wide):
+            flax_wide, torch_wide = _train(
+                plan, pair, pair.torch_model, pair.flax_model, weights,
+                [rounded_inputs(batch, pair.dtype) for batch in host],
+                [rounded_inputs(batch, pair.dtype) for batch in flax_host], wide, drawn)
+        # every step's loss too: after the first, it follows the parameters' trajectory
+        reference = (flax_wide.tree(), torch_wide.tree())
+    label = f"{name or pair.name}: {len(host)} training steps"
+    comparison = compared(flax_side.tree(), torch_side.tree(), name=label, rtol=rtol, atol=atol,
+                          reference=reference, budget_by_default=GRADIENT_BUDGET,
+                          both_sides=True)
+    losses = [f"{PREFIX} loss per step: torch {_listed(torch_side.losses)}, "
+              f"Flax {_listed(flax_side.losses)}"]
+    record = {**comparison.to_record(), "kind": "steps",
+              "losses": {"torch": torch_side.losses.tolist(), "flax": flax_side.losses.tolist()}}
+    try:
+        concluded(comparison, lambda: None, record)
+    except AssertionError as failure:
+        raise AssertionError("\n".join([str(failure), *losses,
+                                        *parting_lines(comparison, pair.pair.mapping)])) from None
+    return StepsResult(comparison, torch_side, flax_side)
+
+
+def _listed(values: Any) -> str:
+    return "[" + ", ".join(f"{value:.6g}" for value in values) + "]"

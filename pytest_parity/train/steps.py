@@ -1,0 +1,151 @@
+"""N optimizer steps on each side from the same weights and batches: the framework math.
+
+torch: `optimizer.zero_grad(); loss(model(batch)).backward(); optimizer.step()` per batch, the
+model in training mode (BatchNorm normalises by the batch and updates its running statistics)
+with every dropout layer in eval mode: both sides cannot draw the same mask. Flax: one jitted
+step per batch, `value_and_grad` of the same loss through `apply` in training mode (the
+non-parameter collections, e.g. batch_stats, mutable and carried to the next step), then
+`tx.update` and `optax.apply_updates`.
+
+What each side ends with is numpy by torch key (`Trained`): the loss of every step, the
+parameters, the buffers a Flax collection holds (running statistics), and the optimizer's
+state per torch state name (exp_avg, momentum_buffer, ...); the Flax side's is carried back
+through the mapping like the parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pytest_parity.arrays import to_numpy
+from pytest_parity.mapping import Mapping as WeightMapping
+
+Forward = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """One side after its steps, numpy by torch key."""
+
+    losses: np.ndarray  # one per step
+    params: dict[str, np.ndarray]
+    buffers: dict[str, np.ndarray]
+    optimizer: dict[str, dict[str, np.ndarray]]  # torch state name -> key -> array
+
+    def tree(self) -> dict[str, Any]:
+        """What is compared: the losses, parameters, buffers and optimizer state."""
+        tree: dict[str, Any] = {"losses": self.losses, "params": self.params}
+        if self.buffers:
+            tree["buffers"] = self.buffers
+        if self.optimizer:
+            tree["optimizer"] = self.optimizer
+        return tree
+
+
+def training_mode(model: Any) -> Any:
+    """The torch model in training mode, its dropout layers in eval mode (no mask)."""
+    import torch
+
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.eval()
+    return model
+
+
+def torch_steps(model: Any, optimizer: Any, forward: Forward, batches: Sequence[Any],
+                loss: Callable[[Any], Any], buffer_keys: Sequence[str],
+                state_names: Sequence[str]) -> Trained:
+    """Train `model` (in place) one step per batch (placed tensors, or dicts of them).
+    `buffer_keys`: the buffers to report; `state_names`: the optimizer state to report."""
+    import torch
+
+    losses, dtype = [], None
+    for batch in batches:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            value = loss(forward(batch))
+            value.backward()
+        optimizer.step()
+        losses.append(float(value.detach()))
+        dtype = to_numpy(value.detach()).dtype
+    params = dict(model.named_parameters())
+    key_of = {id(parameter): key for key, parameter in params.items()}
+    state: dict[str, dict[str, np.ndarray]] = {name: {} for name in state_names}
+    for parameter, values in optimizer.state.items():
+        for name in state_names:
+            if name in values:
+                state[name][key_of[id(parameter)]] = to_numpy(values[name].detach())
+    buffers = dict(model.named_buffers())
+    return Trained(np.asarray(losses, dtype),  # the loss's own dtype: its tolerance's
+                   {key: to_numpy(value.detach()) for key, value in params.items()},
+                   {key: to_numpy(buffers[key]) for key in buffer_keys},
+                   {name: found for name, found in state.items() if found})
+
+
+def flax_steps(apply: Callable[..., Any], variables: Mapping[str, Any], tx: Any,
+               batches: Sequence[Any], loss: Callable[[Any, Any], Any], weights: Any,
+               mapping: WeightMapping, state_fields: Mapping[str, str]) -> Trained:
+    """One jitted step per batch (placed jax inputs): `apply(variables, inputs)` returns
+    (outputs, updated non-parameter collections) in training mode. `state_fields`: torch
+    state name -> the optax state field holding it (exp_avg -> mu)."""
+    import jax
+    import optax
+
+    def step(params: Any, others: Any, opt_state: Any, inputs: Any) -> Any:
+        def objective(params: Any) -> Any:
+            outputs, updated = apply({**others, "params": params}, inputs)
+            return loss(outputs, weights), updated
+
+        (value, updated), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return value, optax.apply_updates(params, updates), {**others, **updated}, opt_state
+
+    jitted = jax.jit(step)
+    params = variables["params"]
+    others = {key: value for key, value in variables.items() if key != "params"}
+    opt_state = tx.init(params)
+    losses, dtype = [], None
+    for batch in batches:
+        value, params, others, opt_state = jitted(params, others, opt_state, batch)
+        losses.append(float(value))
+        dtype = np.asarray(value).dtype
+    canonical, _ = mapping.flax_to_canonical(jax.device_get({**others, "params": params}))
+    by_key = mapping.canonical_to_torch(canonical)
+    buffers = {key: value for key, value in by_key.items()
+               if (rule := mapping.rule_for(key, "torch")) and rule.collection != "params"}
+    optimizer = {name: _by_torch_key(mapping, _field(opt_state, field))
+                 for name, field in state_fields.items()}
+    return Trained(np.asarray(losses, dtype),
+                   {key: value for key, value in by_key.items() if key not in buffers},
+                   buffers, {name: found for name, found in optimizer.items() if found})
+
+
+def _field(opt_state: Any, field: str) -> Any:
+    """The params-shaped subtree the optax state holds under `field` (the first found)."""
+    if hasattr(opt_state, "_fields"):
+        if field in opt_state._fields:
+            return getattr(opt_state, field)
+        children = [getattr(opt_state, name) for name in opt_state._fields]
+    elif isinstance(opt_state, (list, tuple)):
+        children = list(opt_state)
+    else:
+        return None
+    for child in children:
+        found = _field(child, field)
+        if found is not None:
+            return found
+    return None
+
+
+def _by_torch_key(mapping: WeightMapping, params_tree: Any) -> dict[str, np.ndarray]:
+    import jax
+
+    if params_tree is None:
+        return {}
+    canonical, _ = mapping.flax_to_canonical({"params": jax.device_get(params_tree)})
+    return mapping.canonical_to_torch(canonical)
