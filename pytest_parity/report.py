@@ -1,7 +1,7 @@
 """The parity report: a table after the run, and the same records as JSON for CI dashboards.
 
 JSON schema (`--parity-report=FILE`), also in docs/report-schema.md:
-    {"schema": "pytest-parity-report/5",
+    {"schema": "pytest-parity-report/6",
      "versions": {"torch": "2.13.0+cpu" | null, ...},
      "settings": {"device": "cpu", "devices": ["cpu"], "dtypes": ["float32"], "rtol": null,
                   "atol": null, "seed": 0, "numerics": {"mode": "pinned", ...}},
@@ -9,7 +9,8 @@ JSON schema (`--parity-report=FILE`), also in docs/report-schema.md:
                   "name", "leaves", "failing_leaves", "worst_leaf", "shape", "actual_dtype",
                   "expected_dtype", "max_abs", "max_rel", "worst_index", "rtol", "atol",
                   "tolerance_from", "n_failing", "size", "n_masked", "n_valid",
-                  "n_masked_positions", "margin", "passed",
+                  "n_masked_positions", "margin", "passed", "budget": {...} | null,
+                  "kind": "gradients" | "steps" | "loss_down" (absent: outputs),
                   "diagnosis": {...} (only where --parity-trace diagnosed it)}, ...]}
 One record per assert_close call: a tree's figures are its worst leaf's (max_abs, max_rel,
 margin over all leaves; counts summed: `size` = `n_valid` + `n_masked` elements, `n_failing`
@@ -27,7 +28,7 @@ from typing import Any
 from pytest_parity.atomic import write_atomically
 from pytest_parity.environment import installed_versions
 
-SCHEMA = "pytest-parity-report/5"
+SCHEMA = "pytest-parity-report/6"
 
 
 def _fmt(value: float) -> str:
