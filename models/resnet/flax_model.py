@@ -4,8 +4,13 @@ Inputs are NHWC. Submodule names follow the canonical tree (`layer1/block0/conv1
 `bn1/mean` in `batch_stats`), so the Flax variables *are* the canonical checkpoint.
 torchvision conventions kept: BatchNorm epsilon 1e-5 and momentum 0.1 (Flax counts momentum
 the other way: 0.9), the stride on the 3x3 convolution of a bottleneck (ResNet v1.5), a
-projection shortcut wherever the shape changes, max pooling padded with -inf; in low
-precision, BatchNorm computes as torch's kernel does (models/resnet/batch_norm.py).
+projection shortcut wherever the shape changes, max pooling padded with -inf; BatchNorm
+computes as torch's kernel does, in low precision and in training mode
+(models/resnet/batch_norm.py).
+
+Training mode, as torch's `model.train()`: `logits, {"batch_stats": updated} =
+module.apply(variables, x, train=True, mutable=["batch_stats"])`; each BatchNorm normalises
+by its batch and updates its running statistics as torch's does.
 """
 
 from __future__ import annotations
