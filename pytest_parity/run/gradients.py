@@ -80,7 +80,7 @@ class _Side:
 
     def __init__(self, torch_model: Any, flax_apply: Callable[..., Any], flax_variables: Any,
                  mapping: Mapping | None, losses: Losses | None) -> None:
-        self.torch_model = torch_model
+        self.torch_model, self.mapping = torch_model, mapping
         self.flax_variables = {"params": {}} if flax_variables is None else flax_variables
         flax_loss = flax_projection_loss if losses is None else (
             lambda outputs, _weights: losses[1](outputs))
@@ -93,11 +93,19 @@ class _Side:
         """(Flax's, torch's) gradients on host inputs, placed in `dtype`."""
         model = self.torch_model
         torch_side = torch_gradients(lambda given: called(model, inputs=given),
-                                     dict(model.named_parameters()),
+                                     mapped_parameters(model, self.mapping),
                                      torch_input(inputs, device, dtype), torch_loss)
         flax_side = self.flax(self.flax_variables, flax_input(flax_inputs, device, dtype),
                               weights(), layout, _rank(inputs))
         return flax_side, torch_side
+
+
+def mapped_parameters(model: Any, mapping: Mapping | None) -> dict[str, Any]:
+    """The torch model's parameters a Flax variable holds, by key: those the mapping ignores
+    or keeps torch-only (a pooler the port lacks) have no Flax gradient to compare."""
+    return {key: parameter for key, parameter in model.named_parameters()
+            if mapping is None or ((rule := mapping.rule_for(key, "torch")) is not None
+                                   and rule.collection is not None)}
 
 
 def _with_variables(reference: ReferenceSides) -> Callable[..., Any]:

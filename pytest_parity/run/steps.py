@@ -22,7 +22,13 @@ from pytest_parity.compare import Comparison, compared
 from pytest_parity.compare.budget import GRADIENT_BUDGET, REFERENCE_DTYPES
 from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.run.diagnosed import concluded
-from pytest_parity.run.gradients import Losses, budget_wanted, checked_losses, parting_lines
+from pytest_parity.run.gradients import (
+    Losses,
+    budget_wanted,
+    checked_losses,
+    mapped_parameters,
+    parting_lines,
+)
 from pytest_parity.run.reference import precision, rounded_inputs
 from pytest_parity.run.sides import (
     called,
@@ -111,7 +117,8 @@ def _train(plan: _Plan, pair: Any, torch_model: Any, flax_module: Any, variables
                    and rule.collection not in (None, "params")]
     torch_side = torch_steps(model, optimizer, lambda given: called(model, inputs=given),
                              [torch_input(batch, device, dtype) for batch in batches],
-                             torch_loss, buffer_keys, list(fields))
+                             torch_loss, list(mapped_parameters(model, mapping)), buffer_keys,
+                             list(fields))
     if plan.losses is None:
         weights = flax_projections(drawn["projected"], pair.layout, rank)
     module = flax_module_in(flax_module, dtype)

@@ -58,10 +58,11 @@ def training_mode(model: Any) -> Any:
 
 
 def torch_steps(model: Any, optimizer: Any, forward: Forward, batches: Sequence[Any],
-                loss: Callable[[Any], Any], buffer_keys: Sequence[str],
-                state_names: Sequence[str]) -> Trained:
+                loss: Callable[[Any], Any], parameter_keys: Sequence[str],
+                buffer_keys: Sequence[str], state_names: Sequence[str]) -> Trained:
     """Train `model` (in place) one step per batch (placed tensors, or dicts of them).
-    `buffer_keys`: the buffers to report; `state_names`: the optimizer state to report."""
+    `parameter_keys`, `buffer_keys`: what to report; `state_names`: the optimizer's state to
+    report."""
     import torch
 
     losses, dtype = [], None
@@ -73,10 +74,12 @@ def torch_steps(model: Any, optimizer: Any, forward: Forward, batches: Sequence[
         optimizer.step()
         losses.append(float(value.detach()))
         dtype = to_numpy(value.detach()).dtype
-    params = dict(model.named_parameters())
+    params = {key: value for key, value in model.named_parameters() if key in parameter_keys}
     key_of = {id(parameter): key for key, parameter in params.items()}
     state: dict[str, dict[str, np.ndarray]] = {name: {} for name in state_names}
     for parameter, values in optimizer.state.items():
+        if id(parameter) not in key_of:
+            continue
         for name in state_names:
             if name in values:
                 state[name][key_of[id(parameter)]] = to_numpy(values[name].detach())
