@@ -246,13 +246,13 @@ def optax_state(opt_state: Any, row: Equivalence) -> dict[str, Any]:
     """
     found = {}
     for field in (*row.state.values(), *([row.step] if row.step else [])):
-        value = _field(opt_state, field)
+        value = optax_field(opt_state, field)
         if value is not None:
             found[field] = value
     return found
 
 
-def _field(state: Any, field: str) -> Any:
+def optax_field(state: Any, field: str) -> Any:
     """The value a namedtuple inside `state` (tuples of namedtuples) holds as `field`."""
     if hasattr(state, "_fields"):
         if field in state._fields:
@@ -263,7 +263,7 @@ def _field(state: Any, field: str) -> Any:
     else:
         return None
     for child in children:
-        found = _field(child, field)
+        found = optax_field(child, field)
         if found is not None:
             return found
     return None

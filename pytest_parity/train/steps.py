@@ -23,6 +23,7 @@ import numpy as np
 
 from pytest_parity.arrays import to_numpy
 from pytest_parity.mapping import Mapping as WeightMapping
+from pytest_parity.train.optimizers import optax_field
 
 Forward = Callable[[Any], Any]
 
@@ -121,28 +122,11 @@ def flax_steps(apply: Callable[..., Any], variables: Mapping[str, Any], tx: Any,
     by_key = mapping.canonical_to_torch(canonical)
     buffers = {key: value for key, value in by_key.items()
                if (rule := mapping.rule_for(key, "torch")) and rule.collection != "params"}
-    optimizer = {name: _by_torch_key(mapping, _field(opt_state, field))
+    optimizer = {name: _by_torch_key(mapping, optax_field(opt_state, field))
                  for name, field in state_fields.items()}
     return Trained(np.asarray(losses, dtype),
                    {key: value for key, value in by_key.items() if key not in buffers},
                    buffers, {name: found for name, found in optimizer.items() if found})
-
-
-def _field(opt_state: Any, field: str) -> Any:
-    """The params-shaped subtree the optax state holds under `field` (the first found)."""
-    if hasattr(opt_state, "_fields"):
-        if field in opt_state._fields:
-            return getattr(opt_state, field)
-        children = [getattr(opt_state, name) for name in opt_state._fields]
-    elif isinstance(opt_state, (list, tuple)):
-        children = list(opt_state)
-    else:
-        return None
-    for child in children:
-        found = _field(child, field)
-        if found is not None:
-            return found
-    return None
 
 
 def _by_torch_key(mapping: WeightMapping, params_tree: Any) -> dict[str, np.ndarray]:
