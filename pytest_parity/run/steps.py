@@ -178,7 +178,7 @@ def steps_parity(pair: Any, batches: Any, *, optimizer: Any, steps: int | None =
                 [rounded_inputs(batch, pair.dtype) for batch in flax_host], wide, drawn)
         # every step's loss too: after the first, it follows the parameters' trajectory
         reference = (flax_wide.tree(), torch_wide.tree())
-    label = f"{name or pair.name}: {len(host)} training steps"
+    label = f"{name or pair.name}: {len(host)} training step{'' if len(host) == 1 else 's'}"
     comparison = compared(flax_side.tree(), torch_side.tree(), name=label, rtol=rtol, atol=atol,
                           reference=reference, budget_by_default=GRADIENT_BUDGET,
                           both_sides=True)
