@@ -65,7 +65,15 @@ class StepsResult:
 
 
 def batches_of(batches: Any, steps: int | None) -> list[Any]:
-    """One batch per step: a list of batches, or one batch repeated `steps` times."""
+    """One batch per step: a list of batches, or one batch repeated `steps` times.
+
+    Raises:
+        ParityError: no step to take, or a number of steps the batches do not give.
+    """
+    if steps is not None and (type(steps) is not int or steps < 1):
+        raise ParityError(f"{PREFIX} steps={steps!r}: a whole number of steps, 1 or more")
+    if isinstance(batches, (list, tuple)) and not batches:
+        raise ParityError(f"{PREFIX} no batches were given: one per step, or one for all")
     if isinstance(batches, (list, tuple)):
         if steps is not None and steps != len(batches):
             raise ParityError(f"{PREFIX} steps={steps} but {len(batches)} batches were given: "
@@ -157,7 +165,12 @@ def steps_parity(pair: Any, batches: Any, *, optimizer: Any, steps: int | None =
         ParityError: an optimizer without an optax equivalent, batches that do not fit.
     """
     __tracebackhide__ = True
-    factory, tx = optimizer if isinstance(optimizer, Sequence) else (optimizer, None)
+    factory, tx = optimizer if isinstance(optimizer, Sequence) and len(optimizer) == 2 \
+        else (optimizer, None)
+    if not callable(factory) or (tx is not None and not hasattr(tx, "update")):
+        raise ParityError(f"{PREFIX} optimizer= takes a factory of torch's optimizer "
+                          "(lambda ps: torch.optim.AdamW(ps, lr=1e-3)), or (that factory, an "
+                          f"optax transformation); got {optimizer!r}")
     plan = _Plan(factory, tx, checked_losses(loss), seed, training,
                  FLAX_TRAINING if flax_training is None else flax_training)
     host = batches_of(batches, steps)

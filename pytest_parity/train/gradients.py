@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.arrays import to_numpy
+from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.layouts import Layout
 from pytest_parity.mapping import Mapping as WeightMapping
 
@@ -104,6 +105,14 @@ def _paired(outputs: Any, projected: Any) -> list[tuple[Any, Any]]:
     return [(outputs, projected)]
 
 
+def scalar_loss(value: Any) -> None:
+    """Raises ParityError unless the loss is one number (a tensor or array of one element)."""
+    shape = tuple(getattr(value, "shape", ()))
+    if int(np.prod(shape)) != 1:
+        raise ParityError(f"{PREFIX} the loss must be a scalar; it has shape {shape} "
+                          "(reduce it: .mean() or .sum())")
+
+
 def torch_gradients(forward: Callable[[Any], Any], parameters: dict[str, Any], inputs: Any,
                     loss: Loss) -> Gradients:
     """`loss(forward(inputs))` and its gradients by torch autograd, with respect to the
@@ -116,6 +125,7 @@ def torch_gradients(forward: Callable[[Any], Any], parameters: dict[str, Any], i
                 for key, value in given.items() if value.is_floating_point()}
     with torch.enable_grad():
         value = loss(forward(_unnamed(inputs, {**given, **floating})))
+        scalar_loss(value)
         wanted = [*floating.values(), *parameters.values()]
         found = torch.autograd.grad(value, wanted, allow_unused=True)
     as_numpy = [np.zeros(tuple(tensor.shape), to_numpy(tensor.detach()).dtype) if grad is None

@@ -23,6 +23,7 @@ import numpy as np
 
 from pytest_parity.arrays import to_numpy
 from pytest_parity.mapping import Mapping as WeightMapping
+from pytest_parity.train.gradients import scalar_loss
 from pytest_parity.train.optimizers import optax_field
 
 Forward = Callable[[Any], Any]
@@ -71,6 +72,7 @@ def torch_steps(model: Any, optimizer: Any, forward: Forward, batches: Sequence[
         optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad():
             value = loss(forward(batch))
+            scalar_loss(value)
             value.backward()
         optimizer.step()
         losses.append(float(value.detach()))
