@@ -71,3 +71,12 @@ def test_gelu_function(result):
     nn.max_pool, window_shape=(2, 2), strides=(2, 2)), inputs=image_batches(channels=3))
 def test_max_pool(result):
     assert _checked(result) == {"loss", "inputs"}
+
+
+@gradient_case(torch=lambda: torch.nn.Linear(16, 8),
+               flax=lambda: pytest.importorskip("flax.nnx").Linear(
+                   16, 8, rngs=pytest.importorskip("flax.nnx").Rngs(0)),
+               inputs=sequence_batches(features=16))
+def test_nnx_linear(result):
+    # an NNX port's gradients come through its Linen interface, carried by the same mapping
+    assert {"inputs", "params/weight", "params/bias"} <= _checked(result)
