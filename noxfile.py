@@ -78,6 +78,8 @@ def lint(session: nox.Session) -> None:
 GATED = [
     "tests/benchmarks/test_checkpoint_speed.py::test_pair_ready[resnet50]",
     "tests/benchmarks/test_checkpoint_speed.py::test_pair_ready_nnx[resnet50]",
+    "tests/benchmarks/test_checkpoint_speed.py::test_pair_ready_first_call[resnet50]",
+    "tests/benchmarks/test_checkpoint_speed.py::test_pair_ready_floors[resnet50]",
     "tests/benchmarks/test_checkpoint_speed.py::test_raw_h5py_read[resnet50]",
     "tests/benchmarks/test_checkpoint_speed.py::test_torch_to_flax_in_memory[resnet50]",
     "tests/benchmarks/test_checkpoint_speed.py::test_plain_copy[resnet50]",

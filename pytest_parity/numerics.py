@@ -14,6 +14,7 @@ the case. Frameworks are touched only if installed; importing this module import
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from importlib.util import find_spec
@@ -43,6 +44,16 @@ def prepare_process(mode: str) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
+def _deterministic_algorithms(torch: Any, on: bool, warn_only: bool) -> None:
+    """`torch.use_deterministic_algorithms` without its first-call cost: it imports
+    `torch._inductor.config` (about 1 s: the compiler stack) only to set one flag there, which
+    matters only to code that compiles, and such code has imported it already."""
+    inductor_config: Any = sys.modules.get("torch._inductor.config")
+    if inductor_config is not None:
+        inductor_config.deterministic = on
+    torch._C._set_deterministic_algorithms(on, warn_only=warn_only)
+
+
 @contextmanager
 def _pinned_torch(seed: int, pinned: bool) -> Iterator[None]:
     import torch
@@ -57,7 +68,7 @@ def _pinned_torch(seed: int, pinned: bool) -> Iterator[None]:
         backends.cuda.matmul.allow_tf32 = backends.cudnn.allow_tf32 = False
         torch.set_float32_matmul_precision("highest")
         backends.cudnn.deterministic, backends.cudnn.benchmark = True, False
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _deterministic_algorithms(torch, True, warn_only=True)
     try:
         yield
     finally:
@@ -65,7 +76,7 @@ def _pinned_torch(seed: int, pinned: bool) -> Iterator[None]:
         (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32, _,
          backends.cudnn.deterministic, backends.cudnn.benchmark, deterministic,
          warn_only) = saved
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        _deterministic_algorithms(torch, deterministic, warn_only=warn_only)
 
 
 @contextmanager

@@ -178,22 +178,23 @@ def write_state_dict(path: str | Path, state: Mapping[str, np.ndarray], *,
                                  f"{SAFETENSORS_SUFFIX}"])
 
 
-def unsaved_buffers(model_factory: Any) -> set[str]:
+def meta_build(model_factory: Any) -> Any:
+    """The torch model built on the meta device: its structure and shapes, no memory, no
+    initialisation worth the name."""
+    import torch
+
+    with torch.device("meta"):
+        return model_factory()
+
+
+def unsaved_buffers(model: Any) -> set[str]:
     """The buffers a torch model keeps without saving them (registered persistent=False, as
     transformers' BERT keeps `embeddings.position_ids`): a file written by an older version
     of the model may still hold them."""
-    import torch
-
-    with torch.device("meta"):
-        model = model_factory()
     return {name for name, _ in model.named_buffers()} - set(model.state_dict())
 
 
-def expected_state_shapes(model_factory: Any) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Each state dict key's (shape, dtype) of a torch model, built on the meta device (free)."""
-    import torch
-
-    with torch.device("meta"):
-        model = model_factory()
+def expected_state_shapes(model: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Each state dict key's (shape, dtype) of a torch model (a meta-device build: free)."""
     return {key: (tuple(value.shape), str(value.dtype).removeprefix("torch."))
             for key, value in model.state_dict().items()}

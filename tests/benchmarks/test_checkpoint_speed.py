@@ -10,8 +10,10 @@ printed at the end of the run (tests/benchmarks/conftest.py).
 """
 
 import gc
+import time
 
 import h5py
+import numpy as np
 import pytest
 
 from pytest_parity import registry
@@ -158,3 +160,98 @@ def test_pair_ready_nnx(benchmark, pair, canonical_file):
                   lambda: load_pair(nnx_pair, load(canonical_file), "cpu", "float32"),
                   rounds=11)
     assert loaded.flax_variables["params"]
+
+
+def _ready_from_disk(pair, canonical_file):
+    """The canonical file to a loaded pair as a case's first call does it: the read (with
+    its digest check) and every step of `load_pair`, each step's seconds kept."""
+    from pytest_parity.run import load_pair
+
+    started = time.perf_counter()
+    checkpoint = load(canonical_file)
+    read = time.perf_counter() - started
+    loaded = load_pair(pair, checkpoint, "cpu", "float32")
+    return loaded, {"read + digest": read, **loaded.ready_seconds}
+
+
+def test_pair_ready_first_call(benchmark, pair, canonical_file, tmp_path):
+    """The pair ready the first time a process asks for it: this process's caches of the
+    pair's structure are emptied before each round (meta-device build, shapes); the Flax
+    shapes come from the on-disk cache, as on every run after the first."""
+    from pytest_parity.checkpoint import convert, shape_cache
+
+    shape_cache.keep_in(tmp_path / "flax-shapes")
+    convert.flax_spec(pair)  # traced and written once: the cache every later run finds
+    steps = []
+
+    def first_call():
+        loaded, seconds = _ready_from_disk(pair, canonical_file)
+        steps.append(seconds)
+        return loaded
+
+    def setup():
+        convert.forget_models()
+        gc.collect()
+        return (), {}
+
+    benchmark.group = f"{pair.name}: ready"
+    benchmark.pedantic(first_call, setup=setup, rounds=7, warmup_rounds=1)
+    fastest = min(steps, key=lambda seconds: sum(seconds.values()))
+    benchmark.extra_info.update({f"{step} s": value for step, value in fastest.items()})
+    shape_cache.keep_in(None)
+
+
+def test_pair_ready_floors(benchmark, pair, canonical_file):
+    """The least each step of getting the pair ready must do, in sequence: read every array
+    with h5py and hash its bytes (the digest check); copy each array once through the layout
+    change torch needs (its transposes); assign the arrays to a torch model already built on
+    the meta device; nest the Flax variables and compare their shapes with a spec in memory;
+    place them on the device. Their sum is what `test_pair_ready_first_call` is gated
+    against (pyproject.toml)."""
+    import copy
+    import hashlib
+
+    import jax
+
+    from pytest_parity.checkpoint.convert import flax_spec, meta_model
+    from pytest_parity.mapping.rules import unflatten
+    from pytest_parity.threads import thread_map
+
+    spec = {path: tensor.shape for path, tensor in flax_spec(pair).items()}
+    meta = meta_model(pair)
+    # Each torch key's rule and canonical pieces, looked up once (not part of any floor).
+    resolved = pair.mapping._resolve(load(canonical_file).arrays, "canonical")
+    pieces = {rule.torch.format(**groups):
+              (rule, [path.format(**groups) for path in rule.canonical_paths])
+              for _, rule, _, groups in resolved}
+    steps = []
+
+    def floors():
+        seconds, started = {}, time.perf_counter()
+        arrays = {name.partition("/")[2]: array
+                  for name, array in _raw_read(canonical_file).items()}
+        thread_map(lambda array: hashlib.sha256(memoryview(array).cast("B")).digest(),
+                   arrays.values())  # on every core, as the digest check does
+        seconds["read + digest"], started = time.perf_counter() - started, time.perf_counter()
+        state = {key: torch.from_numpy(np.ascontiguousarray(rule.to_torch(
+            [arrays[path] for path in paths]))) for key, (rule, paths) in pieces.items()}
+        seconds["transposes"], started = time.perf_counter() - started, time.perf_counter()
+        model = copy.deepcopy(meta)
+        model.load_state_dict(state, assign=True, strict=False)
+        seconds["torch model"], started = time.perf_counter() - started, time.perf_counter()
+        variables = unflatten(arrays)
+        assert all(arrays[path].shape == shape for path, shape in spec.items() if path in arrays)
+        seconds["flax variables"], started = time.perf_counter() - started, time.perf_counter()
+        jax.block_until_ready(jax.device_put(variables))
+        seconds["placement"] = time.perf_counter() - started
+        steps.append(seconds)
+        return model
+
+    benchmark.group = f"{pair.name}: ready"
+    def setup():
+        gc.collect()
+        return (), {}
+
+    benchmark.pedantic(floors, setup=setup, rounds=7, warmup_rounds=1)
+    fastest = min(steps, key=lambda seconds: sum(seconds.values()))
+    benchmark.extra_info.update({f"{step} s": value for step, value in fastest.items()})
