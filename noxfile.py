@@ -55,10 +55,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def parity(session: nox.Session) -> None:
-    """The main job: run the parity cases on CPU and print the parity report."""
+    """The main job: the flagship pairs, the layer catalogue and the mutations on CPU, and
+    the parity report (`nox -s parity -- --zoo=all`: every zoo model, NNX, training)."""
     install(session, "torch,jax,text,zoo")
     print_versions(session)
-    run_parity_cases(session, "--parity-device=cpu")
+    run_parity_cases(session, "--parity-device=cpu", "--zoo=flagship")
 
 
 @nox.session(python=PYTHON)

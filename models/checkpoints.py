@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from models.seeded import GENERATOR_VERSION, first_drawn, seeded_state_dict
+from pytest_parity import progress
 from pytest_parity.checkpoint import Checkpoint, checkpoint_from_torch, load, save
 from pytest_parity.errors import CheckpointError
 from pytest_parity.registry import Pair
@@ -57,11 +58,16 @@ def seeded_checkpoint(pair: Pair, seed: int = 0, cache_dir: Path | None = None) 
                 f"a valid checkpoint, but not {pair.name}'s seeded checkpoint for seed {seed} "
                 f"(generator v{GENERATOR_VERSION}) that this cache path holds: {problem}. It "
                 "is not served, nor deleted: move it away and it is regenerated."])
-    checkpoint = checkpoint_from_torch(seeded_state_dict(pair, seed), pair,
-                                       source=f"seeded:{seed}:v{GENERATOR_VERSION}")
+    with progress.timed(f"{pair.name}: seeded checkpoint (seed {seed}) generated into {path}"):
+        checkpoint = checkpoint_from_torch(seeded_state_dict(pair, seed), pair,
+                                           source=f"seeded:{seed}:v{GENERATOR_VERSION}")
+        _saved(path, checkpoint)
+    return checkpoint
+
+
+def _saved(path: Path, checkpoint: Checkpoint) -> None:
     try:
         save(path, checkpoint)
     except CheckpointError:
         if not path.exists():  # only "another worker wrote it first" is expected here
             raise
-    return checkpoint

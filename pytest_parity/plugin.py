@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytest_parity import cases, jax_cache, numerics
+from pytest_parity import cases, jax_cache, numerics, progress
 from pytest_parity import report as parity_report
 from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.fixtures import (  # noqa: F401 (pytest finds fixtures by module attribute)
@@ -102,6 +102,18 @@ def _path_problem(path: Path, *, wants_directory: bool) -> str:
     if not wants_directory and path.is_dir():
         return f"a directory is in its place; give a file, e.g. {path / 'parity-report.json'}"
     return ""
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Long steps (pytest_parity.progress) say what they did on the terminal, where pytest's
+    capture would hide a print; xdist workers have no terminal."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    progress.send_to(None if hasattr(session.config, "workerinput")
+                     else reporter.write_line if reporter is not None else progress.to_stderr)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    progress.send_to(progress.to_stderr)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

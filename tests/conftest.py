@@ -1,8 +1,45 @@
 pytest_plugins = ["pytester"]
 
+# The main job's pairs (`nox -s parity`, which passes --zoo=flagship): one of each kind the
+# zoo ports, at the sizes users port most. Every other zoo model, and the tests marked
+# zoo_all, run under --zoo=all: the default, so the whole suite (and CI) runs them all.
+FLAGSHIP = {"resnet50", "vit_b_16", "minilm_l6"}
+ZOO_CHOICES = ("flagship", "all")
+
 
 def pytest_addoption(parser):
     parser.addoption(
         "--fuzz-examples", type=int, default=40, metavar="N",
         help="examples each fuzz test draws (tests/unit/test_fuzz_*.py). Default 40 keeps "
              "the suite fast; e.g. --fuzz-examples=2000 for a campaign.")
+    parser.addoption(
+        "--zoo", choices=ZOO_CHOICES, default="all",
+        help="what the parity cases cover: 'flagship' (ResNet-50, ViT-B/16 and MiniLM-L6, "
+             "the Linen layer catalogue, the mutations: the main job, nox -s parity) or "
+             "'all' (every zoo model, NNX twins, gradients and training steps; default).")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "zoo_all: runs only with --zoo=all (the default), not in the main job")
+
+
+def _zoo_model(item):
+    callspec = getattr(item, "callspec", None)
+    name = callspec.params.get("name") if callspec else None
+    return name if isinstance(name, str) else None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under --zoo=flagship, deselect the zoo's other models and the zoo_all tests."""
+    if config.getoption("zoo") == "all":
+        return
+    kept, deselected = [], []
+    for item in items:
+        model = _zoo_model(item)
+        outside = item.get_closest_marker("zoo_all") is not None or (
+            "zoo" in item.path.parts and model is not None and model not in FLAGSHIP)
+        (deselected if outside else kept).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept

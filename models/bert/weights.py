@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from models.bert.original import MODEL, WEIGHTS_SHA256, WHEEL, WHEEL_VERSION, weights_file
+from pytest_parity import progress
 from pytest_parity.checkpoint import Checkpoint, checkpoint_from_torch, load, save
 from pytest_parity.errors import CheckpointError
 
@@ -81,10 +82,11 @@ def minilm_checkpoint(seed: int = 0, cache_dir: Path | None = None) -> Checkpoin
                 f"(source {cached.source!r}, digest {cached.digest()}; expected {SOURCE!r}, "
                 f"{CHECKPOINT_DIGEST}). It is not served, nor deleted: move it away and it "
                 "is converted again."])
-    checkpoint = convert(pair)
-    try:
-        save(path, checkpoint)
-    except CheckpointError:
-        if not path.exists():  # only "another worker wrote it first" is expected here
-            raise
+    with progress.timed(f"{NAME}: {MODEL}'s weights converted into {path}"):
+        checkpoint = convert(pair)
+        try:
+            save(path, checkpoint)
+        except CheckpointError:
+            if not path.exists():  # only "another worker wrote it first" is expected here
+                raise
     return checkpoint

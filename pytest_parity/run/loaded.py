@@ -6,6 +6,7 @@ variables and its jitted apply, both on the case's device and in the case's dtyp
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pytest_parity import progress
 from pytest_parity.checkpoint.format import Checkpoint
 from pytest_parity.compare import Comparison, compare, compared
 from pytest_parity.diagnose import Diagnosis
@@ -64,6 +66,7 @@ class LoadedPair:
     flax_apply: Callable[..., Any]  # jitted module.apply(variables, inputs)
     ready_seconds: dict[str, float] = field(default_factory=dict)  # loading.READY_STEPS
     _gradient_checks: dict[Any, GradientCheck] = field(default_factory=dict, repr=False)
+    _shapes_compiled: set[Any] = field(default_factory=set, repr=False)
 
     @property
     def name(self) -> str:
@@ -89,8 +92,20 @@ class LoadedPair:
         """The Flax model's output on the same torch-layout batch (given to Flax in its own
         layout, e.g. NHWC), as numpy in torch's layout."""
         self.pair.check_inputs(inputs)
-        return run_flax(self.flax_apply, self.pair.to_flax(inputs), self.device,
-                        self.dtype, variables=self.flax_variables, layout=self.layout)
+        return self._run_flax(self.pair.to_flax(inputs))
+
+    def _run_flax(self, flax_inputs: Any) -> Any:
+        """run_flax on the jitted apply; its first call on a new input shape compiles (seconds
+        for a large model), which is announced where it takes long."""
+        shapes = (tuple(sorted((name, np.shape(value)) for name, value in flax_inputs.items()))
+                  if isinstance(flax_inputs, dict) else np.shape(flax_inputs))
+        waited = (progress.timed(f"{self.name}: first Flax call on {shapes} in {self.dtype}, "
+                                 "compiled") if shapes not in self._shapes_compiled
+                  else contextlib.nullcontext())
+        self._shapes_compiled.add(shapes)
+        with waited:
+            return run_flax(self.flax_apply, flax_inputs, self.device, self.dtype,
+                            variables=self.flax_variables, layout=self.layout)
 
     def tolerance(self, rtol: float | None = None, atol: float | None = None
                   ) -> dict[str, float]:
@@ -128,8 +143,7 @@ class LoadedPair:
         """
         __tracebackhide__ = True
         flax_given = self._flax_given(inputs, flax_inputs)
-        flax_out = run_flax(self.flax_apply, flax_given, self.device, self.dtype,
-                            variables=self.flax_variables, layout=self.layout)
+        flax_out = self._run_flax(flax_given)
         torch_out = self.torch_forward(inputs)
         reference = self.reference.outputs(inputs, flax_given, self.layout) \
             if wanted(self.dtype) else None

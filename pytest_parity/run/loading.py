@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pytest_parity import progress
 from pytest_parity.checkpoint import shape_cache
 from pytest_parity.checkpoint.convert import (
     checkpoint_from_torch,
@@ -30,10 +31,11 @@ def checkpoint_for(pair: Pair, seed: int, cache_dir: Path) -> Checkpoint:
         return pair.checkpoint(seed, cache_dir)
     import torch
 
-    torch.manual_seed(seed)
-    state = pair.torch_model().state_dict()
-    return checkpoint_from_torch(state, pair, source=f"torch {torch.__version__} init, "
-                                                     f"torch.manual_seed({seed})")
+    with progress.timed(f"{pair.name}: checkpoint drawn from torch's init (seed {seed})"):
+        torch.manual_seed(seed)
+        state = pair.torch_model().state_dict()
+        return checkpoint_from_torch(state, pair, source=f"torch {torch.__version__} init, "
+                                                         f"torch.manual_seed({seed})")
 
 
 Result = TypeVar("Result")
@@ -85,9 +87,13 @@ def load_pair(pair: Pair, checkpoint: Checkpoint, device: str, dtype: str) -> Lo
 
 class PairCache:
     """Loaded pairs by (name, device, dtype, seed), the most recent `keep` of them; one per
-    session (and per xdist worker): ViT-L/16 alone holds ~2.5 GB in both frameworks."""
+    session (and per xdist worker). One by default: a pair is ready again in 0.3-0.5 s
+    (ResNet-50, ViT-B/16), while each one held costs its weights in both frameworks (ViT-B/16
+    in bfloat16 with its float32 reference ~1 GB); holding three took the main job's peak to
+    4.1 GB. A model's next case in another dtype reuses the checkpoint of the pair it
+    replaces (tests/zoo/conftest.py runs a model's cases one after the other)."""
 
-    def __init__(self, cache_dir: Path, keep: int = 3) -> None:
+    def __init__(self, cache_dir: Path, keep: int = 1) -> None:
         self.cache_dir = cache_dir
         shape_cache.keep_in(cache_dir / "flax-shapes")
         self.keep = keep
@@ -98,11 +104,12 @@ class PairCache:
         if key in self.loaded:
             self.loaded.move_to_end(key)
             return self.loaded[key]
-        while len(self.loaded) >= self.keep:
-            self.loaded.popitem(last=False)
         same_checkpoint = [p.checkpoint for (name, *_, s), p in self.loaded.items()
                            if (name, s) == (pair.name, seed)]
+        while len(self.loaded) >= self.keep:  # freed before the next pair takes its memory
+            self.loaded.popitem(last=False)
         checkpoint = (same_checkpoint[0] if same_checkpoint
                       else checkpoint_for(pair, seed, self.cache_dir))
-        self.loaded[key] = load_pair(pair, checkpoint, device, dtype)
+        with progress.timed(f"{pair.name}: both models ready in {dtype} on {device}"):
+            self.loaded[key] = load_pair(pair, checkpoint, device, dtype)
         return self.loaded[key]

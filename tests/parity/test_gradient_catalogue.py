@@ -13,6 +13,10 @@ import pytest
 from pytest_parity import parity_test
 from pytest_parity.strategies import image_batches, sequence_batches, token_batches
 
+# Gradients run with --zoo=all (the whole suite and CI): 7.5 s, the main job checks
+# outputs
+pytestmark = pytest.mark.zoo_all
+
 torch = pytest.importorskip("torch")
 nn = pytest.importorskip("flax.linen")
 jax = pytest.importorskip("jax")

@@ -30,6 +30,11 @@ from tests.parity.test_layer_catalogue import (
     with_random_statistics,
 )
 
+# The NNX catalogue runs with --zoo=all (the whole suite and CI): it repeats the Linen
+# catalogue through the NNX bridge, 16 s of the main job's 82 s (tests/parity/ is otherwise
+# the main job's)
+pytestmark = pytest.mark.zoo_all
+
 torch = pytest.importorskip("torch")
 nnx = pytest.importorskip("flax.nnx")
 

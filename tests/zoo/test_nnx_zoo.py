@@ -22,6 +22,10 @@ from models.registry import NNX_TWINS, PARAM_COUNTS
 from pytest_parity import assert_close, registry
 from pytest_parity.compare import compare
 
+# The NNX twins run with the whole zoo; the main job's NNX
+# coverage is tests/parity/test_layer_catalogue_nnx.py (the twins here add 41 s to it)
+pytestmark = pytest.mark.zoo_all
+
 RUN = ["resnet18_nnx", "resnet50_nnx", "vit_b_16_nnx", "vit_ti_16_nnx"]
 
 

@@ -15,6 +15,11 @@ from pytest_parity.compare import records
 from pytest_parity.diagnose import mode
 from tests.support.port_bugs import BUGS, PortBug
 
+# ResNet-18 and ViT-Ti/16 with 12 injected bugs, each
+# traced layer by layer: 33 s, the whole zoo's; the main job's mutations are in
+# test_mutations_detected.py
+pytestmark = pytest.mark.zoo_all
+
 
 def _with_bug(loaded, bug: PortBug, monkeypatch):
     import jax

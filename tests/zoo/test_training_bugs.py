@@ -8,6 +8,7 @@ import pytest
 import torch
 
 optax = pytest.importorskip("optax")
+pytestmark = pytest.mark.zoo_all  # 28 s of training steps: the whole zoo's, not the main job's
 
 LEARNING_RATE, WEIGHT_DECAY = 1e-3, 0.05
 IMAGES = np.random.default_rng(3).standard_normal((2, 3, 64, 64)).astype(np.float32)
