@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from models.seeded import GENERATOR_VERSION, first_drawn, seeded_state_dict
 from pytest_parity import progress
+from pytest_parity.caches import user_cache_dir as default_cache_dir
 from pytest_parity.checkpoint import Checkpoint, checkpoint_from_torch, load, save
 from pytest_parity.errors import CheckpointError
 from pytest_parity.registry import Pair
-
-
-def default_cache_dir() -> Path:
-    """$PYTEST_PARITY_CACHE, else the user cache dir (~/.cache/pytest-parity)."""
-    configured = os.environ.get("PYTEST_PARITY_CACHE")
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "pytest-parity"
 
 
 def _not_the_seeds(checkpoint: Checkpoint, pair: Pair, seed: int) -> str | None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_parity import options
+from pytest_parity.caches import XLA_DIR
 
 if TYPE_CHECKING:  # a type only: the plugin loads without numpy
     from pytest_parity.compare.tolerance import Layer
@@ -118,7 +119,7 @@ def _jax_cache_dir(config: pytest.Config, value: str | None) -> Path | None:
     if value is not None:
         return Path(value) if Path(value).is_absolute() else config.rootpath / value
     cache = getattr(config, "cache", None)
-    return cache.mkdir("parity-xla") if cache is not None else None
+    return cache.mkdir(XLA_DIR) if cache is not None else None
 
 
 @dataclass(frozen=True)

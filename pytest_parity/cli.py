@@ -86,10 +86,8 @@ def _photo_batch(pair: Any) -> Any:
 
 
 def _trace(arguments: argparse.Namespace) -> int:
-    import tempfile
-    from pathlib import Path
-
     from pytest_parity import devices, numerics, registry
+    from pytest_parity.caches import tmp_checkpoints_dir
     from pytest_parity.checkpoint import load
     from pytest_parity.run import checkpoint_for, load_pair
 
@@ -102,8 +100,7 @@ def _trace(arguments: argparse.Namespace) -> int:
         raise ParityError(f"{PREFIX} parity trace on {arguments.device}: {'; '.join(problems)}")
     pair = registry.get(arguments.arch)
     checkpoint = (load(arguments.checkpoint, architecture=pair.name) if arguments.checkpoint
-                  else checkpoint_for(pair, arguments.seed, Path(tempfile.gettempdir())
-                                      / "pytest-parity-checkpoints"))
+                  else checkpoint_for(pair, arguments.seed, tmp_checkpoints_dir()))
     inputs = (_photo_batch(pair) if arguments.input == "photo"
               else pair.example_inputs(arguments.seed))
     with numerics.applied("pinned", arguments.seed):  # as a parity case runs
@@ -114,6 +111,27 @@ def _trace(arguments: argparse.Namespace) -> int:
           + ("the outputs differ" if culprit else "no module diverges"))
     print("\n".join(diagnosis.lines()))
     return 1 if diagnosis.found else 0
+
+
+def _cache(arguments: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pytest_parity import caches
+
+    if arguments.rootdir is not None and not Path(arguments.rootdir).is_dir():
+        raise ParityError(f"{PREFIX} --rootdir {arguments.rootdir}: not a directory")
+    root = (Path(arguments.rootdir).absolute() if arguments.rootdir is not None
+            else caches.project_root(Path.cwd()))
+    if arguments.clear is None:
+        print("\n".join(caches.listing(root)))
+        return 0
+    name = None if arguments.clear == _ALL else arguments.clear
+    chosen = caches.select(caches.plugin_caches(root), name)
+    print("\n".join(caches.clear_all(chosen, root)))
+    return 0
+
+
+_ALL = "all"  # `parity cache --clear` with no NAME
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,6 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="default: cpu")
     trace.add_argument("--seed", type=int, default=0, help="default: 0")
     trace.set_defaults(run=_trace)
+    cache = verbs.add_parser(
+        "cache", help="list the plugin's caches on disk with their sizes, or clear them",
+        description="List each cache the plugin keeps (seeded checkpoints and jax's "
+                    "compilation cache in the project's .pytest_cache, the temporary "
+                    "directory's checkpoints, parity golden's), what it holds and its size; "
+                    "--clear removes them, only those directories.")
+    cache.add_argument("--clear", nargs="?", const=_ALL, metavar="NAME",
+                       help="remove every cache, or the one named: checkpoints, xla, "
+                            "tmp-checkpoints or golden")
+    cache.add_argument("--rootdir", metavar="DIR",
+                       help="the project whose .pytest_cache is meant (default: the nearest "
+                            "directory at or above the current one with a pytest config file)")
+    cache.set_defaults(run=_cache)
     return parser
 
 

@@ -12,13 +12,13 @@ what it needs when a test asks for it.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pytest_parity.caches import CHECKPOINTS_DIR, tmp_checkpoints_dir
 from pytest_parity.cases import SETTINGS, Settings
 
 _pair_cache_key = pytest.StashKey[Any]()
@@ -32,8 +32,8 @@ def _cache_dir(config: pytest.Config) -> Path:
     """Where generated checkpoints are kept: pytest's cache, else the temporary directory."""
     cache = getattr(config, "cache", None)  # absent under -p no:cacheprovider
     if cache is not None:
-        return cache.mkdir("parity-checkpoints")
-    return Path(tempfile.gettempdir()) / "pytest-parity-checkpoints"
+        return cache.mkdir(CHECKPOINTS_DIR)
+    return tmp_checkpoints_dir()
 
 
 def _case_param(request: pytest.FixtureRequest, name: str, default: str) -> str:

@@ -205,6 +205,7 @@ class ReportCollector:
                 {**settings.to_record(), "devices": self.config.stash[cases.DEVICES],
                  "numerics": numerics.describe(settings.numerics, settings.seed)})
             self.written = [f"parity report written to {path}",
+                            *_draw_report(Path(path), self.records),
                             *_draw_traces(Path(path), self.records)]
         except ParityError as error:  # the disk refused (checked at start, it may fill up)
             self.written = [str(error)]
@@ -218,10 +219,37 @@ class ReportCollector:
             count = len(self.records)
             terminalreporter.write_sep(
                 "=", f"parity report: {count} comparison{'' if count == 1 else 's'}")
-            for line in parity_report.format_table(self.records):
-                terminalreporter.write_line(line)
+            width = None if self.config.get_verbosity() > 0 else parity_report.WIDTH
+            for line, failed in parity_report.format_table(self.records, width):
+                terminalreporter.write_line(line, red=failed)
         for line in self.written:
             terminalreporter.write_line(line, red=line.startswith(PREFIX))
+
+
+def _model_of(record: dict[str, Any]) -> str:
+    """The registered pair a record compares, where its test's parameters or its comparison's
+    name give it (the longest name that fits), else its test file's name."""
+    from pytest_parity import registry
+
+    parameters = record["test"].partition("[")[2].rstrip("]").split("-")
+    named = [name for name in registry.registered_names()
+             if name in parameters or record["name"].startswith(f"{name} ")]
+    if named:
+        return max(named, key=len)
+    return Path(record["test"].partition("::")[0]).stem.removeprefix("test_")
+
+
+def _draw_report(report: Path, found: list[dict[str, Any]]) -> list[str]:
+    """The report's picture beside it: every comparison's margin, by model and dtype."""
+    from importlib.util import find_spec
+
+    if not found:
+        return []
+    if find_spec("matplotlib") is None:
+        return ["no parity picture: matplotlib is not installed (pip install matplotlib)"]
+    from pytest_parity.report_picture import draw, picture_path
+
+    return [f"parity picture written to {draw(found, picture_path(report), _model_of)}"]
 
 
 def _draw_traces(report: Path, found: list[dict[str, Any]]) -> list[str]:

@@ -208,3 +208,8 @@ def names() -> list[str]:
     if not _state["zoo_loaded"]:
         load_zoo()
     return sorted(_PAIRS)
+
+
+def registered_names() -> list[str]:
+    """The names registered so far, loading nothing (for naming what a report compared)."""
+    return sorted(_PAIRS)

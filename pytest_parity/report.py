@@ -31,25 +31,107 @@ from pytest_parity.environment import installed_versions
 SCHEMA = "pytest-parity-report/6"
 
 
-def _fmt(value: float) -> str:
-    return "inf" if math.isinf(value) else f"{value:.2e}"
+WIDTH = 120  # the terminal table's width at the default verbosity
+LEGEND = "margin = |a - e| / (atol + rtol*|e|), <= 1 passes; max rel only where e != 0"
 
 
-def format_table(report_records: list[dict[str, Any]]) -> list[str]:
-    """One line per comparison, worst margin first."""
-    rows = [("test", "device", "dtype", "max abs", "max rel", "rtol", "atol", "from", "margin",
-             "verdict")]
-    for record in sorted(report_records, key=lambda r: -r["margin"]):
-        name = record["name"]
-        test = record["test"] if name == "output" else f"{record['test']}::{name}"
-        figures = (("-",) * 6 if "problem" in record else (  # no values were compared
-            _fmt(record["max_abs"]), _fmt(record["max_rel"]), f"{record['rtol']:g}",
-            f"{record['atol']:g}", record.get("tolerance_from", "-"), f"{record['margin']:.3g}"))
-        rows.append((test, record["device"] or "-", record["dtype"] or record["actual_dtype"]
-                     or "-", *figures, "PASS" if record["passed"] else "FAIL"))
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-            for row in rows]
+def _figure(value: float) -> str:
+    return "-" if math.isinf(value) or math.isnan(value) else f"{value:.2e}"
+
+
+def short_test(record: dict[str, Any]) -> tuple[str, str]:
+    """(the test's file, the test's name in it) with the device and dtype parameters left out:
+    the table shows them in their own columns."""
+    file, _, rest = record["test"].partition("::")
+    function, bracket, parameters = rest.partition("[")
+    shown = {record.get("device"), record.get("dtype")}
+    kept = [token for token in parameters.rstrip("]").split("-") if token not in shown]
+    return file, f"{function}[{'-'.join(kept)}]" if bracket and kept else function
+
+
+def label(record: dict[str, Any]) -> str:
+    """The test's short name, then the comparison's own where it has one."""
+    _, test = short_test(record)
+    function, name = test.partition("[")[0], record["name"]
+    name = name.removeprefix(f"{function}:").strip()  # @parity_test's names repeat the test's
+    return test if name in ("output", function, "") else f"{test}::{name}"
+
+
+def _cells(record: dict[str, Any], with_device: bool) -> list[str]:
+    compared = "problem" not in record  # no values were compared
+    tolerance = ("budget" if record.get("tolerance_from") == "budget"
+                 else f"{record['rtol']:.2g}/{record['atol']:.2g}") if compared else "-"
+    return [*([record["device"] or "-"] if with_device else []),
+            record["dtype"] or record["actual_dtype"] or "-",
+            _figure(record["max_abs"]) if compared else "-",
+            _figure(record["max_rel"]) if compared else "-",
+            tolerance, f"{record['margin']:.3g}" if compared else "-"]
+
+
+def _fitted(text: str, width: int | None) -> str:
+    return text if width is None or len(text) <= width else text[:width - 1] + "…"
+
+
+def _middle_cut(text: str, width: int) -> str:
+    """`text` in `width` characters, its middle left out: a name's start says which test,
+    its end which comparison."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return f"{text[:head]}…{text[len(text) - (width - 1 - head):]}"
+
+
+def format_table(report_records: list[dict[str, Any]], width: int | None = WIDTH
+                 ) -> list[tuple[str, bool]]:
+    """The terminal table, as (line, is_failure) pairs: failures first, then each test
+    file's comparisons (worst margin first) under the file's name, then a one-line total.
+    Each row: the figures, the test and comparison (cut to fit), the verdict. No line is
+    wider than `width` (names are cut, never figures); None: nothing is cut."""
+    with_device = len({record["device"] for record in report_records if record["device"]}) > 1
+    header = [*(["device"] if with_device else []), "dtype", "max abs", "max rel",
+              "rtol/atol", "margin"]
+    failures = sorted((r for r in report_records if not r["passed"]), key=lambda r: -r["margin"])
+    by_file: dict[str, list[dict[str, Any]]] = {}
+    for record in report_records:
+        if record["passed"]:
+            by_file.setdefault(short_test(record)[0], []).append(record)
+    named = [(record, label(record)) for record in failures]
+    for records in by_file.values():
+        named += [(record, label(record)) for record in records]
+    cells = {id(record): _cells(record, with_device) for record in report_records}
+    widths = [max(len(row[column]) for row in [header, *cells.values()])
+              for column in range(len(header))]
+    figures_width = 2 + sum(widths) + 2 * (len(widths) - 1) + 2
+    longest = max([len("test::comparison"), *(len(name) for _, name in named)])
+    name_width = longest if width is None else min(longest, width - figures_width - 9)
+
+    def line(row: list[str], name: str, verdict: str) -> str:
+        figures = "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
+        return f"  {figures}  {_middle_cut(name, name_width).ljust(name_width)}  {verdict}".rstrip()
+
+    names = dict((id(record), name) for record, name in named)
+    lines = [(line(header, "test::comparison", "verdict"), False)]
+    if failures:
+        lines.append((f"failed ({len(failures)})", True))
+        lines += [(line(cells[id(r)], names[id(r)], "FAIL"), True) for r in failures]
+    for file, records in sorted(by_file.items()):
+        lines.append((_fitted(f"{file} ({len(records)})", width), False))
+        lines += [(line(cells[id(r)], names[id(r)], "PASS"), False)
+                  for r in sorted(records, key=lambda r: -r["margin"])]
+    lines.append((total_line(report_records, width), bool(failures)))
+    lines.append((_fitted(LEGEND, width), False))
+    return lines
+
+
+def total_line(report_records: list[dict[str, Any]], width: int | None = WIDTH) -> str:
+    """N comparisons, how many failed, the worst margin and where (its name cut to fit)."""
+    failed = sum(not record["passed"] for record in report_records)
+    worst = max(report_records, key=lambda record: record["margin"])
+    count = len(report_records)
+    text = (f"{count} comparison{'' if count == 1 else 's'}, {failed} failed, worst margin "
+            f"{worst['margin']:.3g} (")
+    room = None if width is None else width - len(text) - 1
+    return f"{text}{_fitted(label(worst), room)})"
 
 
 def _strict(value: Any) -> Any:

@@ -86,7 +86,9 @@ def compare_leaf(actual: np.ndarray, expected: np.ndarray, *, path: str = "",
     abs_err = np.abs(np.subtract(a, e, out=np.zeros_like(a), where=both_finite))
     allowed = tolerance.atol + tolerance.rtol * np.abs(np.where(both_finite, e, 0.0))
     with np.errstate(divide="ignore", invalid="ignore"):
-        rel_err = np.where(abs_err > 0, abs_err / np.abs(e), 0.0)  # inf where expected is 0
+        # Relative error only where the expected value is not 0: an element expected to be 0
+        # has none (it would be infinite) and is judged by atol alone.
+        rel_err = np.where((abs_err > 0) & (e != 0), abs_err / np.abs(e), 0.0)
         ratio = np.where(abs_err > 0, abs_err / allowed, 0.0)
     ratio = np.where(_nonfinite_mismatch(a, e), np.inf, ratio)
     if mask is not None:

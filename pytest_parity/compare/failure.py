@@ -126,8 +126,10 @@ def format_leaf(name: str, leaf: ParityResult) -> list[str]:
         f"{leaf.expected_dtype} (expected)",
         *_worst_line(leaf),
         *_padding_lines(leaf),
-        f"  max abs error {leaf.max_abs:.3e} at index {leaf.max_abs_index}; "
-        f"max rel error {leaf.max_rel:.3e} at index {leaf.max_rel_index}",
+        f"  max abs error {leaf.max_abs:.3e} at index {leaf.max_abs_index}; " + (
+            f"max rel error {leaf.max_rel:.3e} at index {leaf.max_rel_index}"
+            if leaf.max_rel > 0 or leaf.max_abs == 0 else
+            "no rel error (each differing element is expected 0)"),
         *_count_lines(leaf),
         *_budget_lines(leaf),
     ]

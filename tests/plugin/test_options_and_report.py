@@ -161,8 +161,16 @@ def test_summary_and_json_hold_every_parity_comparison(pytester):
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines([
         "*= parity report: 3 comparisons =*",
-        "test*device*dtype*max abs*max rel*rtol*atol*from*margin*verdict",
+        "*dtype*max abs*max rel*rtol/atol*margin*test::comparison*verdict",
     ])
+    result.stdout.fnmatch_lines(["3 comparisons, 0 failed, worst margin *",
+                                 "parity report written to out/report.json",
+                                 "parity picture written to out/report.png"])
+    assert (pytester.path / "out" / "report.png").read_bytes()[:4] == b"\x89PNG"
+    table = result.outlines[next(i for i, line in enumerate(result.outlines)
+                                 if "parity report: 3 comparisons" in line):]
+    assert all(len(line) <= 120 for line in table[:table.index(
+        "parity report written to out/report.json")])
     records = json.loads((pytester.path / "out" / "report.json").read_text())["records"]
     assert [(r["test"].split("::")[1], r["name"], r["device"]) for r in records] == [
         ("test_device_case[cpu]", "ones", "cpu"),
@@ -243,7 +251,8 @@ def test_trees_that_cannot_be_compared_are_fail_records_too(pytester):
     """)
     result = pytester.runpytest_subprocess("--parity-report=report.json")
     result.assert_outcomes(failed=2)
-    for row in ("*test_leaves::outputs *- *FAIL", "*test_shapes::logits *- *FAIL"):
+    for row in ("*- *- *- *- *- *test_leaves::outputs *FAIL",
+                "*- *- *- *- *- *test_shapes::logits *FAIL"):
         result.stdout.fnmatch_lines([row])
     records = json.loads((pytester.path / "report.json").read_text())["records"]
     assert [(record["name"], record["passed"], record["problem"]) for record in records] == [

@@ -83,7 +83,7 @@ def test_linear(result, parity_dtype, tmp_path):
     result.stdout.fnmatch_lines([
         "*test_linear[[]cpu-bfloat16[]] PASSED*",
         "*test_linear[[]gpu-bfloat16[]] SKIPPED*",
-        "*test_linear[[]cpu-bfloat16[]]::test_linear: worst of 7 examples, * compilations*PASS",
+        "*bfloat16*test_linear::worst of 7 examples, * compilations*PASS",
     ])
     assert "-float16]" not in result.stdout.str()  # the decorator's dtypes exclude it
 
@@ -137,9 +137,9 @@ def test_linear_agrees():
     result.assert_outcomes(passed=1, failed=3)
     for test, verdict in (("test_padding", "FAIL"), ("test_gelu", "FAIL"),
                           ("test_kernel", "FAIL"), ("test_linear_agrees", "PASS")):
-        result.stdout.fnmatch_lines([f"*::{test}[[]cpu-float32[]]::{test}: *{verdict}"])
+        result.stdout.fnmatch_lines([f"*float32 *{test}::* {verdict}"])
     # No values were compared where the shapes differ: no figures, and why in the JSON.
-    result.stdout.fnmatch_lines(["*::test_padding*cpu *float32 *- *- *- *- *- *- *FAIL"])
+    result.stdout.fnmatch_lines(["*float32 *- *- *- *- *test_padding::*FAIL"])
     records = json.loads((pytester.path / "report.json").read_text())["records"]
     verdicts = {record["test"].split("::")[1]: record["passed"] for record in records}
     assert verdicts == {"test_padding[cpu-float32]": False, "test_gelu[cpu-float32]": False,

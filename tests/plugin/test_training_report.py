@@ -67,9 +67,9 @@ def test_training_checks_are_rows_and_records_with_their_kind(pytester):
     result = pytester.runpytest("-p", "no:randomly", "--parity-report=report.json")
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines_random([
-        "*test_dense_gradients*: gradients, worst of 3 examples*budget*PASS*",
-        "*test_stopped_gradients*: gradients, shrunk failing example of *FAIL*",
-        "*test_tinynet_steps*tinynet: 2 training steps*budget*PASS*",
+        "*budget*test_dense_gradients*gradients, worst of 3 examples*PASS*",
+        "*test_stopped_gradients*failing example of *FAIL*",
+        "*budget*test_tinynet_steps*tinynet: 2 training steps*PASS*",
         "*test_linear_learns*loss goes down*PASS*",
     ])
     records = json.loads((pytester.path / "report.json").read_text())["records"]

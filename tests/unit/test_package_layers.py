@@ -16,7 +16,8 @@ MAX_LINES = 300
 LAYERS = [
     ("foundation", {"errors", "arrays", "atomic", "threads", "project", "options", "devices",
                     "numerics", "jax_cache", "torchvision_compat", "environment", "layouts",
-                    "inputs", "nnx_bridge", "strategies", "report", "gates", "user_frames",
+                    "inputs", "nnx_bridge", "strategies", "report", "report_picture", "gates",
+                    "user_frames",
                     "progress"}),
     ("mapping", {"mapping"}),
     ("pairs", {"registry"}),
