@@ -105,11 +105,24 @@ def _path_problem(path: Path, *, wants_directory: bool) -> str:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Long steps (pytest_parity.progress) say what they did on the terminal, where pytest's
-    capture would hide a print; xdist workers have no terminal."""
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    progress.send_to(None if hasattr(session.config, "workerinput")
-                     else reporter.write_line if reporter is not None else progress.to_stderr)
+    """Long steps (pytest_parity.progress) say what they did on the terminal, past pytest's
+    capture (as its live logging does); xdist workers have no terminal."""
+    config = session.config
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if hasattr(config, "workerinput"):
+        progress.send_to(None)
+    elif reporter is None:
+        progress.send_to(progress.to_stderr)
+    else:
+        def to_terminal(line: str) -> None:
+            if capture is None:
+                reporter.write_line(line)
+                return
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(line)
+
+        progress.send_to(to_terminal)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -26,7 +26,7 @@ def test_under_pytest_the_line_reaches_the_terminal_despite_capture(pytester):
             with progress.timed("vit_b_16: first Flax call, compiled", long_s=0.0):
                 print("captured, not shown")
     """)
-    result = pytester.runpytest("-q", "-p", "no:randomly")
+    result = pytester.runpytest_subprocess("-q", "-p", "no:randomly")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*[[]parity] vit_b_16: first Flax call, compiled (*s)*"])
     assert "captured, not shown" not in result.stdout.str()
