@@ -239,19 +239,6 @@ class ReportCollector:
             terminalreporter.write_line(line, red=line.startswith(PREFIX))
 
 
-def _model_of(record: dict[str, Any]) -> str:
-    """The registered pair a record compares, where its test's parameters or its comparison's
-    name give it (the longest name that fits), else its test file's name."""
-    from pytest_parity import registry
-
-    parameters = record["test"].partition("[")[2].rstrip("]").split("-")
-    named = [name for name in registry.registered_names()
-             if name in parameters or record["name"].startswith(f"{name} ")]
-    if named:
-        return max(named, key=len)
-    return Path(record["test"].partition("::")[0]).stem.removeprefix("test_")
-
-
 def _draw_report(report: Path, found: list[dict[str, Any]]) -> list[str]:
     """The report's picture beside it: every comparison's margin, by model and dtype."""
     from importlib.util import find_spec
@@ -260,9 +247,13 @@ def _draw_report(report: Path, found: list[dict[str, Any]]) -> list[str]:
         return []
     if find_spec("matplotlib") is None:
         return ["no parity picture: matplotlib is not installed (pip install matplotlib)"]
-    from pytest_parity.report_picture import draw, picture_path
+    from functools import partial
 
-    return [f"parity picture written to {draw(found, picture_path(report), _model_of)}"]
+    from pytest_parity import registry
+    from pytest_parity.report_picture import draw, model_of, picture_path
+
+    group_of = partial(model_of, known_models=registry.registered_names())
+    return [f"parity picture written to {draw(found, picture_path(report), group_of)}"]
 
 
 def _draw_traces(report: Path, found: list[dict[str, Any]]) -> list[str]:

@@ -14,8 +14,10 @@ JSON schema (`--parity-report=FILE`), also in docs/report-schema.md:
                   "diagnosis": {...} (only where --parity-trace diagnosed it)}, ...]}
 One record per assert_close call: a tree's figures are its worst leaf's (max_abs, max_rel,
 margin over all leaves; counts summed: `size` = `n_valid` + `n_masked` elements, `n_failing`
-of the `n_valid`). Records are sorted by test id and comparison name, so
-runs with and without xdist compare equal.
+of the `n_valid`). `max_rel` is |a - e| / |e| over the elements whose expected value e is not
+0 (an element expected 0 is judged by atol alone), so a passing record never has an infinite
+one. Records are sorted by test id and comparison name, so runs with and without xdist
+compare equal.
 """
 
 from __future__ import annotations
@@ -33,10 +35,22 @@ SCHEMA = "pytest-parity-report/6"
 
 WIDTH = 120  # the terminal table's width at the default verbosity
 LEGEND = "margin = |a - e| / (atol + rtol*|e|), <= 1 passes; max rel only where e != 0"
+COMPARISON_KEPT = 16  # a cut name keeps this much of the comparison's own name at least
+OWN_HEADING = 4  # a test function with this many rows gets a heading of its own
 
 
-def _figure(value: float) -> str:
-    return "-" if math.isinf(value) or math.isnan(value) else f"{value:.2e}"
+def _compact(number: str) -> str:
+    """'5.25e-06' as '5.25e-6', '1.9e+06' as '1.9e+6': narrower columns leave the names room."""
+    mantissa, marker, exponent = number.partition("e")
+    if not marker:
+        return number
+    return f"{mantissa}e{exponent[0]}{exponent[1:].lstrip('0') or '0'}"
+
+
+def _figure(value: float, digits: str = ".2e") -> str:
+    if math.isinf(value) or math.isnan(value):
+        return "-"
+    return "0" if value == 0 else _compact(format(value, digits))
 
 
 def short_test(record: dict[str, Any]) -> tuple[str, str]:
@@ -49,23 +63,47 @@ def short_test(record: dict[str, Any]) -> tuple[str, str]:
     return file, f"{function}[{'-'.join(kept)}]" if bracket and kept else function
 
 
-def label(record: dict[str, Any]) -> str:
-    """The test's short name, then the comparison's own where it has one."""
+def label_parts(record: dict[str, Any]) -> tuple[str, str]:
+    """(the test's short name, the comparison's own name without what the test's already
+    says): `@parity_test` names repeat the function, zoo names the model parameter."""
     _, test = short_test(record)
-    function, name = test.partition("[")[0], record["name"]
-    name = name.removeprefix(f"{function}:").strip()  # @parity_test's names repeat the test's
-    return test if name in ("output", function, "") else f"{test}::{name}"
+    function, _, parameters = test.partition("[")
+    name = record["name"].removeprefix(f"{function}:").strip()
+    parameters = parameters.removesuffix("]")
+    if parameters and name.startswith((f"{parameters} ", f"{parameters}:")):
+        name = name.removeprefix(parameters).removeprefix(":").strip()
+    return test, "" if name in ("output", function) else name
+
+
+def label(record: dict[str, Any], width: int | None = None, under: str = "") -> str:
+    """'test::comparison' in `width` characters (`under` a heading that names the test
+    function: without it). The comparison's name is cut at its end; the test's in its middle
+    only where the test alone leaves the comparison too little room."""
+    test, name = label_parts(record)
+    if under and (test != under or name):  # a row with neither keeps the function's name
+        test = test.removeprefix(under)
+    whole = f"{test}::{name}" if test and name else test or name
+    if width is None or len(whole) <= width:
+        return whole
+    if not (test and name):
+        return _middle_cut(whole, width) if test else _fitted(whole, width)
+    test = _middle_cut(test, max(width - 2 - min(len(name), COMPARISON_KEPT), 1))
+    return _fitted(f"{test}::{name}", width)
+
+
+def _tolerance(record: dict[str, Any]) -> str:
+    if record.get("tolerance_from") == "budget":
+        return "budget"
+    rtol, atol = (_figure(record[which], ".2g") for which in ("rtol", "atol"))
+    return f"{rtol}/{atol}"
 
 
 def _cells(record: dict[str, Any], with_device: bool) -> list[str]:
     compared = "problem" not in record  # no values were compared
-    tolerance = ("budget" if record.get("tolerance_from") == "budget"
-                 else f"{record['rtol']:.2g}/{record['atol']:.2g}") if compared else "-"
     return [*([record["device"] or "-"] if with_device else []),
             record["dtype"] or record["actual_dtype"] or "-",
-            _figure(record["max_abs"]) if compared else "-",
-            _figure(record["max_rel"]) if compared else "-",
-            tolerance, f"{record['margin']:.3g}" if compared else "-"]
+            *([_figure(record["max_abs"]), _figure(record["max_rel"]), _tolerance(record),
+               _figure(record["margin"], ".3g")] if compared else ["-"] * 4)]
 
 
 def _fitted(text: str, width: int | None) -> str:
@@ -73,52 +111,69 @@ def _fitted(text: str, width: int | None) -> str:
 
 
 def _middle_cut(text: str, width: int) -> str:
-    """`text` in `width` characters, its middle left out: a name's start says which test,
-    its end which comparison."""
+    """`text` in `width` characters, its middle left out: a test's start says which test,
+    its end which parameters."""
     if len(text) <= width:
         return text
     head = (width - 1) // 2
     return f"{text[:head]}…{text[len(text) - (width - 1 - head):]}"
 
 
+Group = tuple[str, str, list[dict[str, Any]]]  # heading, the function it names or "", rows
+
+
+def _groups(records: list[dict[str, Any]]) -> list[Group]:
+    """The records by test file, worst margin first; a function with `OWN_HEADING` rows or
+    more under a 'file::function' heading of its own, so that its rows need not repeat it."""
+    by_file: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for record in sorted(records, key=lambda r: -r["margin"]):
+        file, test = short_test(record)
+        by_file.setdefault(file, {}).setdefault(test.partition("[")[0], []).append(record)
+    groups: list[Group] = []
+    for file, functions in sorted(by_file.items()):
+        few = [r for rows in functions.values() if len(rows) < OWN_HEADING for r in rows]
+        if few:
+            groups.append((file, "", sorted(few, key=lambda r: -r["margin"])))
+        groups += [(f"{file}::{function}", function, rows)
+                   for function, rows in sorted(functions.items()) if len(rows) >= OWN_HEADING]
+    return groups
+
+
 def format_table(report_records: list[dict[str, Any]], width: int | None = WIDTH
                  ) -> list[tuple[str, bool]]:
-    """The terminal table, as (line, is_failure) pairs: failures first, then each test
-    file's comparisons (worst margin first) under the file's name, then a one-line total.
-    Each row: the figures, the test and comparison (cut to fit), the verdict. No line is
-    wider than `width` (names are cut, never figures); None: nothing is cut."""
+    """The terminal table, as (line, is_failure) pairs: the failures first, then the passes,
+    under their test file's name (worst margin first), then a one-line total and what margin
+    means. Each row: the figures, right-aligned in fixed columns, the test and the comparison,
+    the verdict. No line is wider than `width` (names are cut, never figures); None (-v):
+    nothing is cut."""
     with_device = len({record["device"] for record in report_records if record["device"]}) > 1
     header = [*(["device"] if with_device else []), "dtype", "max abs", "max rel",
               "rtol/atol", "margin"]
-    failures = sorted((r for r in report_records if not r["passed"]), key=lambda r: -r["margin"])
-    by_file: dict[str, list[dict[str, Any]]] = {}
-    for record in report_records:
-        if record["passed"]:
-            by_file.setdefault(short_test(record)[0], []).append(record)
-    named = [(record, label(record)) for record in failures]
-    for records in by_file.values():
-        named += [(record, label(record)) for record in records]
     cells = {id(record): _cells(record, with_device) for record in report_records}
     widths = [max(len(row[column]) for row in [header, *cells.values()])
               for column in range(len(header))]
-    figures_width = 2 + sum(widths) + 2 * (len(widths) - 1) + 2
-    longest = max([len("test::comparison"), *(len(name) for _, name in named)])
-    name_width = longest if width is None else min(longest, width - figures_width - 9)
+    sections = [(failed, _groups([r for r in report_records if r["passed"] != failed]))
+                for failed in (True, False)]
+    longest = max([len("test::comparison"), *(len(label(r, under=function))
+                                               for _, groups in sections
+                                               for _, function, rows in groups for r in rows)])
+    figures_width = 2 + sum(widths) + 2 * (len(widths) - 1)
+    name_width = longest if width is None else max(min(longest, width - figures_width - 8), 8)
 
     def line(row: list[str], name: str, verdict: str) -> str:
         figures = "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
-        return f"  {figures}  {_middle_cut(name, name_width).ljust(name_width)}  {verdict}".rstrip()
+        name = name.ljust(name_width + 4 - len(verdict))  # verdicts right-aligned
+        return _fitted(f"  {figures}  {name}  {verdict}".rstrip(), width)
 
-    names = dict((id(record), name) for record, name in named)
     lines = [(line(header, "test::comparison", "verdict"), False)]
-    if failures:
-        lines.append((f"failed ({len(failures)})", True))
-        lines += [(line(cells[id(r)], names[id(r)], "FAIL"), True) for r in failures]
-    for file, records in sorted(by_file.items()):
-        lines.append((_fitted(f"{file} ({len(records)})", width), False))
-        lines += [(line(cells[id(r)], names[id(r)], "PASS"), False)
-                  for r in sorted(records, key=lambda r: -r["margin"])]
-    lines.append((total_line(report_records, width), bool(failures)))
+    for failed, groups in sections:
+        for heading, function, rows in groups:
+            lines.append((_fitted(f"{'FAILED ' if failed else ''}{heading} ({len(rows)})",
+                                  width), failed))
+            lines += [(line(cells[id(r)], label(r, name_width, function),
+                            "FAIL" if failed else "PASS"), failed) for r in rows]
+    failures = any(not record["passed"] for record in report_records)
+    lines.append((total_line(report_records, width), failures))
     lines.append((_fitted(LEGEND, width), False))
     return lines
 
@@ -128,10 +183,11 @@ def total_line(report_records: list[dict[str, Any]], width: int | None = WIDTH) 
     failed = sum(not record["passed"] for record in report_records)
     worst = max(report_records, key=lambda record: record["margin"])
     count = len(report_records)
-    text = (f"{count} comparison{'' if count == 1 else 's'}, {failed} failed, worst margin "
-            f"{worst['margin']:.3g} (")
-    room = None if width is None else width - len(text) - 1
-    return f"{text}{_fitted(label(worst), room)})"
+    margin = _figure(worst["margin"], ".3g") if math.isfinite(worst["margin"]) else "inf"
+    text = (f"{count} comparison{'' if count == 1 else 's'}, {failed} failed, "
+            f"worst margin {margin} (")
+    room = None if width is None else max(width - len(text) - 1, 1)
+    return f"{text}{label(worst, room)})"
 
 
 def _strict(value: Any) -> Any:

@@ -7,17 +7,37 @@ read. matplotlib is imported only here, and only when a picture is drawn.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from pytest_parity.atomic import write_atomically
 
-FLOOR, CEILING = 1e-4, 1e4  # margins outside are drawn at the edge (0: bit for bit)
+PASS_COLOUR, FAIL_COLOUR = "#1f77b4", "#d62728"
+SPREAD = 7  # a row's markers take this many heights, so that equal margins stay visible
 
 
 def picture_path(report: Path) -> Path:
     return report.with_suffix(".png")
+
+
+def model_of(record: dict[str, Any], known_models: Iterable[str] = ()) -> str:
+    """The model a record compares: the longest known model (a registered pair) that its test's
+    parameters or its comparison's name give; else the test's own parameter that the
+    comparison's name starts with (a zoo test parametrized by model, under pytest-xdist where
+    the controller registered nothing); else its test file's name (a layer catalogue)."""
+    test, _, parameters = record["test"].partition("[")
+    tokens = parameters.removesuffix("]").split("-")
+    name = record["name"]
+    named = [model for model in known_models
+             if model in tokens or name.startswith((f"{model} ", f"{model}:"))]
+    if named:
+        return max(named, key=len)
+    shown = {record.get("device"), record.get("dtype")}
+    own = "-".join(token for token in tokens if token not in shown)
+    if own and name.startswith((f"{own} ", f"{own}:")):
+        return own
+    return Path(test.partition("::")[0]).stem.removeprefix("test_")
 
 
 def _groups(records: list[dict[str, Any]], group_of: Callable[[dict[str, Any]], str]
@@ -31,10 +51,21 @@ def _groups(records: list[dict[str, Any]], group_of: Callable[[dict[str, Any]], 
     return dict(sorted(groups.items(), reverse=True))
 
 
-def _shown(margin: float) -> float:
-    if math.isnan(margin) or margin > CEILING:
-        return CEILING
-    return max(margin, FLOOR)
+def axis_range(margins: list[float]) -> tuple[float, float]:
+    """Where the axis ends: every positive finite margin inside, the tolerance line well inside;
+    0 and non-finite margins are drawn at these edges."""
+    finite = [m for m in margins if math.isfinite(m) and m > 0]
+    low = min([*finite, 1e-2]) / 4
+    high = max([*finite, 10.0]) * 4
+    return low, high
+
+
+def _place(margin: float, low: float, high: float) -> tuple[float, str]:
+    """Where a margin is drawn and with which marker: '<' at the left edge for 0 (bit for
+    bit), '>' at the right for infinite or not a number (nothing could be compared)."""
+    if math.isnan(margin) or math.isinf(margin):
+        return high, ">"
+    return (low, "<") if margin <= 0 else (margin, "o")
 
 
 def draw(records: list[dict[str, Any]], path: Path,
@@ -44,36 +75,45 @@ def draw(records: list[dict[str, Any]], path: Path,
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     groups = _groups(records, group_of)
-    figure, axes = plt.subplots(figsize=(10, 1.2 + 0.38 * len(groups)), dpi=110)
+    low, high = axis_range([record["margin"] for record in records])
+    height = 1.8 + 0.3 * len(groups)  # inches: a row is a line of 8-point labels and more
+    figure, axes = plt.subplots(figsize=(10, height), dpi=110)
     for row, members in enumerate(groups.values()):
         for index, record in enumerate(members):
-            offset = ((index % 7) - 3) * 0.06  # spread a row's markers so that they stay visible
-            margin = record["margin"]
             failed = not record["passed"]
-            marker = "x" if failed else ("<" if margin < FLOOR else
-                                         ">" if _shown(margin) == CEILING else "o")
-            axes.scatter(_shown(margin), row + offset, s=36 if failed else 22, marker=marker,
-                         color="#d62728" if failed else "#1f77b4", alpha=0.85,
-                         linewidths=1.5 if failed else 0.5, zorder=3)
+            where, marker = _place(record["margin"], low, high)
+            if failed and marker == "o":
+                marker = "X"
+            offset = ((index % SPREAD) - SPREAD // 2) * 0.05
+            axes.scatter(where, row + offset, s=44 if failed else 20, marker=marker,
+                         color=FAIL_COLOUR if failed else PASS_COLOUR, alpha=0.8,
+                         linewidths=0.4, zorder=3)
     axes.axvline(1.0, color="#444444", linestyle="--", linewidth=1, zorder=2)
-    axes.text(1.08, len(groups) - 0.4, "tolerance (margin 1)", fontsize=8, color="#444444",
+    axes.text(1.1, len(groups) - 0.55, "tolerance: margin 1", fontsize=8, color="#444444",
               va="top")
+    for row in range(0, len(groups), 2):  # bands, so that a row's label finds its markers
+        axes.axhspan(row - 0.5, row + 0.5, color="#f2f2f2", zorder=0)
     axes.set_xscale("log")
-    axes.set_xlim(FLOOR / 2, CEILING * 2)
+    axes.set_xlim(low / 1.8, high * 1.8)
     axes.set_yticks(range(len(groups)))
     axes.set_yticklabels([f"{name} ({len(members)})" for name, members in groups.items()],
                          fontsize=8)
-    axes.set_ylim(-0.7, len(groups) - 0.3)
-    axes.set_xlabel("margin = worst |a - e| / (atol + rtol*|e|)   (< 1 passes; "
-                    f"< {FLOOR:g} or bit for bit at the left edge, > {CEILING:g} at the right)",
-                    fontsize=8)
+    axes.set_ylim(-0.5, len(groups) - 0.5)
+    axes.set_xlabel("margin = worst |a - e| / (atol + rtol*|e|), <= 1 passes", fontsize=9)
     failures = sum(not record["passed"] for record in records)
-    axes.set_title(f"parity report: {len(records)} comparisons, {failures} failed "
-                   "(blue: pass, red x: fail)", fontsize=10)
+    axes.set_title(f"parity report: {len(records)} comparisons, {failures} failed, "
+                   "by model and dtype", fontsize=10)
     axes.grid(axis="x", which="major", alpha=0.3)
-    figure.tight_layout()
+    keys = [("o", PASS_COLOUR, "pass"), ("X", FAIL_COLOUR, "fail"),
+            ("<", PASS_COLOUR, "margin 0 (bit for bit)"),
+            (">", FAIL_COLOUR, "margin inf or nan (not compared)")]
+    figure.legend(handles=[Line2D([], [], linestyle="", marker=marker, color=colour, label=text)
+                           for marker, colour, text in keys],
+                  loc="lower center", ncol=4, fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.35 / height, 1, 1))  # the legend's line below the axes
     try:
         write_atomically(path, lambda temporary: figure.savefig(temporary, format="png"),
                          overwrite=True)

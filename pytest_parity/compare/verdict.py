@@ -39,6 +39,8 @@ class ParityResult:
     actual_dtype: str
     expected_dtype: str
     max_abs: float
+    # |actual - expected| / |expected| over the elements whose expected value is not 0 (one
+    # expected 0 has no relative error and is judged by atol alone); 0 where none differs.
     max_rel: float
     # The element of the largest margin (the failure table's first row); the largest abs and
     # rel errors may sit elsewhere, so each figure carries its own index.

@@ -200,13 +200,27 @@ def test_failing_parity_case_is_reported_as_fail(pytester):
         @pytest.mark.parity
         def test_off():
             assert_close(np.ones(4), np.zeros(4), name="logits")
+
+        @pytest.mark.parity
+        def test_zeros_within_atol():
+            assert_close(np.array([0.0, 1e-7, 1.0]), np.array([0.0, 0.0, 1.0]), name="probs")
     """)
-    result = pytester.runpytest_subprocess()
-    result.assert_outcomes(failed=1)
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines([
         "E *AssertionError: [[]parity[]] logits: values are not sufficiently close",
-        "*test_off*logits*FAIL",
+        "*= parity report: 2 comparisons =*",
+        "*dtype*max abs*max rel*rtol/atol*margin*test::comparison*verdict",
+        "FAILED test_failing_parity_case_is_reported_as_fail.py (1)",  # failures first
+        "*test_off::logits*FAIL",
+        "test_failing_parity_case_is_reported_as_fail.py (1)",
+        "*float64*1.00e-7*0*test_zeros_within_atol::probs*PASS",  # expected 0: no rel error
+        "2 comparisons, 1 failed, worst margin * (test_off::logits)",
     ])
+    table = result.outlines[next(i for i, line in enumerate(result.outlines)
+                                 if "parity report: 2 comparisons" in line):]
+    assert not any(" inf " in line for line in table[:table.index(
+        "margin = |a - e| / (atol + rtol*|e|), <= 1 passes; max rel only where e != 0")])
 
 
 def test_a_wrong_tree_reports_every_failing_leaf_worst_first(pytester):
