@@ -52,11 +52,13 @@ def seeded_checkpoint(pair: Pair, seed: int = 0, cache_dir: Path | None = None) 
     with progress.timed(f"{pair.name}: seeded checkpoint (seed {seed}) generated into {path}"):
         checkpoint = checkpoint_from_torch(seeded_state_dict(pair, seed), pair,
                                            source=f"seeded:{seed}:v{GENERATOR_VERSION}")
-        _saved(path, checkpoint)
+        save_once(path, checkpoint)
     return checkpoint
 
 
-def _saved(path: Path, checkpoint: Checkpoint) -> None:
+def save_once(path: Path, checkpoint: Checkpoint) -> None:
+    """Save a checkpoint generated into a cache; another writer (a pytest-xdist worker) may
+    have written the same file first, which is fine."""
     try:
         save(path, checkpoint)
     except CheckpointError:

@@ -53,14 +53,25 @@ def _figure(value: float, digits: str = ".2e") -> str:
     return "0" if value == 0 else _compact(format(value, digits))
 
 
+def own_parameters(record: dict[str, Any]) -> str:
+    """The test's parameters without the device and dtype ones ('' where none are left)."""
+    parameters = record["test"].partition("[")[2].removesuffix("]")
+    shown = {record.get("device"), record.get("dtype")}
+    return "-".join(token for token in parameters.split("-") if token and token not in shown)
+
+
+def names_first(name: str, word: str) -> bool:
+    """Whether a comparison's name begins with `word` ('resnet50 logits', 'resnet50: ...')."""
+    return bool(word) and name.startswith((f"{word} ", f"{word}:"))
+
+
 def short_test(record: dict[str, Any]) -> tuple[str, str]:
     """(the test's file, the test's name in it) with the device and dtype parameters left out:
     the table shows them in their own columns."""
     file, _, rest = record["test"].partition("::")
-    function, bracket, parameters = rest.partition("[")
-    shown = {record.get("device"), record.get("dtype")}
-    kept = [token for token in parameters.rstrip("]").split("-") if token not in shown]
-    return file, f"{function}[{'-'.join(kept)}]" if bracket and kept else function
+    function = rest.partition("[")[0]
+    kept = own_parameters(record)
+    return file, f"{function}[{kept}]" if kept else function
 
 
 def label_parts(record: dict[str, Any]) -> tuple[str, str]:
@@ -70,7 +81,7 @@ def label_parts(record: dict[str, Any]) -> tuple[str, str]:
     function, _, parameters = test.partition("[")
     name = record["name"].removeprefix(f"{function}:").strip()
     parameters = parameters.removesuffix("]")
-    if parameters and name.startswith((f"{parameters} ", f"{parameters}:")):
+    if names_first(name, parameters):
         name = name.removeprefix(parameters).removeprefix(":").strip()
     return test, "" if name in ("output", function) else name
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_parity.atomic import write_atomically
+from pytest_parity.report import names_first, own_parameters, short_test
 
 PASS_COLOUR, FAIL_COLOUR = "#1f77b4", "#d62728"
 SPREAD = 7  # a row's markers take this many heights, so that equal margins stay visible
@@ -26,18 +27,15 @@ def model_of(record: dict[str, Any], known_models: Iterable[str] = ()) -> str:
     parameters or its comparison's name give; else the test's own parameter that the
     comparison's name starts with (a zoo test parametrized by model, under pytest-xdist where
     the controller registered nothing); else its test file's name (a layer catalogue)."""
-    test, _, parameters = record["test"].partition("[")
-    tokens = parameters.removesuffix("]").split("-")
+    tokens = record["test"].partition("[")[2].removesuffix("]").split("-")
     name = record["name"]
-    named = [model for model in known_models
-             if model in tokens or name.startswith((f"{model} ", f"{model}:"))]
+    named = [model for model in known_models if model in tokens or names_first(name, model)]
     if named:
         return max(named, key=len)
-    shown = {record.get("device"), record.get("dtype")}
-    own = "-".join(token for token in tokens if token not in shown)
-    if own and name.startswith((f"{own} ", f"{own}:")):
+    own = own_parameters(record)
+    if names_first(name, own):
         return own
-    return Path(test.partition("::")[0]).stem.removeprefix("test_")
+    return Path(short_test(record)[0]).stem.removeprefix("test_")
 
 
 def _groups(records: list[dict[str, Any]], group_of: Callable[[dict[str, Any]], str]

@@ -17,7 +17,7 @@ import numpy as np
 
 from models.bert.original import MODEL, WEIGHTS_SHA256, WHEEL, WHEEL_VERSION, weights_file
 from pytest_parity import progress
-from pytest_parity.checkpoint import Checkpoint, checkpoint_from_torch, load, save
+from pytest_parity.checkpoint import Checkpoint, checkpoint_from_torch, load
 from pytest_parity.errors import CheckpointError
 
 NAME = "minilm_l6"
@@ -63,7 +63,7 @@ def minilm_checkpoint(seed: int = 0, cache_dir: Path | None = None) -> Checkpoin
     (another source or other arrays) is refused, and left in place. Concurrent writers
     (pytest-xdist workers) are safe: writes are atomic and no-clobber.
     """
-    from models.checkpoints import default_cache_dir
+    from models.checkpoints import default_cache_dir, save_once
     from pytest_parity import registry
 
     pair = registry.get(NAME)
@@ -84,9 +84,5 @@ def minilm_checkpoint(seed: int = 0, cache_dir: Path | None = None) -> Checkpoin
                 "is converted again."])
     with progress.timed(f"{NAME}: {MODEL}'s weights converted into {path}"):
         checkpoint = convert(pair)
-        try:
-            save(path, checkpoint)
-        except CheckpointError:
-            if not path.exists():  # only "another worker wrote it first" is expected here
-                raise
+        save_once(path, checkpoint)
     return checkpoint

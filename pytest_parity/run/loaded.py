@@ -64,7 +64,7 @@ class LoadedPair:
     flax_model: Any
     flax_variables: Any
     flax_apply: Callable[..., Any]  # jitted module.apply(variables, inputs)
-    ready_seconds: dict[str, float] = field(default_factory=dict)  # loading.READY_STEPS
+    ready_seconds: dict[str, float] = field(default_factory=dict)  # by step: see load_pair
     _gradient_checks: dict[Any, GradientCheck] = field(default_factory=dict, repr=False)
     _shapes_compiled: set[Any] = field(default_factory=set, repr=False)
 

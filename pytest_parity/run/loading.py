@@ -39,8 +39,6 @@ def checkpoint_for(pair: Pair, seed: int, cache_dir: Path) -> Checkpoint:
 
 
 Result = TypeVar("Result")
-# The steps of getting a pair ready, in order, as `LoadedPair.ready_seconds` names them.
-READY_STEPS = ("torch state", "torch model", "flax variables", "placement")
 
 
 def _timed(seconds: dict[str, float], step: str, function: Callable[..., Result],
@@ -66,7 +64,8 @@ def _torch_model_with(pair: Pair, state: dict[str, Any]) -> Any:
 
 def load_pair(pair: Pair, checkpoint: Checkpoint, device: str, dtype: str) -> LoadedPair:
     """Both models of `pair` with the checkpoint's weights, on `device`, in `dtype`; each
-    step's seconds in `ready_seconds` (READY_STEPS). In sequence: both sides hold the GIL
+    step's seconds in `ready_seconds` ("torch state", "torch model", "flax variables",
+    "placement"). In sequence: both sides hold the GIL
     for most of their work, and a worker thread for the Flax side made ViT-B/16 slower
     (0.83 s against 0.57 s)."""
     import jax
