@@ -98,6 +98,40 @@ def test_the_trace_mode_applies_inside_its_block_only():
         pass
 
 
+@pytest.mark.parametrize("enabled_before", [True, False])
+def test_a_diagnosis_runs_without_the_cyclic_collector_and_leaves_it_as_it_was(
+        monkeypatch, enabled_before):
+    """Tracing allocates objects by the hundred thousand; collections during it walked every
+    object of the process (docs/benchmarks.md): the collector is off while a diagnosis runs,
+    and as it was after, also when the diagnosis fails."""
+    import gc
+
+    pytest.importorskip("jax")
+    from pytest_parity.diagnose import diagnosis
+
+    seen = []
+
+    def capture_torch(*args):
+        seen.append(gc.isenabled())
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(diagnosis, "capture_torch", capture_torch)
+    (gc.enable if enabled_before else gc.disable)()
+    try:
+        with pytest.raises(RuntimeError, match="stop here"):
+            diagnosis.diagnose(mapping=None, torch_model=_StateOnly(), flax_module=None,
+                               flax_variables={}, torch_inputs=None, flax_inputs=None,
+                               image_rank=None, tolerance={})
+        assert seen == [False] and gc.isenabled() is enabled_before
+    finally:
+        gc.enable()
+
+
+class _StateOnly:
+    def state_dict(self):
+        return {}
+
+
 def test_module_errors_under_the_policy():
     from pytest_parity.diagnose.distance import errors_between
 
