@@ -1,3 +1,9 @@
+import importlib
+import importlib.util
+import sys
+
+import pytest
+
 pytest_plugins = ["pytester"]
 
 # The main job's pairs (`nox -s parity`, which passes --zoo=flagship): one of each kind the
@@ -43,3 +49,27 @@ def pytest_collection_modifyitems(config, items):
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept
+
+
+@pytest.fixture(autouse=True)
+def _frameworks_outlive_pytester(request):
+    """Import the frameworks before a pytester test snapshots sys.modules.
+
+    pytester runs pytest in this process and afterwards drops every module the run imported
+    first. torch's operator registry and flax's classes outlive that drop, so the next import
+    fails: torchvision with "operator torchvision::nms does not exist", an NNX module with
+    "Found data on value of type Param assigned to static attribute" (seen when
+    tests/plugin/test_training_report.py ran before tests/plugin/test_readme_example.py).
+    Autouse fixtures are set up before the others of their scope, so before the snapshot.
+    """
+    if "pytester" not in request.fixturenames:
+        return
+    for name in ("torch", "jax", "flax.linen", "flax.nnx"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+    if importlib.util.find_spec("torchvision") is not None and "torch" in sys.modules:
+        from pytest_parity.torchvision_compat import import_torchvision
+
+        import_torchvision()
