@@ -30,6 +30,21 @@ def test_an_nnx_pair_agrees_with_torch_as_its_linen_twin_does(dtype):
     assert np.array_equal(nnx_result.flax, linen_result.flax)  # the same computation
 
 
+def test_an_nnx_pair_is_made_in_each_dtype_once_and_each_load_computes_in_its_own():
+    """The port in a dtype is kept (re-making it walked the whole graph at every load, 32-48 ms
+    for ResNet-50); loads in another dtype get another port, every submodule in that dtype."""
+    import jax.numpy as jnp
+
+    first, again = _loaded(TINYNET_NNX, "bfloat16"), _loaded(TINYNET_NNX, "bfloat16")
+    other = _loaded(TINYNET_NNX, "float32")
+    assert first.flax_model is again.flax_model and other.flax_model is not first.flax_model
+    for loaded, dtype in ((first, jnp.bfloat16), (other, jnp.float32)):
+        dtypes = {module.dtype for _, module in nnx.iter_modules(loaded.flax_model.module)
+                  if hasattr(module, "dtype")}
+        assert dtypes == {jnp.dtype(dtype)}
+    assert first.flax_forward(_images()).dtype == np.dtype(jnp.bfloat16)
+
+
 def test_an_nnx_port_with_a_bug_fails():
     import jax
 
