@@ -78,7 +78,7 @@ def lint(session: nox.Session) -> None:
 # The benchmarks the gates read ([tool.parity] gates in pyproject.toml): a few minutes.
 GATED = [
     "tests/benchmarks/test_checkpoint_speed.py::test_pair_ready[resnet50]",
-    "tests/benchmarks/test_checkpoint_speed.py::test_pair_ready_nnx[resnet50]",
+    "tests/benchmarks/test_checkpoint_speed.py::test_pair_ready_nnx_and_linen[resnet50]",
     "tests/benchmarks/test_checkpoint_speed.py::test_pair_ready_first_call[resnet50]",
     "tests/benchmarks/test_checkpoint_speed.py::test_pair_ready_floors[resnet50]",
     "tests/benchmarks/test_checkpoint_speed.py::test_raw_h5py_read[resnet50]",
