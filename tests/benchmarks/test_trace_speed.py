@@ -15,7 +15,7 @@ from pytest_parity import registry
 from pytest_parity.compare import records
 from pytest_parity.diagnose import mode
 
-ROUNDS = 3
+ROUNDS = 5
 IMAGES = np.random.RandomState(1).normal(0.0, 1.0, (2, 3, 224, 224)).astype(np.float32)
 
 
