@@ -87,6 +87,9 @@ class Usage:
     bytes: int
     files: int
 
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.bytes + other.bytes, self.files + other.files)
+
 
 def _files(path: Path) -> Iterator[Path]:
     """Every file under `path` (links counted as files, never followed)."""
@@ -138,7 +141,7 @@ def listing(root: Path) -> list[str]:
             continue
         lines += [f"{cache.name}  {cache.path}", f"  {cache.holds}: {size_phrase(found)}"]
         if found is not None:
-            total = Usage(total.bytes + found.bytes, total.files + found.files)
+            total += found
     lines.append(f"total: {size_phrase(total)}")
     return lines + _others(root)
 
@@ -195,7 +198,7 @@ def clear_all(caches: list[Cache], root: Path) -> list[str]:
     for cache in caches:
         line, freed = clear(cache, root)
         lines.append(line)
-        total = Usage(total.bytes + freed.bytes, total.files + freed.files)
+        total += freed
     if len(caches) > 1:
         lines.append(f"freed {size_phrase(total)} in all")
     return lines

@@ -7,6 +7,7 @@ load when a parity case first needs them.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -116,10 +117,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         progress.send_to(progress.to_stderr)
     else:
         def to_terminal(line: str) -> None:
-            if capture is None:
-                reporter.write_line(line)
-                return
-            with capture.global_and_fixture_disabled():
+            with capture.global_and_fixture_disabled() if capture else nullcontext():
                 reporter.write_line(line)
 
         progress.send_to(to_terminal)

@@ -65,9 +65,8 @@ def _torch_model_with(pair: Pair, state: dict[str, Any]) -> Any:
 def load_pair(pair: Pair, checkpoint: Checkpoint, device: str, dtype: str) -> LoadedPair:
     """Both models of `pair` with the checkpoint's weights, on `device`, in `dtype`; each
     step's seconds in `ready_seconds` ("torch state", "torch model", "flax variables",
-    "placement"). In sequence: both sides hold the GIL
-    for most of their work, and a worker thread for the Flax side made ViT-B/16 slower
-    (0.83 s against 0.57 s)."""
+    "placement"). In sequence: both sides hold the GIL for most of their work, and a worker
+    thread for the Flax side made ViT-B/16 slower (0.83 s against 0.57 s)."""
     import jax
     import torch
 

@@ -11,6 +11,7 @@ printed at the end of the run (tests/benchmarks/conftest.py).
 
 import gc
 import time
+from functools import partial
 
 import h5py
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 
 from pytest_parity import registry
 from pytest_parity.checkpoint import load, save
+from tests.support.alternating import seconds_alternately
 
 pytest.importorskip("pytest_benchmark")
 torch = pytest.importorskip("torch")
@@ -157,25 +159,19 @@ def test_pair_ready_nnx_and_linen(benchmark, pair, canonical_file):
     from pytest_parity.run import load_pair
 
     benchmark.group = f"{pair.name}: read"
-    nnx_pair = registry.get(f"{pair.name}_nnx")
-    sides = {"linen": pair, "nnx": nnx_pair}
+    sides = {"linen": pair, "nnx": registry.get(f"{pair.name}_nnx")}
     for each in sides.values():
         flax_module_of(each)  # built once per process
-    seconds: dict[str, list[float]] = {side: [] for side in sides}
-    warm_up, rounds = (0, 1) if benchmark.disabled else (1, 12)
 
-    def alternating():
-        for _ in range(rounds):
-            for side, each in sides.items():
-                gc.collect()
-                started = time.perf_counter()
-                loaded = load_pair(each, load(canonical_file), "cpu", "float32")
-                seconds[side].append(time.perf_counter() - started)
-                assert loaded.flax_variables["params"]
-                del loaded
+    def ready(each):
+        loaded = load_pair(each, load(canonical_file), "cpu", "float32")
+        assert loaded.flax_variables["params"]
+        return loaded
 
-    benchmark.pedantic(alternating, rounds=1, iterations=1)
-    fastest = {side: min(times[warm_up:]) * 1e3 for side, times in seconds.items()}
+    seconds = seconds_alternately(
+        benchmark, {side: partial(ready, each) for side, each in sides.items()}, 11,
+        collect=True)
+    fastest = {side: min(times) * 1e3 for side, times in seconds.items()}
     benchmark.extra_info.update(linen_ready_ms=fastest["linen"], nnx_ready_ms=fastest["nnx"],
                                 nnx_over_linen=fastest["nnx"] / fastest["linen"])
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_parity.caches import CHECKPOINTS_DIR
+
 pytest.importorskip("pytest_benchmark")
 pytest.importorskip("torch")
 pytest.importorskip("flax")
@@ -32,7 +34,7 @@ def _child(*arguments, env=None):
 
 
 def test_resnet50_case_peak_memory(benchmark, request):
-    cache = str(request.config.cache.mkdir("parity-checkpoints"))
+    cache = str(request.config.cache.mkdir(CHECKPOINTS_DIR))
     figures = benchmark.pedantic(_child, args=("case", cache), rounds=1, iterations=1)
     baseline = _child("imports", cache)
     extra = figures["peak_rss_mb"] - baseline["peak_rss_mb"]
@@ -44,7 +46,7 @@ def test_resnet50_case_peak_memory(benchmark, request):
 
 
 def test_resnet50_compile_cold_then_warm_cache(benchmark, request, tmp_path):
-    cache = str(request.config.cache.mkdir("parity-checkpoints"))
+    cache = str(request.config.cache.mkdir(CHECKPOINTS_DIR))
     env = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla"),
            "JAX_ENABLE_COMPILATION_CACHE": "true",
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",

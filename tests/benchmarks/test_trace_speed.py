@@ -6,14 +6,13 @@ passing path, so the plain case is what every passing case costs. The two altern
 round, so that a slower spell of a shared machine weighs on both: timed one after the other,
 a spell during the traced rounds took the ratio from 2.29 to 2.95 in one CI run."""
 
-import time
-
 import numpy as np
 import pytest
 
 from pytest_parity import registry
 from pytest_parity.compare import records
 from pytest_parity.diagnose import mode
+from tests.support.alternating import seconds_alternately
 
 ROUNDS = 5
 IMAGES = np.random.RandomState(1).normal(0.0, 1.0, (2, 3, 224, 224)).astype(np.float32)
@@ -56,21 +55,15 @@ def _case(checkpoint_file, swapped: bool):
 def test_resnet50_case_traced_and_plain(benchmark, checkpoint_file):
     """One warm-up pair, then ROUNDS pairs of (plain, traced); the median of each kept.
     Untimed (--benchmark-disable, as in the test suite) one pair: both verdicts checked."""
-    seconds: dict[bool, list[float]] = {False: [], True: []}
-    warm_up, pairs = (0, 1) if benchmark.disabled else (1, ROUNDS + 1)
+    def plain():
+        record = _case(checkpoint_file, False)
+        assert record["passed"] and "diagnosis" not in record
 
-    def alternating():
-        for _ in range(pairs):
-            for swapped in (False, True):
-                started = time.perf_counter()
-                record = _case(checkpoint_file, swapped)
-                seconds[swapped].append(time.perf_counter() - started)
-                if swapped:
-                    assert record["diagnosis"]["culprit"]["torch"] == "layer2.1.bn2"
-                else:
-                    assert record["passed"] and "diagnosis" not in record
+    def traced():
+        record = _case(checkpoint_file, True)
+        assert record["diagnosis"]["culprit"]["torch"] == "layer2.1.bn2"
 
-    benchmark.pedantic(alternating, rounds=1, iterations=1)
-    plain, traced = (float(np.median(seconds[swapped][warm_up:])) for swapped in (False, True))
-    benchmark.extra_info.update(plain_case_s=plain, traced_case_s=traced,
-                                traced_over_plain=traced / plain)
+    seconds = seconds_alternately(benchmark, {"plain": plain, "traced": traced}, ROUNDS)
+    plain_s, traced_s = (float(np.median(seconds[side])) for side in ("plain", "traced"))
+    benchmark.extra_info.update(plain_case_s=plain_s, traced_case_s=traced_s,
+                                traced_over_plain=traced_s / plain_s)
