@@ -23,11 +23,24 @@ def pytest_addoption(parser):
         help="what the parity cases cover: 'flagship' (ResNet-50, ViT-B/16 and MiniLM-L6, "
              "the Linen layer catalogue, the mutations: the main job, nox -s parity) or "
              "'all' (every zoo model, NNX twins, gradients and training steps; default).")
+    parser.addoption(
+        "--robustness-seeds", type=int, default=0, metavar="N",
+        help="input seeds the robustness tests draw (tests/zoo/test_training_robustness.py): "
+             "the zoo's gradient and step checks over N batches. Default 0: not run (about "
+             "40 s a seed); e.g. --robustness-seeds=50.")
 
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "zoo_all: runs only with --zoo=all (the default), not in the main job")
+    config.addinivalue_line(
+        "markers", "robustness: runs only with --robustness-seeds=N (N > 0), over N seeds")
+
+
+def pytest_generate_tests(metafunc):
+    if "robustness_seed" in metafunc.fixturenames:
+        seeds = metafunc.config.getoption("robustness_seeds")
+        metafunc.parametrize("robustness_seed", range(seeds) if seeds > 0 else [None])
 
 
 def _zoo_model(item):
@@ -37,14 +50,17 @@ def _zoo_model(item):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under --zoo=flagship, deselect the zoo's other models and the zoo_all tests."""
-    if config.getoption("zoo") == "all":
-        return
+    """Under --zoo=flagship, deselect the zoo's other models and the zoo_all tests; without
+    --robustness-seeds, the robustness tests."""
+    flagship = config.getoption("zoo") != "all"
+    campaign = config.getoption("robustness_seeds") > 0
     kept, deselected = [], []
     for item in items:
         model = _zoo_model(item)
-        outside = item.get_closest_marker("zoo_all") is not None or (
-            "zoo" in item.path.parts and model is not None and model not in FLAGSHIP)
+        outside = flagship and (item.get_closest_marker("zoo_all") is not None or (
+            "zoo" in item.path.parts and model is not None and model not in FLAGSHIP))
+        if item.get_closest_marker("robustness") is not None and not campaign:
+            outside = True
         (deselected if outside else kept).append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)

@@ -13,12 +13,17 @@ from there to the output agrees, so what differs runs between the two modules it
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from pytest_parity.branches.choices import Choice, Flip, flips_between
+from pytest_parity.branches.report import Branches, ParityBranchWarning
+from pytest_parity.branches.torch_choices import TorchChoices
 from pytest_parity.compare import Comparison, compared
 from pytest_parity.compare.budget import GRADIENT_BUDGET, REFERENCE_DTYPES
 from pytest_parity.compare.case_tolerances import verdict
@@ -42,6 +47,9 @@ from pytest_parity.train import (
 Losses = tuple[Callable[[Any], Any], Callable[[Any], Any]]
 
 SHOWN = 8  # the failing parameters a report lists
+# Both sides' choices (pytest_parity.branches), torch's then Flax's.
+Seen = tuple[list[Choice], list[Choice]]
+Pins = Seen
 
 
 @dataclass(frozen=True)
@@ -88,16 +96,36 @@ class _Side:
             flax_apply, variables, inputs=inputs), flax_loss, mapping)
 
     def gradients(self, torch_loss: Callable[[Any], Any], weights: Any, inputs: Any,
-                  flax_inputs: Any, layout: Layout, device: str, dtype: str
-                  ) -> tuple[Gradients, Gradients]:
-        """(Flax's, torch's) gradients on host inputs, placed in `dtype`."""
+                  flax_inputs: Any, layout: Layout, device: str, dtype: str,
+                  pins: Pins | None = None) -> tuple[Gradients, Gradients, Seen]:
+        """(Flax's, torch's) gradients on host inputs, placed in `dtype`; with `pins` (the
+        reference's choices, torch's then Flax's), each side's backward taken through them,
+        and the choices each made (else none)."""
         model = self.torch_model
-        torch_side = torch_gradients(lambda given: called(model, inputs=given),
-                                     mapped_parameters(model, self.mapping),
-                                     torch_input(inputs, device, dtype), torch_loss)
-        flax_side = self.flax(self.flax_variables, flax_input(flax_inputs, device, dtype),
-                              weights(), layout, _rank(inputs))
-        return flax_side, torch_side
+        placed = torch_input(inputs, device, dtype)
+        with contextlib.nullcontext() if pins is None else TorchChoices(
+                model, [choice.chosen for choice in pins[0]]) as torch_seen:
+            torch_side = torch_gradients(lambda given: called(model, inputs=given),
+                                         mapped_parameters(model, self.mapping), placed,
+                                         torch_loss)
+        flax_placed = flax_input(flax_inputs, device, dtype)
+        if pins is None:
+            return (self.flax(self.flax_variables, flax_placed, weights(), layout,
+                              _rank(inputs)), torch_side, ([], []))
+        flax_side, flax_seen = self.flax.pinned(self.flax_variables, flax_placed, weights(),
+                                                layout, _rank(inputs),
+                                                [choice.chosen for choice in pins[1]])
+        return flax_side, torch_side, (torch_seen.choices, flax_seen)
+
+    def choices(self, inputs: Any, flax_inputs: Any, device: str, dtype: str) -> Seen:
+        """The choices of both sides' non-smooth ops in their forward, torch's then Flax's."""
+        import torch
+
+        model = self.torch_model
+        with TorchChoices(model) as seen, torch.no_grad():
+            called(model, inputs=torch_input(inputs, device, dtype))
+        return seen.choices, self.flax.choices(self.flax_variables,
+                                               flax_input(flax_inputs, device, dtype))
 
 
 def mapped_parameters(model: Any, mapping: Mapping | None) -> dict[str, Any]:
@@ -137,10 +165,13 @@ class GradientCheck:
             reference.torch_model, _with_variables(reference), reference.flax_variables,
             mapping, loss)
 
-    def _losses(self, layout: Layout, rank: int, device: Any
+    def _losses(self, layout: Layout, rank: int
                 ) -> tuple[Callable[[Any], Any], Callable[[], Any]]:
         """torch's loss and (a function giving) the Flax loss's weights: for the default loss
         the projections, drawn from torch's outputs on its first call."""
+        from pytest_parity.devices import torch_device
+
+        device = torch_device(self.device)
         if self.losses is not None:
             return self.losses[0], lambda: None
         drawn: dict[str, Any] = {}
@@ -156,38 +187,81 @@ class GradientCheck:
                   ) -> tuple[Gradients, Gradients, tuple[Any, Any] | None]:
         """(Flax's, torch's) gradients on host inputs (torch's layout; Flax's own), and in
         the reference precision where the budget judges them."""
-        from pytest_parity.devices import torch_device
+        torch_loss, weights = self._losses(layout, _rank(inputs))
+        flax_side, torch_side, _ = self.side.gradients(torch_loss, weights, inputs,
+                                                       flax_inputs, layout, self.device,
+                                                       self.dtype)
+        return flax_side, torch_side, self._reference(torch_loss, weights, inputs,
+                                                      flax_inputs, layout)
 
-        torch_loss, weights = self._losses(layout, _rank(inputs), torch_device(self.device))
-        flax_side, torch_side = self.side.gradients(torch_loss, weights, inputs, flax_inputs,
-                                                    layout, self.device, self.dtype)
+    def _reference(self, torch_loss: Callable[[Any], Any], weights: Callable[[], Any],
+                   inputs: Any, flax_inputs: Any, layout: Layout) -> tuple[Any, Any] | None:
         if self.reference_side is None or self.reference is None:
-            return flax_side, torch_side, None
+            return None
         wide = self.reference.reference_dtype
         with precision(wide):
-            flax_wide, torch_wide = self.reference_side.gradients(
+            flax_wide, torch_wide, _ = self.reference_side.gradients(
                 torch_loss, weights, rounded_inputs(inputs, self.dtype),
                 rounded_inputs(flax_inputs, self.dtype), layout, self.device, wide)
         # the loss is a forward value, one element: held to the table (an rms of one
         # element's drift says nothing; measured: GELU's loss 1.2e-7 apart on both sides
         # where torch's float32 loss was 3e-9 from its float64 one, margin 3.4)
-        return flax_side, torch_side, tuple(  # type: ignore[return-value]
+        return tuple(  # type: ignore[return-value]
             {key: value for key, value in wide.tree().items() if key != "loss"}
             for wide in (flax_wide, torch_wide))
 
-    def compare(self, inputs: Any, flax_inputs: Any, layout: Layout, *, name: str,
-                rtol: float | None = None, atol: float | None = None) -> Comparison:
-        """Both sides' gradients compared (recorded only where they cannot be)."""
-        return self._compared(inputs, flax_inputs, layout, name, rtol, atol)[0]
+    def pinned(self, inputs: Any, flax_inputs: Any, layout: Layout
+               ) -> tuple[Gradients, Gradients, list[Flip]] | str:
+        """Both sides' gradients in the case's dtype with every non-smooth op's backward taken
+        through the branch its reference-precision run took, and the elements whose branch
+        that moved; or why the two runs' ops cannot be paired."""
+        if self.reference_side is None or self.reference is None:
+            return "the case has no reference precision to take the branches from"
+        wide = self.reference.reference_dtype
+        with precision(wide):
+            pins = self.reference_side.choices(rounded_inputs(inputs, self.dtype),
+                                               rounded_inputs(flax_inputs, self.dtype),
+                                               self.device, wide)
+        torch_loss, weights = self._losses(layout, _rank(inputs))
+        flax_side, torch_side, own = self.side.gradients(
+            torch_loss, weights, inputs, flax_inputs, layout, self.device, self.dtype, pins)
+        return flax_side, torch_side, [
+            *flips_between(own[0], pins[0], "torch"), *flips_between(own[1], pins[1], "Flax")]
+
+    def judged(self, inputs: Any, flax_inputs: Any, layout: Layout, *, name: str,
+               rtol: float | None = None, atol: float | None = None
+               ) -> tuple[Comparison, Branches]:
+        """Both sides' gradients compared (recorded only where they cannot be), and what the
+        branches of their non-smooth ops showed where it failed at first."""
+        comparison, _, _, branches = self._compared(inputs, flax_inputs, layout, name, rtol,
+                                                    atol)
+        return comparison, branches
 
     def _compared(self, inputs: Any, flax_inputs: Any, layout: Layout, name: str,
                   rtol: float | None, atol: float | None
-                  ) -> tuple[Comparison, Gradients, Gradients]:
-        flax_side, torch_side, reference = self.gradients(inputs, flax_inputs, layout)
-        comparison = compared(flax_side.tree(), torch_side.tree(), name=f"{name}: gradients",
-                              rtol=rtol, atol=atol, reference=reference,
-                              budget_by_default=GRADIENT_BUDGET)
-        return comparison, flax_side, torch_side
+                  ) -> tuple[Comparison, Gradients, Gradients, Branches]:
+        """The comparison; where it fails, judged again through the reference's branches
+        (pytest_parity.branches), which is the verdict where rounding flipped any."""
+        torch_loss, weights = self._losses(layout, _rank(inputs))
+        flax_side, torch_side, _ = self.side.gradients(torch_loss, weights, inputs,
+                                                       flax_inputs, layout, self.device,
+                                                       self.dtype)
+        reference = self._reference(torch_loss, weights, inputs, flax_inputs, layout)
+        label = f"{name}: gradients"
+        comparison = compared(flax_side.tree(), torch_side.tree(), name=label, rtol=rtol,
+                              atol=atol, reference=reference, budget_by_default=GRADIENT_BUDGET)
+        if comparison.passed or reference is None:
+            return comparison, flax_side, torch_side, Branches()
+        pinned = self.pinned(inputs, flax_inputs, layout)
+        if isinstance(pinned, str):
+            return comparison, flax_side, torch_side, Branches(problem=pinned)
+        flax_pinned, torch_pinned, flips = pinned
+        if not flips:
+            return comparison, flax_side, torch_side, Branches(checked=True)
+        return (compared(flax_pinned.tree(), torch_pinned.tree(), name=label, rtol=rtol,
+                         atol=atol, reference=reference, budget_by_default=GRADIENT_BUDGET),
+                flax_pinned, torch_pinned, Branches(flips=flips, checked=True,
+                                                    unpinned=comparison))
 
     def check(self, inputs: Any, flax_inputs: Any, layout: Layout, *, name: str,
               rtol: float | None = None, atol: float | None = None) -> GradientResult:
@@ -198,14 +272,30 @@ class GradientCheck:
                 backward pass parts ways.
         """
         __tracebackhide__ = True
-        comparison, flax_side, torch_side = self._compared(inputs, flax_inputs, layout, name,
-                                                           rtol, atol)
-        where = parting_lines(comparison, self.mapping)
-        try:
-            concluded(comparison, lambda: None, {**comparison.to_record(), "kind": "gradients"})
-        except AssertionError as failure:
-            raise AssertionError("\n".join([str(failure), *where])) from None
+        comparison, flax_side, torch_side, branches = self._compared(
+            inputs, flax_inputs, layout, name, rtol, atol)
+        concluded_with_branches(comparison, branches, self.dtype, "gradients",
+                                parting_lines(comparison, self.mapping))
         return GradientResult(comparison, torch_side, flax_side)
+
+
+def concluded_with_branches(comparison: Comparison, branches: Branches, dtype: str,
+                            kind: str, where: list[str], record: dict[str, Any] | None = None
+                            ) -> None:
+    """Record the comparison with what its branches showed; raise its failure text (the
+    branches' lines first, then `where`); warn where it passed only through the reference's
+    branches."""
+    __tracebackhide__ = True
+    lines = branches.lines(dtype, REFERENCE_DTYPES.get(dtype, dtype))
+    record = {**(record or comparison.to_record()), "kind": kind,
+              "branches": branches.to_record()}
+    try:
+        concluded(comparison, lambda: None, record)
+    except AssertionError as failure:
+        raise AssertionError("\n".join([str(failure), *lines, *where])) from None
+    if branches.flips:
+        warnings.warn(ParityBranchWarning("\n".join([f"{comparison.name} passes", *lines])),
+                      stacklevel=2)
 
 
 def _flax_path(mapping: Mapping | None, key: str) -> str:

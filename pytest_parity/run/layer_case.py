@@ -8,12 +8,15 @@ judges the case, and the gradient check where the test asks for gradients
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_parity.arrays import to_numpy
+from pytest_parity.branches import ParityBranchWarning
 from pytest_parity.compare import Comparison, StructureMismatch, compare, format_failure
+from pytest_parity.compare.budget import REFERENCE_DTYPES
 from pytest_parity.compare.trees import leaves
 from pytest_parity.diagnose import Diagnosis
 from pytest_parity.errors import PREFIX
@@ -176,16 +179,21 @@ class LayerCase:
         """Both sides' gradients on the example (after its outputs agreed)."""
         __tracebackhide__ = True
         assert self.gradient_check is not None
-        comparison = self.gradient_check.compare(batch.torch, batch.flax, batch.layout,
-                                                 name=name)
+        comparison, branches = self.gradient_check.judged(batch.torch, batch.flax,
+                                                          batch.layout, name=name)
         worst = self.result.worst_gradients
         if worst is None or comparison.margin > worst.margin:
             self.result.worst_gradients = comparison
+        lines = branches.lines(self.dtype, REFERENCE_DTYPES.get(self.dtype, self.dtype))
         if not comparison.passed:
             self.failing, self.failing_gradients = None, (batch, comparison)
             raise AssertionError("\n".join([
-                format_failure(comparison), *parting_lines(comparison, self.mapping),
+                format_failure(comparison), *lines, *parting_lines(comparison, self.mapping),
                 self._input_line(batch)]))
+        if branches.flips:
+            warnings.warn(ParityBranchWarning("\n".join([f"{comparison.name} passes", *lines,
+                                                         self._input_line(batch)])),
+                          stacklevel=2)
 
     def diagnosis(self, batch: Batch) -> Diagnosis | None:
         """The audits and the trace of one example (none for a Flax function: no weights)."""

@@ -14,13 +14,15 @@ transposed like the kernel), so that both trees have the same keys and shapes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pytest_parity.arrays import to_numpy
+from pytest_parity.branches.choices import Choice
+from pytest_parity.branches.jax_choices import Seen, pinned, recorded
 from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.layouts import Layout
 from pytest_parity.mapping import Mapping as WeightMapping
@@ -155,7 +157,7 @@ class FlaxGradients:
 
         self._jitted = jax.jit(jax.value_and_grad(objective, argnums=(0, 1)),
                                static_argnames="named")
-        self.mapping = mapping
+        self.apply, self.loss, self.mapping = apply, loss, mapping
 
     def __call__(self, variables: Mapping[str, Any], inputs: Any, weights: Any,
                  layout: Layout, input_rank: int) -> Gradients:
@@ -167,14 +169,50 @@ class FlaxGradients:
         value, (param_grads, input_grads) = self._jitted(
             variables["params"], floating, others, fixed, weights,
             named=isinstance(inputs, Mapping))
+        return self._gradients(inputs, value, param_grads, input_grads, layout, input_rank)
+
+    def _gradients(self, inputs: Any, value: Any, param_grads: Any, input_grads: Any,
+                   layout: Layout, input_rank: int) -> Gradients:
         by_torch_key = {}
         if self.mapping is not None:  # else a function: no parameters
             canonical, _ = self.mapping.flax_to_canonical({"params": param_grads})
             by_torch_key = self.mapping.canonical_to_torch(canonical)
         moved = {key: layout.output_to_torch(np.asarray(grad), input_rank)
                  for key, grad in input_grads.items()}
-        return Gradients(np.asarray(value), _unnamed(inputs, moved) if floating else None,
+        return Gradients(np.asarray(value), _unnamed(inputs, moved) if input_grads else None,
                          by_torch_key)
+
+    def choices(self, variables: Mapping[str, Any], inputs: Any) -> list[Choice]:
+        """The choices of the forward's non-smooth ops (pytest_parity.branches)."""
+        import jax
+
+        seen = Seen()
+        _, arrays = jax.jit(recorded(self.apply, seen))(variables, inputs)
+        return seen.choices(arrays)
+
+    def pinned(self, variables: Mapping[str, Any], inputs: Any, weights: Any, layout: Layout,
+               input_rank: int, pins: Sequence[np.ndarray]) -> tuple[Gradients, list[Choice]]:
+        """As a call, the backward of each non-smooth op taken through `pins` (another run's
+        choices); with this run's own choices."""
+        import jax
+
+        seen, named = Seen(), isinstance(inputs, Mapping)
+        given = _named(inputs)
+        floating = {key: value for key, value in given.items() if _is_floating(value)}
+        fixed = {key: value for key, value in given.items() if key not in floating}
+        others = {key: value for key, value in variables.items() if key != "params"}
+
+        def objective(params: Any, floating: dict[str, Any], pins: Any) -> Any:
+            inputs = {**fixed, **floating}
+            outputs, own = pinned(self.apply, seen)({**others, "params": params},
+                                                    inputs if named else inputs[_ONE], pins)
+            return self.loss(outputs, weights), own
+
+        (value, own), (param_grads, input_grads) = jax.jit(jax.value_and_grad(
+            objective, argnums=(0, 1), has_aux=True))(variables["params"], floating,
+                                                      list(pins))
+        return (self._gradients(inputs, value, param_grads, input_grads, layout, input_rank),
+                seen.choices(own))
 
 
 _ONE = "input"  # the key of an input that is one array, not named inputs

@@ -1,0 +1,14 @@
+"""The branches of non-smooth ops: which operand a ReLU, max, clamp or select passed on, per
+element, on each side; where rounding flipped one; each side's backward taken through another
+run's branches.
+
+    choices.py        what an op chose (Choice), where two runs chose apart (Flip)
+    torch_choices.py  torch's ops seen and pinned, in a TorchFunctionMode
+    jax_choices.py    the Flax side's, in a jaxpr interpreter
+    report.py         what a verdict says of them (Branches), and its warning
+"""
+
+from pytest_parity.branches.choices import Choice, Flip, flips_between
+from pytest_parity.branches.report import Branches, ParityBranchWarning
+
+__all__ = ["Branches", "Choice", "Flip", "ParityBranchWarning", "flips_between"]

@@ -1,0 +1,51 @@
+"""What a gradient or steps verdict says of the branches its non-smooth ops took."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_parity.branches.choices import Flip, flip_lines
+
+
+class ParityBranchWarning(UserWarning):
+    """A check passed once each side's backward was taken through its reference-precision
+    branches: rounding had put elements on the other side of a kink (listed)."""
+
+
+@dataclass(frozen=True)
+class Branches:
+    """A failing check judged again through the reference's branches: the elements rounding
+    flipped (`flips`), the verdict before (`unpinned`, where any flipped), whether the
+    branches were compared at all (`checked`), or why not (`problem`)."""
+
+    flips: list[Flip] = field(default_factory=list)
+    checked: bool = False
+    unpinned: Any = None  # the Comparison without pinning
+    problem: str | None = None
+
+    def lines(self, dtype: str, reference_dtype: str) -> list[str]:
+        """The report's lines (none where the branches were never looked at)."""
+        if self.problem is not None:
+            return [f"[parity] branches of non-smooth ops not compared: {self.problem}"]
+        if not self.checked:
+            return []
+        if not self.flips:
+            return [f"[parity] no ReLU, max, clamp or select took another branch in {dtype} "
+                    f"than in {reference_dtype}: rounding at a kink does not explain this"]
+        before = self.unpinned
+        lines = [f"[parity] rounding put {len(self.flips)} element"
+                 f"{'' if len(self.flips) == 1 else 's'} of non-smooth ops on the other side "
+                 f"of a kink: each side's backward is taken through the branch its "
+                 f"{reference_dtype} run took (before that: margin {before.margin:.3g}, "
+                 f"{len(before.failing)} of {len(before.leaves)} leaves failing)"]
+        return lines + flip_lines(self.flips, dtype, reference_dtype)
+
+    def to_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"checked": self.checked,
+                                  "flips": [flip.to_record() for flip in self.flips]}
+        if self.unpinned is not None:
+            record["unpinned_margin"] = self.unpinned.margin
+        if self.problem is not None:
+            record["problem"] = self.problem
+        return record

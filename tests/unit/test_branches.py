@@ -1,0 +1,210 @@
+"""Gradient verdicts that see kinks (issue 30): where rounding puts a ReLU input on the other
+side of 0 on one side only, the verdict finds the element, says so with its values, and judges
+each side's backward through the branch its float64 run took; a real branch difference still
+fails.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import strategies as st
+
+from pytest_parity.branches import ParityBranchWarning
+from pytest_parity.layouts import Layout
+from pytest_parity.run import check_parity
+from pytest_parity.strategies import Batch
+
+torch = pytest.importorskip("torch")
+nn = pytest.importorskip("flax.linen")
+jax = pytest.importorskip("jax")
+
+# ResNet-18's layer1.1 at NCHW (0, 32, 39, 5) on the gradient test's images: a 64x3x3 patch of
+# layer1.0's float32 output, the channel-32 kernel of layer1.1.conv1 and bn1's folded scale and
+# offset. float64 puts the ReLU input at -2.95e-07; XLA's convolution at +2.27e-07, torch's at
+# -2.46e-07 (an AVX-512 Xeon) or -9.05e-07 (this AMD EPYC): jax's ReLU passes the gradient.
+KINK = np.load(Path(__file__).parents[1] / "data" / "relu_kink_flip.npz")
+
+
+class TorchKink(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(64, 1, 3, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.from_numpy(KINK["kernel"]))
+
+    def forward(self, x):
+        return torch.relu(self.conv(x) * float(KINK["alpha"]) + float(KINK["beta"]))
+
+
+class FlaxKink(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        y = nn.Conv(1, (3, 3), padding="VALID", use_bias=False, name="conv")(x)
+        return nn.relu(y * np.float32(KINK["alpha"]) + np.float32(KINK["beta"]))
+
+
+def _pre_relu_signs():
+    """Where each side's float32 ReLU input lands on this machine, and float64's."""
+    patch = KINK["patch_torch32"][None]
+    torch_value = TorchKink().conv(torch.from_numpy(patch)).item() * float(KINK["alpha"]) \
+        + float(KINK["beta"])
+    kernel = np.transpose(KINK["kernel"], (2, 3, 1, 0))
+    jax_value = float(jax.lax.conv_general_dilated(
+        np.transpose(patch, (0, 2, 3, 1)), kernel, (1, 1), "VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))[0, 0, 0, 0]) * float(KINK["alpha"]) \
+        + float(KINK["beta"])
+    exact = float((patch.astype(np.float64) * KINK["kernel"][0]).sum() * float(KINK["alpha"])
+                  + float(KINK["beta"]))
+    return torch_value > 0, jax_value > 0, exact > 0
+
+
+def _check_kink():
+    return check_parity(torch=TorchKink, flax=FlaxKink,
+                        inputs=st.just(_batch(KINK["patch_torch32"][None], Layout.IMAGE)),
+                        max_examples=1, grads=True)
+
+
+def _batch(array, layout):
+    flax = np.ascontiguousarray(np.moveaxis(array, 1, -1)) if layout is Layout.IMAGE else array
+    return Batch(array, flax, layout, 0)
+
+
+def test_a_relu_input_rounded_across_zero_is_found_and_set_apart():
+    torch_positive, jax_positive, exact_positive = _pre_relu_signs()
+    assert not exact_positive
+    with pytest.warns(ParityBranchWarning) if jax_positive or torch_positive else \
+            _no_branch_warning() as caught:
+        result = _check_kink()
+    assert result.worst_gradients.passed
+    if jax_positive:  # on both machines measured
+        text = str(caught.list[0].message)
+        assert "Flax: 1 element on the other side of a kink in float32 than in float64" in text
+        assert "max in FlaxKink at (0, 0, 0, 0): float32 +2.2" in text
+        assert "float64 -2.955e-07" in text
+
+
+class _no_branch_warning:
+    def __enter__(self):
+        self.catcher = pytest.warns(Warning)
+        self.list = []
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_the_old_verdict_failed_it():
+    """The same check without the branches: the input's gradient differs by a whole
+    element's gradient (torch blocks it at the ReLU, XLA passes it)."""
+    from pytest_parity.run import gradients
+
+    _, jax_positive, _ = _pre_relu_signs()
+    if not jax_positive:
+        pytest.fail("XLA's convolution no longer rounds this patch across 0")
+    original = gradients.GradientCheck.pinned
+    try:
+        gradients.GradientCheck.pinned = lambda *_: "switched off"
+        with pytest.raises(AssertionError, match="gradients/inputs"):
+            _check_kink()
+    finally:
+        gradients.GradientCheck.pinned = original
+
+
+class TorchSumsOuterFirst(torch.nn.Module):
+    """relu((y0 + y2) + y1), y = x W, W the identity (exact)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 3, bias=False)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.eye(3))
+
+    def forward(self, x):
+        y = self.linear(x)
+        return torch.relu((y[:, 0] + y[:, 2]) + y[:, 1])
+
+
+class FlaxSumsInOrder(nn.Module):
+    """relu((y0 + y1) + y2): the same sum in another order, as two correct ports may add.
+    Where y0 = -y2 = 1 and y1 = 1e-8, float32 gives 0 in this order ((1 + 1e-8) rounds to 1)
+    and 1e-8 in torch's, float64 1e-8 in both: the Flax side's ReLU blocks the gradient that
+    torch's passes, on every machine."""
+
+    @nn.compact
+    def __call__(self, x):
+        y = nn.Dense(3, use_bias=False, name="linear")(x)
+        return nn.relu((y[:, 0] + y[:, 1]) + y[:, 2])
+
+
+ROUNDED_AWAY = np.array([[1.0, 1e-8, -1.0], [0.5, 0.25, 0.125], [-1.0, 2e-8, 1.0]], np.float32)
+
+
+def test_rounding_across_a_kink_passes_on_every_machine():
+    def check():
+        return check_parity(torch=TorchSumsOuterFirst, flax=FlaxSumsInOrder,
+                            inputs=st.just(_batch(ROUNDED_AWAY, Layout.SAME)), max_examples=1,
+                            grads=True)
+
+    with pytest.warns(ParityBranchWarning) as caught:
+        result = check()
+    assert result.worst_gradients.passed
+    text = str(caught.list[0].message)
+    assert "Flax: 2 elements on the other side of a kink in float32 than in float64" in text
+    assert "max in FlaxSumsInOrder at (0,): float32 +0.000e+00, float64 +1.000e-08" in text
+    assert "max in FlaxSumsInOrder at (2,): float32 +0.000e+00, float64 +2.000e-08" in text
+    assert "torch:" not in text
+    from pytest_parity.run import gradients
+
+    original = gradients.GradientCheck.pinned
+    try:  # the verdict before: the gradients of the scale and of the inputs differ
+        gradients.GradientCheck.pinned = lambda *_: "switched off"
+        with pytest.raises(AssertionError, match="gradients/params/linear.weight"):
+            check()
+    finally:
+        gradients.GradientCheck.pinned = original
+
+
+class TorchLinearRelu(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(1, 1, bias=False)
+        with torch.no_grad():
+            self.linear.weight.fill_(1.0)
+
+    def forward(self, x):
+        return torch.relu(self.linear(x))
+
+
+class FlaxReluForRelu6(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.relu(nn.Dense(1, use_bias=False, name="linear")(x))
+
+
+class TorchRelu6(TorchLinearRelu):
+    def forward(self, x):
+        return torch.nn.functional.relu6(self.linear(x))
+
+
+def test_a_relu6_ported_as_relu_still_fails_its_gradients():
+    from pytest_parity.run.gradients import GradientCheck
+    from pytest_parity.run.reference import reference_sides
+    from pytest_parity.layouts import Layout
+    from pytest_parity.mapping import automatic_mapping
+
+    x = np.array([[7.0], [0.5], [-1.0]], np.float32)
+    model = TorchRelu6()
+    flax_module = FlaxReluForRelu6()
+    mapping = automatic_mapping(model, flax_module, x)
+    variables = {"params": {"linear": {"kernel": np.ones((1, 1), np.float32)}}}
+    check = GradientCheck(torch_model=model, flax_apply=flax_module.apply,
+                          flax_variables=variables, mapping=mapping, device="cpu",
+                          dtype="float32", reference=reference_sides(
+                              model, flax_module, variables, "cpu", "float32"))
+    with pytest.raises(AssertionError) as failure:
+        check.check(x, x, Layout.SAME, name="relu6")
+    text = str(failure.value)
+    assert "gradients/inputs" in text
+    assert "no ReLU, max, clamp or select took another branch in float32 than in float64" \
+        in text
