@@ -138,10 +138,20 @@ def _evaluate(run: _Run, jaxpr: Any, consts: Sequence[Any], args: Sequence[Any],
     env.update(zip(jaxpr.constvars, consts, strict=True))
     env.update(zip(jaxpr.invars, args, strict=True))
     for eqn in jaxpr.eqns:
-        inside = "/".join(part for part in (where, str(eqn.source_info.name_stack)) if part)
+        inside = _joined(where, str(eqn.source_info.name_stack))
         env.update(zip(eqn.outvars, _equation(run, eqn, [read(var) for var in eqn.invars],
                                               inside), strict=True))
     return [read(var) for var in jaxpr.outvars]
+
+
+def _joined(outer: str, inner: str) -> str:
+    """A nested equation's module path: its own name stack under the caller's, a module named
+    again right after itself (a method calling its parent class's) once."""
+    parts: list[str] = []
+    for part in [*outer.split("/"), *inner.split("/")]:
+        if part and (not parts or parts[-1] != part):
+            parts.append(part)
+    return "/".join(parts)
 
 
 def _interpreted(fun: Callable[..., Any], args: Sequence[Any], run: _Run) -> Any:

@@ -87,7 +87,8 @@ def _table() -> dict[Any, tuple[str, Callable[..., Taken], Callable[..., tuple[A
         return condition, a, b
 
     maximum, minimum = _two(torch.gt, torch.maximum), _two(torch.lt, torch.minimum)
-    table = {}
+    table: dict[Any, tuple[str, Callable[..., Taken], Callable[..., tuple[Any, ...]]]] = {}
+    function: Any
     for function in (F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_):
         table[function] = ("relu", _relu, one)
     table[F.relu6] = ("relu6", _clamp, lambda x, *_, **__: (x, 0.0, 6.0))

@@ -18,14 +18,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_parity.branches import Branches, flips_between
+from pytest_parity.branches.report import drifts_apart
 from pytest_parity.compare import Comparison, compared
 from pytest_parity.compare.budget import GRADIENT_BUDGET, REFERENCE_DTYPES
 from pytest_parity.errors import PREFIX, ParityError
-from pytest_parity.run.diagnosed import concluded
 from pytest_parity.run.gradients import (
     Losses,
     budget_wanted,
     checked_losses,
+    concluded_with_branches,
     mapped_parameters,
     parting_lines,
 )
@@ -102,8 +104,10 @@ def _optimizers(plan: _Plan, model: Any) -> tuple[Any, Any, dict[str, str]]:
 
 def _train(plan: _Plan, pair: Any, torch_model: Any, flax_module: Any, variables: Any,
            batches: list[Any], flax_batches: list[Any], dtype: str,
-           drawn: dict[str, Any]) -> tuple[Trained, Trained]:
-    """Both sides' steps in `dtype`, from copies of the given models (left as they are)."""
+           drawn: dict[str, Any], watch: bool = False,
+           pins: tuple[Any, Any] | None = None) -> tuple[Trained, Trained]:
+    """Both sides' steps in `dtype`, from copies of the given models (left as they are);
+    `watch`, `pins` (torch's, then Flax's): as pytest_parity.train.torch_steps takes them."""
     mapping, device = pair.pair.mapping, pair.device
     model = torch_model_on(copy.deepcopy(torch_model), device, dtype)
     if plan.training:
@@ -126,7 +130,7 @@ def _train(plan: _Plan, pair: Any, torch_model: Any, flax_module: Any, variables
     torch_side = torch_steps(model, optimizer, lambda given: called(model, inputs=given),
                              [torch_input(batch, device, dtype) for batch in batches],
                              torch_loss, list(mapped_parameters(model, mapping)), buffer_keys,
-                             list(fields))
+                             list(fields), watch=watch, pins=None if pins is None else pins[0])
     if plan.losses is None:
         weights = flax_projections(drawn["projected"], pair.layout, rank)
     module = flax_module_in(flax_module, dtype)
@@ -141,7 +145,8 @@ def _train(plan: _Plan, pair: Any, torch_model: Any, flax_module: Any, variables
 
     flax_side = flax_steps(training_apply, variables, tx,
                            [flax_input(batch, device, dtype) for batch in flax_batches],
-                           flax_loss, weights, mapping, fields)
+                           flax_loss, weights, mapping, fields, watch=watch,
+                           pins=None if pins is None else pins[1])
     return flax_side, torch_side
 
 
@@ -179,31 +184,50 @@ def steps_parity(pair: Any, batches: Any, *, optimizer: Any, steps: int | None =
     import jax
 
     weights = jax.device_get(pair.flax_variables)
-    flax_side, torch_side = _train(plan, pair, pair.torch_model, pair.flax_model, weights,
-                                   host, flax_host, pair.dtype, drawn)
+
+    def train(dtype: str, watch: bool = False, pins: tuple[Any, Any] | None = None
+              ) -> tuple[Trained, Trained]:
+        wide = dtype != pair.dtype
+        with precision(dtype):
+            return _train(plan, pair, pair.torch_model, pair.flax_model, weights,
+                          [rounded_inputs(batch, pair.dtype) for batch in host] if wide
+                          else host, [rounded_inputs(batch, pair.dtype) for batch in flax_host]
+                          if wide else flax_host, dtype, drawn, watch, pins)
+
+    flax_side, torch_side = train(pair.dtype)
     reference = None
     if budget_wanted(pair.dtype):
-        wide = REFERENCE_DTYPES[pair.dtype]
-        with precision(wide):
-            flax_wide, torch_wide = _train(
-                plan, pair, pair.torch_model, pair.flax_model, weights,
-                [rounded_inputs(batch, pair.dtype) for batch in host],
-                [rounded_inputs(batch, pair.dtype) for batch in flax_host], wide, drawn)
         # every step's loss too: after the first, it follows the parameters' trajectory
-        reference = (flax_wide.tree(), torch_wide.tree())
+        reference = tuple(side.tree() for side in train(REFERENCE_DTYPES[pair.dtype]))
     label = f"{name or pair.name}: {len(host)} training step{'' if len(host) == 1 else 's'}"
-    comparison = compared(flax_side.tree(), torch_side.tree(), name=label, rtol=rtol, atol=atol,
-                          reference=reference, budget_by_default=GRADIENT_BUDGET,
-                          both_sides=True)
+
+    def judged(flax_side: Trained, torch_side: Trained, reference: Any) -> Comparison:
+        return compared(flax_side.tree(), torch_side.tree(), name=label, rtol=rtol, atol=atol,
+                        reference=reference, budget_by_default=GRADIENT_BUDGET,
+                        both_sides=True)
+
+    comparison, branches = judged(flax_side, torch_side, reference), Branches()
+    if reference is not None and (not comparison.passed or drifts_apart(comparison)):
+        flax_wide, torch_wide = train(REFERENCE_DTYPES[pair.dtype], watch=True)
+        flax_pinned, torch_pinned = train(pair.dtype, pins=(torch_wide.choices,
+                                                            flax_wide.choices))
+        flips = [flip for number, (mine, theirs) in enumerate(zip(
+                     torch_pinned.choices, torch_wide.choices, strict=True))
+                 for flip in flips_between(mine, theirs, "torch", number)] + [
+            flip for number, (mine, theirs) in enumerate(zip(
+                flax_pinned.choices, flax_wide.choices, strict=True))
+            for flip in flips_between(mine, theirs, "Flax", number)]
+        branches = Branches(checked=True)
+        if flips:
+            branches = Branches(flips=flips, checked=True, unpinned=comparison)
+            flax_side, torch_side = flax_pinned, torch_pinned
+            comparison = judged(flax_side, torch_side, (flax_wide.tree(), torch_wide.tree()))
     losses = [f"{PREFIX} loss per step: torch {_listed(torch_side.losses)}, "
               f"Flax {_listed(flax_side.losses)}"]
-    record = {**comparison.to_record(), "kind": "steps",
+    record = {**comparison.to_record(),
               "losses": {"torch": torch_side.losses.tolist(), "flax": flax_side.losses.tolist()}}
-    try:
-        concluded(comparison, lambda: None, record)
-    except AssertionError as failure:
-        raise AssertionError("\n".join([str(failure), *losses,
-                                        *parting_lines(comparison, pair.pair.mapping)])) from None
+    concluded_with_branches(comparison, branches, pair.dtype, "steps",
+                            [*losses, *parting_lines(comparison, pair.pair.mapping)], record)
     return StepsResult(comparison, torch_side, flax_side)
 
 

@@ -16,12 +16,15 @@ through the mapping like the parameters.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from pytest_parity.arrays import to_numpy
+from pytest_parity.branches.choices import Choice
+from pytest_parity.branches.jax_choices import Seen, pinned, recorded
+from pytest_parity.branches.torch_choices import TorchChoices
 from pytest_parity.mapping import Mapping as WeightMapping
 from pytest_parity.train.gradients import scalar_loss
 from pytest_parity.train.optimizers import optax_field
@@ -37,6 +40,9 @@ class Trained:
     params: dict[str, np.ndarray]
     buffers: dict[str, np.ndarray]
     optimizer: dict[str, dict[str, np.ndarray]]  # torch state name -> key -> array
+    # Where the steps were watched (`watch=` or `pins=`): each step's forward's choices
+    # (pytest_parity.branches).
+    choices: list[list[Choice]] = field(default_factory=list)
 
     def tree(self) -> dict[str, Any]:
         """What is compared: the losses, parameters, buffers and optimizer state."""
@@ -61,17 +67,27 @@ def training_mode(model: Any) -> Any:
 
 def torch_steps(model: Any, optimizer: Any, forward: Forward, batches: Sequence[Any],
                 loss: Callable[[Any], Any], parameter_keys: Sequence[str],
-                buffer_keys: Sequence[str], state_names: Sequence[str]) -> Trained:
+                buffer_keys: Sequence[str], state_names: Sequence[str],
+                watch: bool = False, pins: Sequence[Sequence[Choice]] | None = None
+                ) -> Trained:
     """Train `model` (in place) one step per batch (placed tensors, or dicts of them).
     `parameter_keys`, `buffer_keys`: what to report; `state_names`: the optimizer's state to
-    report."""
+    report. `watch`: record each step's forward's choices; `pins`: each step's forward's
+    backward taken through these choices (one list per step), its own recorded."""
     import torch
 
-    losses, dtype = [], None
-    for batch in batches:
+    losses, dtype, choices = [], None, []
+    for number, batch in enumerate(batches):
         optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad():
-            value = loss(forward(batch))
+            if watch or pins is not None:
+                with TorchChoices(model, None if pins is None else
+                                  [choice.chosen for choice in pins[number]]) as seen:
+                    outputs = forward(batch)
+                choices.append(seen.choices)
+            else:
+                outputs = forward(batch)
+            value = loss(outputs)
             scalar_loss(value)
             value.backward()
         optimizer.step()
@@ -90,34 +106,49 @@ def torch_steps(model: Any, optimizer: Any, forward: Forward, batches: Sequence[
     return Trained(np.asarray(losses, dtype),  # the loss's own dtype: its tolerance's
                    {key: to_numpy(value.detach()) for key, value in params.items()},
                    {key: to_numpy(buffers[key]) for key in buffer_keys},
-                   {name: found for name, found in state.items() if found})
+                   {name: found for name, found in state.items() if found}, choices)
 
 
 def flax_steps(apply: Callable[..., Any], variables: Mapping[str, Any], tx: Any,
                batches: Sequence[Any], loss: Callable[[Any, Any], Any], weights: Any,
-               mapping: WeightMapping, state_fields: Mapping[str, str]) -> Trained:
+               mapping: WeightMapping, state_fields: Mapping[str, str], watch: bool = False,
+               pins: Sequence[Sequence[Choice]] | None = None) -> Trained:
     """One jitted step per batch (placed jax inputs): `apply(variables, inputs)` returns
     (outputs, updated non-parameter collections) in training mode. `state_fields`: torch
-    state name -> the optax state field holding it (exp_avg -> mu)."""
+    state name -> the optax state field holding it (exp_avg -> mu). `watch`, `pins`: as
+    torch_steps takes them."""
     import jax
     import optax
 
-    def step(params: Any, others: Any, opt_state: Any, inputs: Any) -> Any:
-        def objective(params: Any) -> Any:
-            outputs, updated = apply({**others, "params": params}, inputs)
-            return loss(outputs, weights), updated
+    seen = Seen()
 
-        (value, updated), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    def watched(variables: Any, inputs: Any, pins: Any) -> Any:
+        if pins is not None:
+            return pinned(apply, seen)(variables, inputs, pins)
+        return recorded(apply, seen)(variables, inputs) if watch else (
+            apply(variables, inputs), [])
+
+    def step(params: Any, others: Any, opt_state: Any, inputs: Any, pins: Any) -> Any:
+        def objective(params: Any) -> Any:
+            (outputs, updated), own = watched({**others, "params": params}, inputs, pins)
+            return loss(outputs, weights), (updated, own)
+
+        (value, (updated, own)), grads = jax.value_and_grad(objective, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return value, optax.apply_updates(params, updates), {**others, **updated}, opt_state
+        return (value, optax.apply_updates(params, updates), {**others, **updated}, opt_state,
+                own)
 
     jitted = jax.jit(step)
     params = variables["params"]
     others = {key: value for key, value in variables.items() if key != "params"}
     opt_state = tx.init(params)
-    losses, dtype = [], None
-    for batch in batches:
-        value, params, others, opt_state = jitted(params, others, opt_state, batch)
+    losses, dtype, choices = [], None, []
+    for number, batch in enumerate(batches):
+        step_pins = None if pins is None else [choice.chosen for choice in pins[number]]
+        value, params, others, opt_state, own = jitted(params, others, opt_state, batch,
+                                                       step_pins)
+        if watch or pins is not None:
+            choices.append(seen.choices(own))
         losses.append(float(value))
         dtype = np.asarray(value).dtype
     canonical, _ = mapping.flax_to_canonical(jax.device_get({**others, "params": params}))
@@ -128,7 +159,8 @@ def flax_steps(apply: Callable[..., Any], variables: Mapping[str, Any], tx: Any,
                  for name, field in state_fields.items()}
     return Trained(np.asarray(losses, dtype),
                    {key: value for key, value in by_key.items() if key not in buffers},
-                   buffers, {name: found for name, found in optimizer.items() if found})
+                   buffers, {name: found for name, found in optimizer.items() if found},
+                   choices)
 
 
 def _by_torch_key(mapping: WeightMapping, params_tree: Any) -> dict[str, np.ndarray]:
