@@ -7,7 +7,6 @@ from typing import Any
 
 from pytest_parity.branches.choices import Flip, flip_lines
 
-
 # A side whose drift from its own reference run is this many times the other side's, in any
 # leaf, may owe it to one element rounded across a kink (ResNet-18's gradients: 150x, where
 # correct sides' drifts are within 3x of each other): its branches are looked at even where the

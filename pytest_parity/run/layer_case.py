@@ -25,11 +25,11 @@ from pytest_parity.nnx_bridge import NNXPort
 from pytest_parity.run import reference as references
 from pytest_parity.run.diagnosed import diagnosis_of
 from pytest_parity.run.given import built, flax_side
+from pytest_parity.run.gradient_report import parting_lines
 from pytest_parity.run.gradients import (
     GradientCheck,
     Losses,
     budget_wanted,
-    parting_lines,
 )
 from pytest_parity.run.sides import (
     flax_module_in,

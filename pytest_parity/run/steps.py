@@ -12,9 +12,11 @@ is rounding noise moves by up to the learning rate in either framework).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
-from collections.abc import Callable, Mapping, Sequence
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +25,12 @@ from pytest_parity.branches.report import drifts_apart
 from pytest_parity.compare import Comparison, compared
 from pytest_parity.compare.budget import GRADIENT_BUDGET, REFERENCE_DTYPES
 from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.run.gradient_report import concluded_with_branches, parting_lines
 from pytest_parity.run.gradients import (
     Losses,
     budget_wanted,
     checked_losses,
-    concluded_with_branches,
     mapped_parameters,
-    parting_lines,
 )
 from pytest_parity.run.reference import precision, rounded_inputs
 from pytest_parity.run.sides import (
@@ -150,6 +151,52 @@ def _train(plan: _Plan, pair: Any, torch_model: Any, flax_module: Any, variables
     return flax_side, torch_side
 
 
+def _call_of(flax_module: Any) -> Any:
+    """The Flax module's __call__ (an NNX port's: its module's)."""
+    return getattr(flax_module, "module", flax_module).__call__
+
+
+def training_arguments(flax_module: Any, given: Mapping[str, Any] | None, variables: Any
+                       ) -> Mapping[str, Any]:
+    """The keyword arguments that put the Flax side in training mode: `given`, or {"train":
+    True} where its __call__ takes `train`, or none where it has nothing a training mode
+    changes (only `params`).
+
+    Raises:
+        ParityError: a module with other collections (BatchNorm's statistics) whose __call__
+            takes no `train`: which argument it takes is the user's to say.
+    """
+    if given is not None:
+        return given
+    parameters = inspect.signature(_call_of(flax_module)).parameters.values()
+    if any(parameter.name == "train" or parameter.kind is inspect.Parameter.VAR_KEYWORD
+           for parameter in parameters):
+        return FLAX_TRAINING
+    others = sorted(name for name in variables if name != "params")
+    if not others:
+        return {}
+    name = type(getattr(flax_module, "module", flax_module)).__name__
+    raise ParityError(f"{PREFIX} {name}.__call__ takes no `train` argument, and its "
+                      f"{', '.join(others)} change in training mode: give flax_training= the "
+                      "keyword arguments that put it in training mode (e.g. "
+                      "flax_training={'training': True}), or flax_training={} to call it as "
+                      "it is (training=False: both sides in eval mode)")
+
+
+@contextlib.contextmanager
+def _named_training(flax_module: Any, arguments: Mapping[str, Any]) -> Iterator[None]:
+    """A call that refuses the training arguments is a [parity] error naming them."""
+    try:
+        yield
+    except TypeError as error:
+        if "unexpected keyword argument" not in str(error):
+            raise
+        name = type(getattr(flax_module, "module", flax_module)).__name__
+        raise ParityError(f"{PREFIX} {name} refused the training arguments {dict(arguments)!r} "
+                          f"({error}): give flax_training= the keyword arguments its __call__ "
+                          "takes for training mode, or flax_training={}") from None
+
+
 def outputs_device(outputs: Any) -> Any:
     """The torch device of the first tensor in `outputs`."""
     while isinstance(outputs, (dict, list, tuple)):
@@ -176,19 +223,20 @@ def steps_parity(pair: Any, batches: Any, *, optimizer: Any, steps: int | None =
         raise ParityError(f"{PREFIX} optimizer= takes a factory of torch's optimizer "
                           "(lambda ps: torch.optim.AdamW(ps, lr=1e-3)), or (that factory, an "
                           f"optax transformation); got {optimizer!r}")
-    plan = _Plan(factory, tx, checked_losses(loss), seed, training,
-                 FLAX_TRAINING if flax_training is None else flax_training)
     host = batches_of(batches, steps)
-    flax_host = [pair.pair.to_flax(batch) for batch in host]
-    drawn: dict[str, Any] = {}
     import jax
 
     weights = jax.device_get(pair.flax_variables)
+    plan = _Plan(factory, tx, checked_losses(loss), seed, training,
+                 training_arguments(pair.flax_model, flax_training, weights) if training
+                 else {})
+    flax_host = [pair.pair.to_flax(batch) for batch in host]
+    drawn: dict[str, Any] = {}
 
     def train(dtype: str, watch: bool = False, pins: tuple[Any, Any] | None = None
               ) -> tuple[Trained, Trained]:
         wide = dtype != pair.dtype
-        with precision(dtype):
+        with precision(dtype), _named_training(pair.flax_model, plan.flax_training):
             return _train(plan, pair, pair.torch_model, pair.flax_model, weights,
                           [rounded_inputs(batch, pair.dtype) for batch in host] if wide
                           else host, [rounded_inputs(batch, pair.dtype) for batch in flax_host]

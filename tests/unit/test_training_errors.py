@@ -48,3 +48,52 @@ def test_a_gradient_loss_that_is_not_a_scalar_is_a_clear_error():
         check_parity(torch=lambda: torch.nn.Linear(4, 3), flax=lambda: nn.Dense(3),
                      inputs=sequence_batches(features=4), grads=True, max_examples=2,
                      loss=(lambda out: out, lambda out: out))
+
+
+def test_a_flax_module_without_a_train_argument_and_state_names_flax_training(tinynet):
+    # TinyNet's Flax __call__ is (self, x), and it holds batch_stats: which argument puts it in
+    # training mode is the user's to say (it was "TypeError: TinyNet.__call__() got an
+    # unexpected keyword argument 'train'" from inside the jitted step)
+    with pytest.raises(ParityError, match=r"^\[parity\] TinyNet.__call__ takes no `train` "
+                                          r"argument, and its batch_stats change in training "
+                                          r"mode: give flax_training="):
+        tinynet.assert_steps_close(IMAGES, optimizer=sgd, steps=1)
+
+
+def test_training_arguments_the_module_refuses_are_a_clear_error(tinynet):
+    with pytest.raises(ParityError, match=r"^\[parity\] TinyNet refused the training arguments "
+                                          r"\{'training': True\}"):
+        tinynet.assert_steps_close(IMAGES, optimizer=sgd, steps=1,
+                                   flax_training={"training": True})
+
+
+def test_a_flax_module_without_a_train_argument_or_state_trains_as_it_is(tmp_path):
+    from pytest_parity.layouts import Layout
+    from pytest_parity.mapping import Mapping, Rule
+    from pytest_parity.mapping.transforms import OUT_IN_TO_IN_OUT
+    from pytest_parity.registry import Pair
+
+    mapping = Mapping("linear", (
+        Rule("fc/kernel", "fc.weight", "IO", transform=OUT_IN_TO_IN_OUT),
+        Rule("fc/bias", "fc.bias", "O")))
+
+    class TorchLinear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    class FlaxLinear(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3, name="fc")(x)
+
+    pair = PairCache(tmp_path).get(Pair(name="linear", torch_model=TorchLinear,
+                                        flax_model=FlaxLinear, mapping=mapping,
+                                        input_shape=(2, 4), input_layout=Layout.SAME),
+                                   "cpu", "float32", 0)
+    batch = np.random.RandomState(0).normal(0, 1, (2, 4)).astype(np.float32)
+    result = pair.assert_steps_close(batch, optimizer=sgd, steps=2)
+    assert result.torch.losses[-1] < result.torch.losses[0]
