@@ -50,16 +50,25 @@ class Branches:
             return [f"[parity] branches of non-smooth ops not compared: {self.problem}"]
         if not self.checked:
             return []
+        before = self.unpinned
+        first = ("" if before is None else f" (before that: margin {before.margin:.3g}, "
+                 f"{len(before.failing)} of {len(before.leaves)} leaves failing)")
         if not self.flips:
             return [f"[parity] no ReLU, max, clamp or select took another branch in {dtype} "
-                    f"than in {reference_dtype}: rounding at a kink does not explain this"]
-        before = self.unpinned
-        lines = [f"[parity] rounding put {len(self.flips)} element"
-                 f"{'' if len(self.flips) == 1 else 's'} of non-smooth ops on the other side "
-                 f"of a kink: each side's backward is taken through the branch its "
-                 f"{reference_dtype} run took (before that: margin {before.margin:.3g}, "
-                 f"{len(before.failing)} of {len(before.leaves)} leaves failing)"]
-        return lines + flip_lines(self.flips, dtype, reference_dtype)
+                    f"than in {reference_dtype} in a re-run: each side's backward is taken "
+                    f"through its {reference_dtype} branches{first}"]
+        return [f"[parity] rounding put {len(self.flips)} element"
+                f"{'' if len(self.flips) == 1 else 's'} of non-smooth ops on the other side "
+                f"of a kink: each side's backward is taken through the branch its "
+                f"{reference_dtype} run took{first}",
+                *flip_lines(self.flips, dtype, reference_dtype)]
+
+    @property
+    def set_apart(self) -> bool:
+        """Whether the verdict passed only through the reference's branches (its first run
+        failed, or elements were flipped): a warning says so."""
+        return self.checked and (bool(self.flips) or (
+            self.unpinned is not None and not self.unpinned.passed))
 
     def to_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {"checked": self.checked,

@@ -31,7 +31,7 @@ def concluded_with_branches(comparison: Comparison, branches: Branches, dtype: s
         concluded(comparison, lambda: None, record)
     except AssertionError as failure:
         raise AssertionError("\n".join([str(failure), *lines, *where])) from None
-    if branches.flips:
+    if branches.set_apart:
         warnings.warn(ParityBranchWarning("\n".join([f"{comparison.name} passes", *lines])),
                       stacklevel=2)
 

@@ -190,7 +190,7 @@ class LayerCase:
             raise AssertionError("\n".join([
                 format_failure(comparison), *lines, *parting_lines(comparison, self.mapping),
                 self._input_line(batch)]))
-        if branches.flips:
+        if branches.set_apart:
             warnings.warn(ParityBranchWarning("\n".join([f"{comparison.name} passes", *lines,
                                                          self._input_line(batch)])),
                           stacklevel=2)

@@ -265,11 +265,9 @@ def steps_parity(pair: Any, batches: Any, *, optimizer: Any, steps: int | None =
             flip for number, (mine, theirs) in enumerate(zip(
                 flax_pinned.choices, flax_wide.choices, strict=True))
             for flip in flips_between(mine, theirs, "Flax", number)]
-        branches = Branches(checked=True)
-        if flips:
-            branches = Branches(flips=flips, checked=True, unpinned=comparison)
-            flax_side, torch_side = flax_pinned, torch_pinned
-            comparison = judged(flax_side, torch_side, (flax_wide.tree(), torch_wide.tree()))
+        branches = Branches(flips=flips, checked=True, unpinned=comparison)
+        flax_side, torch_side = flax_pinned, torch_pinned
+        comparison = judged(flax_side, torch_side, (flax_wide.tree(), torch_wide.tree()))
     losses = [f"{PREFIX} loss per step: torch {_listed(torch_side.losses)}, "
               f"Flax {_listed(flax_side.losses)}"]
     record = {**comparison.to_record(),
