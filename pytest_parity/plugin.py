@@ -165,7 +165,7 @@ def pytest_runtest_setup(item: pytest.Item):
 def pytest_runtest_call(item: pytest.Item):
     if not is_parity_case(item):
         return (yield)
-    from pytest_parity.compare import case_tolerances, records
+    from pytest_parity.compare import case_tolerances, detail, records
     from pytest_parity.diagnose import mode
 
     settings = item.config.stash[cases.SETTINGS]
@@ -173,7 +173,8 @@ def pytest_runtest_call(item: pytest.Item):
     layers = [spec.layer(), *settings.layers()]
     verdict = cases.case_verdict(settings.verdict, spec)
     with numerics.applied(settings.numerics, settings.seed), mode.applied(settings.trace), \
-            case_tolerances.applied(layers, verdict), records.collecting() as found:
+            case_tolerances.applied(layers, verdict), records.collecting() as found, \
+            detail.applied(item.config.get_verbosity() > 0):
         try:
             return (yield)
         finally:

@@ -44,14 +44,16 @@ class Branches:
     unpinned: Any = None  # the Comparison without pinning
     problem: str | None = None
 
-    def lines(self, dtype: str, reference_dtype: str) -> list[str]:
-        """The report's lines (none where the branches were never looked at)."""
+    def lines(self, dtype: str, reference_dtype: str, passed: bool = False) -> list[str]:
+        """The report's lines (none where the branches were never looked at); `passed`: the
+        verdict through the reference's branches (a pass says what the first run gave)."""
         if self.problem is not None:
             return [f"[parity] branches of non-smooth ops not compared: {self.problem}"]
         if not self.checked:
             return []
         before = self.unpinned
-        first = ("" if before is None else f" (before that: margin {before.margin:.3g}, "
+        first = ("" if before is None or not (passed or self.flips) else
+                 f" (before that: margin {before.margin:.3g}, "
                  f"{len(before.failing)} of {len(before.leaves)} leaves failing)")
         if not self.flips:
             return [f"[parity] no ReLU, max, clamp or select took another branch in {dtype} "

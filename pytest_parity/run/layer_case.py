@@ -184,7 +184,8 @@ class LayerCase:
         worst = self.result.worst_gradients
         if worst is None or comparison.margin > worst.margin:
             self.result.worst_gradients = comparison
-        lines = branches.lines(self.dtype, REFERENCE_DTYPES.get(self.dtype, self.dtype))
+        lines = branches.lines(self.dtype, REFERENCE_DTYPES.get(self.dtype, self.dtype),
+                               comparison.passed)
         if not comparison.passed:
             self.failing, self.failing_gradients = None, (batch, comparison)
             raise AssertionError("\n".join([

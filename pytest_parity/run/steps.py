@@ -41,6 +41,7 @@ from pytest_parity.run.sides import (
     torch_input,
     torch_model_on,
 )
+from pytest_parity.run.steps_report import first_parting_lines, listed
 from pytest_parity.train import (
     Trained,
     flax_projection_loss,
@@ -254,7 +255,7 @@ def steps_parity(pair: Any, batches: Any, *, optimizer: Any, steps: int | None =
                         reference=reference, budget_by_default=GRADIENT_BUDGET,
                         both_sides=True)
 
-    comparison, branches = judged(flax_side, torch_side, reference), Branches()
+    comparison, branches, cause = judged(flax_side, torch_side, reference), Branches(), []
     if reference is not None and (not comparison.passed or drifts_apart(comparison)):
         flax_wide, torch_wide = train(REFERENCE_DTYPES[pair.dtype], watch=True)
         flax_pinned, torch_pinned = train(pair.dtype, pins=(torch_wide.choices,
@@ -268,14 +269,14 @@ def steps_parity(pair: Any, batches: Any, *, optimizer: Any, steps: int | None =
         branches = Branches(flips=flips, checked=True, unpinned=comparison)
         flax_side, torch_side = flax_pinned, torch_pinned
         comparison = judged(flax_side, torch_side, (flax_wide.tree(), torch_wide.tree()))
-    losses = [f"{PREFIX} loss per step: torch {_listed(torch_side.losses)}, "
-              f"Flax {_listed(flax_side.losses)}"]
+        if not comparison.passed:
+            cause = first_parting_lines(flax_side, torch_side, flax_wide, torch_wide, label,
+                                        pair.pair.mapping, comparison)
+    losses = [f"{PREFIX} loss per step: torch {listed(torch_side.losses)}, "
+              f"Flax {listed(flax_side.losses)}"]
     record = {**comparison.to_record(),
               "losses": {"torch": torch_side.losses.tolist(), "flax": flax_side.losses.tolist()}}
-    concluded_with_branches(comparison, branches, pair.dtype, "steps",
-                            [*losses, *parting_lines(comparison, pair.pair.mapping)], record)
+    concluded_with_branches(comparison, branches, pair.dtype, "steps", [*losses, *(
+        [] if cause else parting_lines(comparison, pair.pair.mapping, "parameters"))], record,
+                            cause)
     return StepsResult(comparison, torch_side, flax_side)
-
-
-def _listed(values: Any) -> str:
-    return "[" + ", ".join(f"{value:.6g}" for value in values) + "]"

@@ -41,8 +41,9 @@ class Trained:
     buffers: dict[str, np.ndarray]
     optimizer: dict[str, dict[str, np.ndarray]]  # torch state name -> key -> array
     # Where the steps were watched (`watch=` or `pins=`): each step's forward's choices
-    # (pytest_parity.branches).
+    # (pytest_parity.branches), and the parameters after each step.
     choices: list[list[Choice]] = field(default_factory=list)
+    after_each_step: list[dict[str, np.ndarray]] = field(default_factory=list)
 
     def tree(self) -> dict[str, Any]:
         """What is compared: the losses, parameters, buffers and optimizer state."""
@@ -76,7 +77,8 @@ def torch_steps(model: Any, optimizer: Any, forward: Forward, batches: Sequence[
     backward taken through these choices (one list per step), its own recorded."""
     import torch
 
-    losses, dtype, choices = [], None, []
+    losses, dtype, choices, after = [], None, [], []
+    watched = {key: value for key, value in model.named_parameters() if key in parameter_keys}
     for number, batch in enumerate(batches):
         optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad():
@@ -91,6 +93,8 @@ def torch_steps(model: Any, optimizer: Any, forward: Forward, batches: Sequence[
             scalar_loss(value)
             value.backward()
         optimizer.step()
+        if watch or pins is not None:
+            after.append({key: to_numpy(value.detach()).copy() for key, value in watched.items()})
         losses.append(float(value.detach()))
         dtype = to_numpy(value.detach()).dtype
     params = {key: value for key, value in model.named_parameters() if key in parameter_keys}
@@ -106,7 +110,7 @@ def torch_steps(model: Any, optimizer: Any, forward: Forward, batches: Sequence[
     return Trained(np.asarray(losses, dtype),  # the loss's own dtype: its tolerance's
                    {key: to_numpy(value.detach()) for key, value in params.items()},
                    {key: to_numpy(buffers[key]) for key in buffer_keys},
-                   {name: found for name, found in state.items() if found}, choices)
+                   {name: found for name, found in state.items() if found}, choices, after)
 
 
 def flax_steps(apply: Callable[..., Any], variables: Mapping[str, Any], tx: Any,
@@ -142,13 +146,14 @@ def flax_steps(apply: Callable[..., Any], variables: Mapping[str, Any], tx: Any,
     params = variables["params"]
     others = {key: value for key, value in variables.items() if key != "params"}
     opt_state = tx.init(params)
-    losses, dtype, choices = [], None, []
+    losses, dtype, choices, after = [], None, [], []
     for number, batch in enumerate(batches):
         step_pins = None if pins is None else [choice.chosen for choice in pins[number]]
         value, params, others, opt_state, own = jitted(params, others, opt_state, batch,
                                                        step_pins)
         if watch or pins is not None:
             choices.append(seen.choices(own))
+            after.append(_by_torch_key(mapping, params))
         losses.append(float(value))
         dtype = np.asarray(value).dtype
     canonical, _ = mapping.flax_to_canonical(jax.device_get({**others, "params": params}))
@@ -160,7 +165,7 @@ def flax_steps(apply: Callable[..., Any], variables: Mapping[str, Any], tx: Any,
     return Trained(np.asarray(losses, dtype),
                    {key: value for key, value in by_key.items() if key not in buffers},
                    buffers, {name: found for name, found in optimizer.items() if found},
-                   choices)
+                   choices, after)
 
 
 def _by_torch_key(mapping: WeightMapping, params_tree: Any) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pytest_parity.compare import records
+from pytest_parity.compare import detail, records
 
 optax = pytest.importorskip("optax")
 pytestmark = pytest.mark.zoo_all  # 28 s of training steps: the whole zoo's, not the main job's
@@ -42,9 +42,12 @@ def test_batch_norm_momentum_ported_as_0_1_fails_after_one_step(resnet18, monkey
         resnet18.assert_steps_close(IMAGES, optimizer=adamw, steps=1)
     assert found and not found[-1]["passed"]
     text = str(failure.value)
-    assert "1 training step/buffers/bn1.running_mean: values are not sufficiently close" in text
-    assert "buffers/layer4.1.bn2.running_var" in text
-    assert "params/" not in text.split("loss per step")[0]  # the batch normalises: same step
+    # the batch normalises: the same step, and every running statistic off
+    assert text.startswith("[parity] every parameter agrees after every step; what differs: "
+                           "buffers (40 leaves)")
+    assert "1 training step: 40 of 227 leaves not sufficiently close" in text
+    assert "\n  buffers/bn1.running_mean  margin " in text
+    assert "params/" not in text.split("loss per step")[0]
 
 
 def _adam_with_l2():
@@ -62,5 +65,41 @@ def test_adamw_decay_ported_as_l2_fails(resnet18):
         resnet18.assert_steps_close(IMAGES, optimizer=(adamw, _adam_with_l2()), steps=1)
     assert found and not found[-1]["passed"]
     text = str(failure.value)
-    assert "1 training step/params/conv1.weight: values are not sufficiently close" in text
-    assert "optimizer/exp_avg/" in text  # L2 enters the moments, decoupled decay does not
+    assert text.startswith("[parity] the sides part ways at step 1 of 1")
+    assert "62 of 62 parameters after step 1 differ" in text  # the decay moves every one
+    assert "\n  optimizer/exp_avg/" in text  # L2 enters the moments, decoupled decay does not
+    with detail.applied(True), records.collecting(), pytest.raises(AssertionError) as full:
+        resnet18.assert_steps_close(IMAGES, optimizer=(adamw, _adam_with_l2()), steps=1)
+    assert "1 training step/params/conv1.weight: values are not sufficiently close" \
+        in str(full.value)
+
+
+@pytest.mark.parity(dtypes=["float32"])
+def test_a_stop_gradient_on_a_shortcut_opens_with_where_the_steps_part_ways(resnet18,
+                                                                            monkeypatch):
+    """One stop_gradient on layer4.1's shortcut: every parameter before it steps apart. The
+    report opens with the step and the module, in about 40 lines (it was about 450: every
+    failing leaf in full); pytest -v shows every leaf in full."""
+    import jax
+
+    from models.resnet import flax_model
+
+    add_shortcut = flax_model._add_shortcut
+
+    def stopped(block, x, branch):
+        last = block.name == "block1" and block.parent.name == "layer4"
+        return add_shortcut(block, jax.lax.stop_gradient(x) if last else x, branch)
+
+    monkeypatch.setattr(flax_model, "_add_shortcut", stopped)
+    sgd = lambda parameters: torch.optim.SGD(parameters, lr=0.1)  # noqa: E731
+    with records.collecting(), pytest.raises(AssertionError) as failure:
+        resnet18.assert_steps_close(IMAGES, optimizer=sgd, steps=2)
+    text = str(failure.value)
+    lines = text.splitlines()
+    assert lines[0] == "[parity] the sides part ways at step 1 of 2: every parameter agrees " \
+                       "before it"
+    assert "parts ways between layer4.1.conv1 and layer4.0.downsample.1" in text
+    assert len(lines) <= 45, text
+    with detail.applied(True), records.collecting(), pytest.raises(AssertionError) as full:
+        resnet18.assert_steps_close(IMAGES, optimizer=sgd, steps=2)
+    assert len(str(full.value).splitlines()) > 200
