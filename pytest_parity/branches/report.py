@@ -11,13 +11,17 @@ from pytest_parity.branches.choices import Flip, flip_lines
 # leaf, may owe it to one element rounded across a kink (ResNet-18's gradients: 150x, where
 # correct sides' drifts are within 3x of each other): its branches are looked at even where the
 # comparison passed, for a budget drawn from that drift (torch's for gradients, both sides' for
-# steps) would be wide enough to hide a bug.
+# steps) would be wide enough to hide a bug. In float32 only: in bfloat16 a network's
+# elements cross kinks by the thousand on both sides, and XLA's backward alone drifts 10x
+# torch's (ViT-Ti's 3 AdamW steps: looked at, nothing flipped that mattered, 30 s more).
 DRIFT_RATIO = 10.0
 
 
-def drifts_apart(comparison: Any) -> bool:
-    """Whether, in some leaf judged by its budget, one side drifted DRIFT_RATIO times as far
-    from its reference run as the other."""
+def drifts_apart(comparison: Any, dtype: str) -> bool:
+    """Whether, in some leaf judged by its budget of a float32 case, one side drifted
+    DRIFT_RATIO times as far from its reference run as the other."""
+    if dtype != "float32":
+        return False
     for leaf in comparison.leaves:
         budget = leaf.budget
         if budget is None:

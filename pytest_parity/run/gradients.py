@@ -278,7 +278,7 @@ class GradientCheck:
                               judged_tree(torch_side, self.dtype), name=label, rtol=rtol,
                               atol=atol, reference=reference, budget_by_default=GRADIENT_BUDGET,
                               both_sides=self.dtype in LOW_PRECISION)
-        if reference is None or (comparison.passed and not drifts_apart(comparison)):
+        if reference is None or (comparison.passed and not drifts_apart(comparison, self.dtype)):
             return comparison, flax_side, torch_side, Branches()
         pinned = self.pinned(inputs, flax_inputs, layout)
         if isinstance(pinned, str):

@@ -256,7 +256,7 @@ def steps_parity(pair: Any, batches: Any, *, optimizer: Any, steps: int | None =
                         both_sides=True)
 
     comparison, branches, cause = judged(flax_side, torch_side, reference), Branches(), []
-    if reference is not None and (not comparison.passed or drifts_apart(comparison)):
+    if reference is not None and (not comparison.passed or drifts_apart(comparison, pair.dtype)):
         flax_wide, torch_wide = train(REFERENCE_DTYPES[pair.dtype], watch=True)
         flax_pinned, torch_pinned = train(pair.dtype, pins=(torch_wide.choices,
                                                             flax_wide.choices))
