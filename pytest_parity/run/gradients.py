@@ -37,6 +37,7 @@ from pytest_parity.train import (
     Gradients,
     flax_projection_loss,
     flax_projections,
+    mapped_parameters,
     projections,
     torch_gradients,
     torch_projection_loss,
@@ -145,14 +146,6 @@ def judged_tree(gradients: Gradients, dtype: str) -> dict[str, Any]:
     if dtype in LOW_PRECISION:
         tree["loss"] = np.asarray(tree["loss"]).astype(numpy_dtype(dtype))
     return tree
-
-
-def mapped_parameters(model: Any, mapping: Mapping | None) -> dict[str, Any]:
-    """The torch model's parameters a Flax variable holds, by key: those the mapping ignores
-    or keeps torch-only (a pooler the port lacks) have no Flax gradient to compare."""
-    return {key: parameter for key, parameter in model.named_parameters()
-            if mapping is None or ((rule := mapping.rule_for(key, "torch")) is not None
-                                   and rule.collection is not None)}
 
 
 def _with_variables(reference: ReferenceSides) -> Callable[..., Any]:

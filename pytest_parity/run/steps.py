@@ -30,7 +30,6 @@ from pytest_parity.run.gradients import (
     Losses,
     budget_wanted,
     checked_losses,
-    mapped_parameters,
 )
 from pytest_parity.run.reference import precision, rounded_inputs
 from pytest_parity.run.sides import (
@@ -47,6 +46,7 @@ from pytest_parity.train import (
     flax_projection_loss,
     flax_projections,
     flax_steps,
+    mapped_parameters,
     optax_equivalent,
     projections,
     state_fields,

@@ -225,3 +225,11 @@ def _named(inputs: Any) -> dict[str, Any]:
 def _unnamed(inputs: Any, values: dict[str, Any]) -> Any:
     """`values` in the form `inputs` had: the one array, or the dict of named inputs."""
     return values if isinstance(inputs, Mapping) else values[_ONE]
+
+
+def mapped_parameters(model: Any, mapping: WeightMapping | None) -> dict[str, Any]:
+    """The torch model's parameters a Flax variable holds, by key: those the mapping ignores
+    or keeps torch-only (a pooler the port lacks) have no Flax gradient to compare."""
+    return {key: parameter for key, parameter in model.named_parameters()
+            if mapping is None or ((rule := mapping.rule_for(key, "torch")) is not None
+                                   and rule.collection is not None)}

@@ -25,6 +25,7 @@ LAYERS = [
     ("compare", {"compare"}),
     ("diagnose", {"diagnose"}),
     ("golden", {"golden"}),
+    ("branches", {"branches"}),
     ("train", {"train"}),
     ("run", {"run"}),
     ("faces", {"__init__", "cases", "fixtures", "plugin", "cli"}),
