@@ -39,8 +39,10 @@ class Flip:
     where: str
     op: str
     index: tuple[int, ...]
-    value: float  # how far apart the operands were, in the case's dtype (nan: not known)
-    reference_value: float  # the same in the reference dtype
+    # how far apart the operands were, in the case's dtype (nan: not known; a max pool's: how
+    # far its window's winner led the reference's winner)
+    value: float
+    reference_value: float  # the same in the reference dtype (a max pool's: nan)
     step: int | None = None  # the training step, for steps checks
 
     def to_record(self) -> dict[str, object]:
@@ -50,8 +52,12 @@ class Flip:
 
     def line(self, dtype: str, reference_dtype: str) -> str:
         step = "" if self.step is None else f"step {self.step + 1}, "
-        values = ("" if np.isnan(self.value) else
-                  f": {dtype} {self.value:+.3e}, {reference_dtype} {self.reference_value:+.3e}")
+        if np.isnan(self.value):
+            values = ""
+        elif np.isnan(self.reference_value):  # a max pool: how far its winner led
+            values = f": {dtype}'s winner {self.value:.3e} above {reference_dtype}'s"
+        else:
+            values = f": {dtype} {self.value:+.3e}, {reference_dtype} {self.reference_value:+.3e}"
         return f"    {step}{self.op} in {self.where or '(root)'} at {self.index}{values}"
 
 

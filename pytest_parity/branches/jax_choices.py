@@ -1,7 +1,8 @@
 """The Flax side's non-smooth ops, seen and pinned: a jaxpr interpreter.
 
 `recorded(fun)` runs `fun` as its jaxpr, one primitive at a time, and returns with its
-outputs every choice its `max`, `min`, `clamp` and `select_n` primitives made (inside jitted
+outputs every choice its `max`, `min`, `clamp`, `select_n` and `reduce_window_max` (max
+pooling: each window's winner) primitives made (inside jitted
 functions, checkpoints and custom derivatives such as jax.nn.relu's too). `pinned(fun)` runs it
 with each such op's backward taken through the choices of another run (the reference's), and
 returns its own choices too. A pinned element keeps its forward value: what is added is
@@ -87,6 +88,49 @@ def _choice(run: _Run, eqn: Any, invals: list[Any], where: str) -> Any:
     return output
 
 
+def _first_max(a: tuple[Any, Any], b: tuple[Any, Any]) -> tuple[Any, Any]:
+    """Of two (value, index) pairs, the larger value's, the first index among equals."""
+    import jax.numpy as jnp
+
+    (a_value, a_index), (b_value, b_index) = a, b
+    first = (a_value > b_value) | ((a_value == b_value) & (a_index < b_index))
+    return jnp.where(first, a_value, b_value), jnp.where(first, a_index, b_index)
+
+
+def _window_choice(run: _Run, eqn: Any, invals: list[Any], where: str) -> Any:
+    """A max pool (reduce_window_max): the choice is each window's winner, its index in the
+    flattened input; pinned, the gradient goes to the pinned winner instead."""
+    import jax
+    import jax.numpy as jnp
+
+    output = _bound(eqn, invals)
+    (x,) = invals
+    if not _is_floating(output):
+        return output
+    params = eqn.params
+    index = jnp.arange(x.size, dtype=jnp.int32).reshape(x.shape)
+    _, chosen = jax.lax.reduce_window(
+        (jax.lax.stop_gradient(x), index), (jnp.array(-jnp.inf, x.dtype), jnp.int32(-1)),
+        _first_max, params["window_dimensions"], params["window_strides"],
+        params["padding"], params["base_dilation"], params["window_dilation"])
+    apart = None
+    if run.pinning and run.pins is not None:
+        pin = run.pins[run.index]
+        flat = x.ravel()
+
+        def at(winner: Any) -> Any:
+            return jnp.take(flat, jnp.maximum(winner, 0))
+
+        apart = jax.lax.stop_gradient(at(chosen) - at(pin))
+        moved = (pin != chosen).astype(output.dtype)
+        output = output + moved * ((at(pin) - jax.lax.stop_gradient(at(pin)))
+                                   - (at(chosen) - jax.lax.stop_gradient(at(chosen))))
+    if run.recording:
+        run.seen.append((where, "max_pool", chosen, apart))
+    run.index += 1
+    return output
+
+
 def _custom(run: _Run, eqn: Any, invals: list[Any], where: str) -> list[Any]:
     """A custom derivative (jax.nn.relu's): its own outputs and derivative, plus what pinning
     its inner ops changes (the inner run pinned minus unpinned: 0 in value)."""
@@ -113,6 +157,8 @@ def _equation(run: _Run, eqn: Any, invals: list[Any], where: str) -> list[Any]:
         return _custom(run, eqn, invals, where)
     if name in ("max", "min", "clamp", "select_n"):
         return [_choice(run, eqn, invals, where)]
+    if name == "reduce_window_max":
+        return [_window_choice(run, eqn, invals, where)]
     outputs = _bound(eqn, invals)
     if name in COMPARISONS and _is_floating(invals[0]):
         run.apart[id(outputs)] = (outputs, invals[0] - invals[1])

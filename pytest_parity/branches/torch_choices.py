@@ -62,6 +62,20 @@ def _where(condition: Any, a: Any, b: Any) -> Taken:
     return [b, a], condition.to(torch.int8), None, torch.where(condition, a, b)
 
 
+def _pooled(dims: int) -> Callable[..., Taken]:
+    """Max pooling over `dims` trailing axes: the choice is each window's winner, its index
+    in the flattened window axes of the input (as torch's backward routes the gradient)."""
+    import torch.nn.functional as F
+
+    pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[dims]
+
+    def taken(x: Any, *args: Any, return_indices: bool = False, **kwargs: Any) -> Taken:
+        output, winners = pool(x, *args, return_indices=True, **kwargs)
+        return [x], winners, None, (output, winners) if return_indices else output
+
+    return taken
+
+
 def _table() -> dict[Any, tuple[str, Callable[..., Taken], Callable[..., tuple[Any, ...]]]]:
     """torch function -> (the op's name, its choices, its arguments as the choice takes them)."""
     import torch
@@ -101,6 +115,8 @@ def _table() -> dict[Any, tuple[str, Callable[..., Taken], Callable[..., tuple[A
     for function in (torch.minimum, torch.Tensor.minimum):
         table[function] = ("minimum", minimum, two)
     table[torch.where] = ("where", _where, where)
+    for dims, function in ((1, F.max_pool1d), (2, F.max_pool2d), (3, F.max_pool3d)):
+        table[function] = (f"max_pool{dims}d", _pooled(dims), lambda *a, **k: (a, k))
     return table
 
 
@@ -109,6 +125,7 @@ class TorchChoices:
     with `pins`, their backward taken through the pinned choices."""
 
     def __init__(self, model: Any, pins: Sequence[np.ndarray] | None = None) -> None:
+        # chosen: int8 operand positions; a max pool's: its windows' winners (int64)
         self.model, self.pins = model, pins
         self.seen: list[tuple[str, str, Any, Any]] = []
         self._mode: Any = None
@@ -116,7 +133,7 @@ class TorchChoices:
 
     @property
     def choices(self) -> list[Choice]:
-        return [Choice(where, op, chosen.detach().cpu().numpy().astype(np.int8),
+        return [Choice(where, op, chosen.detach().cpu().numpy(),
                        None if apart is None else apart.detach().cpu().double().numpy())
                 for where, op, chosen, apart in self.seen]
 
@@ -146,11 +163,14 @@ class TorchChoices:
                 if func not in table or (func is torch.where and len(args) + len(kwargs) < 3):
                     return func(*args, **kwargs)
                 op, choice, arguments = table[func]
+                where = stack[-1] if stack else ""
+                if op.startswith("max_pool"):
+                    operands, chosen, _, output = choice(*args, **kwargs)
+                    return owner._pooled(where, op, operands[0], chosen, output)
                 operands, chosen, apart, output = choice(*arguments(*args, **kwargs))
                 if not torch.is_floating_point(output):
                     return output
-                return owner._seen(stack[-1] if stack else "", op, operands, chosen, apart,
-                                   output)
+                return owner._seen(where, op, operands, chosen, apart, output)
 
         self._mode = Mode()
         self._mode.__enter__()
@@ -160,21 +180,52 @@ class TorchChoices:
               output: Any) -> Any:
         import torch
 
-        number = len(self.seen)
+        pin = self._pin(op, where, chosen, output.device)
         self.seen.append((where, op, chosen.to(torch.int8), apart))
-        if self.pins is None:
+        if pin is None:
             return output
-        if number >= len(self.pins):
-            raise ValueError(f"more non-smooth ops ran than the {len(self.pins)} pinned")
-        pin = torch.as_tensor(self.pins[number], device=output.device)
-        if tuple(pin.shape) != tuple(chosen.shape):
-            raise ValueError(f"a pinned choice of shape {tuple(pin.shape)} for {op} in "
-                             f"{where}, whose choices have shape {tuple(chosen.shape)}")
         for number, operand in enumerate(operands):
             if isinstance(operand, torch.Tensor) and operand.requires_grad:
                 moved = (pin == number).to(output.dtype) - (chosen == number).to(output.dtype)
                 output = output + moved * (operand - operand.detach())
         return output
+
+    def _pin(self, op: str, where: str, chosen: Any, device: Any) -> Any:
+        import torch
+
+        number = len(self.seen)
+        if self.pins is None:
+            return None
+        if number >= len(self.pins):
+            raise ValueError(f"more non-smooth ops ran than the {len(self.pins)} pinned")
+        pin = torch.as_tensor(self.pins[number], device=device)
+        if tuple(pin.shape) != tuple(chosen.shape):
+            raise ValueError(f"a pinned choice of shape {tuple(pin.shape)} for {op} in "
+                             f"{where}, whose choices have shape {tuple(chosen.shape)}")
+        return pin
+
+    def _pooled(self, where: str, op: str, x: Any, winners: Any, output: Any) -> Any:
+        """A max pool's output, its backward routed to the pinned winners: the gradient of
+        x at the pinned index added, at ours taken away, where they differ."""
+
+        pooled = output[0] if isinstance(output, tuple) else output
+        pin = self._pin(op, where, winners, pooled.device)
+        apart = None
+        if pin is not None:
+            dims = int(op[len("max_pool")])
+            values = x.flatten(start_dim=x.ndim - dims)
+
+            def at(index: Any) -> Any:
+                flat = index.flatten(start_dim=index.ndim - dims)
+                return values.gather(-1, flat).reshape(index.shape)
+
+            apart = (at(winners) - at(pin)).detach()
+            if x.requires_grad:
+                moved = (pin != winners).to(pooled.dtype)
+                pooled = pooled + moved * ((at(pin) - at(pin).detach())
+                                           - (at(winners) - at(winners).detach()))
+        self.seen.append((where, op, winners, apart))
+        return (pooled, winners) if isinstance(output, tuple) else pooled
 
     def __exit__(self, *exc: Any) -> None:
         self._mode.__exit__(*exc)

@@ -18,6 +18,7 @@ from pytest_parity.strategies import Batch
 torch = pytest.importorskip("torch")
 nn = pytest.importorskip("flax.linen")
 jax = pytest.importorskip("jax")
+jnp = pytest.importorskip("jax.numpy")
 
 # ResNet-18's layer1.1 at NCHW (0, 32, 39, 5) on the gradient test's images: a 64x3x3 patch of
 # layer1.0's float32 output, the channel-32 kernel of layer1.1.conv1 and bn1's folded scale and
@@ -205,7 +206,7 @@ def test_a_relu6_ported_as_relu_still_fails_its_gradients():
     with pytest.raises(AssertionError) as failure:
         check.check(x, x, Layout.SAME, name="relu6")
     text = str(failure.value)
-    assert "gradients/inputs" in text
+    assert "\n  inputs  margin" in text
     assert "no ReLU, max, clamp or select took another branch in float32 than in float64" \
         in text
 
@@ -252,3 +253,50 @@ def test_a_failing_steps_check_says_which_elements_rounding_flipped_and_still_fa
         "float64 +1.000e-08" in text
     assert "sums: 2 training steps/params/linear.weight: values are not sufficiently close" \
         in text
+
+
+class TorchPoolsSums(torch.nn.Module):
+    """max_pool over [(y0 + y2) + y1, y3]: the first 1e-8, the second 5e-9."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4, bias=False)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.eye(4))
+
+    def forward(self, x):
+        y = self.linear(x)
+        pair = torch.stack([(y[:, 0] + y[:, 2]) + y[:, 1], y[:, 3]], dim=-1)
+        return torch.nn.functional.max_pool1d(pair[:, None, :], 2)[:, 0, 0]
+
+
+class FlaxPoolsSums(nn.Module):
+    """The same, its sum in order: (1 + 1e-8) - 1 is 0 in float32, and 5e-9 wins the window
+    that float64 (and torch's order) gives to 1e-8."""
+
+    @nn.compact
+    def __call__(self, x):
+        y = nn.Dense(4, use_bias=False, name="linear")(x)
+        pair = jnp.stack([(y[:, 0] + y[:, 1]) + y[:, 2], y[:, 3]], axis=-1)
+        return nn.max_pool(pair[:, :, None], (2,), (2,))[:, 0, 0]
+
+
+def test_a_max_pool_window_won_by_another_element_in_float32_is_set_apart(monkeypatch):
+    windows = np.array([[1.0, 1e-8, -1.0, 5e-9], [0.5, 0.25, 0.125, 0.1]], np.float32)
+
+    def check():
+        return check_parity(torch=TorchPoolsSums, flax=FlaxPoolsSums,
+                            inputs=st.just(_batch(windows, Layout.SAME)), max_examples=1,
+                            grads=True)
+
+    with pytest.warns(ParityBranchWarning) as caught:
+        result = check()
+    assert result.worst_gradients.passed
+    text = str(caught.list[0].message)
+    assert "Flax: 1 element on the other side of a kink" in text
+    assert "max_pool in FlaxPoolsSums at (0, 0, 0): float32's winner" in text
+    from pytest_parity.run import gradients
+
+    monkeypatch.setattr(gradients.GradientCheck, "pinned", lambda *_: "switched off")
+    with pytest.raises(AssertionError, match=r"linear\.weight"):  # the verdict before
+        check()
