@@ -71,7 +71,8 @@ def test_a_failing_pair_says_where_in_text_json_and_picture(pytester):
         "*[[]parity[]] where it goes wrong:",
         "*settings audit: 1 difference",
         "*torch 1 <-> flax bn: epsilon: torch 1e-05, flax 0.001*",
-        "*first divergent module: torch 1 <-> flax bn (inputs max abs 0.00e+00;*",
+        # its inputs agree within rounding (bit for bit where both convolutions sum alike)
+        "*first divergent module: torch 1 <-> flax bn (inputs max abs *;*",
         "trace picture written to *r.test_pairs.py_test_pair_cpu-float32-small_keras_epsilon_."
         "small_keras_epsilon.png",
     ])
