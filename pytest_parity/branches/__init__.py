@@ -1,6 +1,6 @@
 """The branches of non-smooth ops: which operand a ReLU, max, clamp or select passed on, per
-element, and which element won a max pool's window, on each side; where rounding flipped one; each side's backward taken through another
-run's branches.
+element, and which element won a max pool's window, on each side; where rounding flipped one;
+each side's backward taken through another run's branches.
 
     choices.py        what an op chose (Choice), where two runs chose apart (Flip)
     torch_choices.py  torch's ops seen and pinned, in a TorchFunctionMode

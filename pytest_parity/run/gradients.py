@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.branches.choices import Choice, Flip, flips_between
-from pytest_parity.branches.report import Branches, drifts_apart
+from pytest_parity.branches.report import Branches, drifted_apart
 from pytest_parity.branches.torch_choices import TorchChoices
 from pytest_parity.compare import Comparison, compared
 from pytest_parity.compare.budget import GRADIENT_BUDGET, REFERENCE_DTYPES
@@ -271,7 +271,8 @@ class GradientCheck:
                               judged_tree(torch_side, self.dtype), name=label, rtol=rtol,
                               atol=atol, reference=reference, budget_by_default=GRADIENT_BUDGET,
                               both_sides=self.dtype in LOW_PRECISION)
-        if reference is None or (comparison.passed and not drifts_apart(comparison, self.dtype)):
+        if reference is None or (comparison.passed
+                                 and not drifted_apart(comparison, self.dtype, "gradients")):
             return comparison, flax_side, torch_side, Branches()
         pinned = self.pinned(inputs, flax_inputs, layout)
         if isinstance(pinned, str):

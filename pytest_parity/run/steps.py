@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_parity.branches import Branches, flips_between
-from pytest_parity.branches.report import drifts_apart
+from pytest_parity.branches.report import drifted_apart
 from pytest_parity.compare import Comparison, compared
 from pytest_parity.compare.budget import GRADIENT_BUDGET, REFERENCE_DTYPES
 from pytest_parity.errors import PREFIX, ParityError
@@ -256,7 +256,8 @@ def steps_parity(pair: Any, batches: Any, *, optimizer: Any, steps: int | None =
                         both_sides=True)
 
     comparison, branches, cause = judged(flax_side, torch_side, reference), Branches(), []
-    if reference is not None and (not comparison.passed or drifts_apart(comparison, pair.dtype)):
+    if reference is not None and (not comparison.passed
+                                  or drifted_apart(comparison, pair.dtype, "steps")):
         flax_wide, torch_wide = train(REFERENCE_DTYPES[pair.dtype], watch=True)
         flax_pinned, torch_pinned = train(pair.dtype, pins=(torch_wide.choices,
                                                             flax_wide.choices))
