@@ -31,7 +31,7 @@ from pytest_parity.layouts import Layout
 from pytest_parity.mapping import Mapping
 from pytest_parity.run.gradient_report import concluded_with_branches, parting_lines
 from pytest_parity.run.reference import ReferenceSides, precision, rounded_inputs
-from pytest_parity.run.sides import called, flax_input, numpy_dtype, torch_input
+from pytest_parity.run.sides import called, flax_input, torch_input
 from pytest_parity.train import (
     FlaxGradients,
     Gradients,
@@ -42,17 +42,17 @@ from pytest_parity.train import (
     torch_gradients,
     torch_projection_loss,
 )
+from pytest_parity.train.gradients import LOW_PRECISION
 
 # A user's loss: one function per side, each of that side's outputs (in its own layout).
 Losses = tuple[Callable[[Any], Any], Callable[[Any], Any]]
 
-# Where gradients are held to both sides' drifts (Budget.allowed_drift), not torch's alone: in
-# these dtypes XLA's backward rounds where torch's does not, whatever the port (a strided
+# In LOW_PRECISION dtypes gradients are held to both sides' drifts (Budget.allowed_drift), not
+# torch's alone: XLA's backward rounds where torch's does not, whatever the port (a strided
 # convolution's bias gradient, a sum over every position, summed in bfloat16: Flax drifts 10x
 # as far as torch from its float32, margin 1.27 against torch's drift alone; torch sums in
 # float32 and rounds once). A port that rounds more in its forward is the forward check's to
 # find, against torch's drift.
-LOW_PRECISION = ("bfloat16", "float16")
 # Both sides' choices (pytest_parity.branches), torch's then Flax's.
 Seen = tuple[list[Choice], list[Choice]]
 Pins = Seen
@@ -133,19 +133,6 @@ class _Side:
             called(model, inputs=torch_input(inputs, device, dtype))
         return seen.choices, self.flax.choices(self.flax_variables,
                                                flax_input(flax_inputs, device, dtype))
-
-
-def judged_tree(gradients: Gradients, dtype: str) -> dict[str, Any]:
-    """What is compared of one side's gradients. In bfloat16 or float16 the loss (summed in
-    float32 from that dtype's outputs) is rounded to the case's dtype and judged by the
-    budget with the gradients: the float32 table held it to 1.3e-6 where the outputs it sums
-    are known to a bfloat16 step (measured: a strided convolution's loss 2.4e-4 apart, 5e-4
-    relative, margin 22 against the table; torch's own bfloat16 loss 3e-4 from its float32 one).
-    """
-    tree = gradients.tree()
-    if dtype in LOW_PRECISION:
-        tree["loss"] = np.asarray(tree["loss"]).astype(numpy_dtype(dtype))
-    return tree
 
 
 def _with_variables(reference: ReferenceSides) -> Callable[..., Any]:
@@ -267,8 +254,8 @@ class GradientCheck:
                                                        self.dtype)
         reference = self._reference(torch_loss, weights, inputs, flax_inputs, layout)
         label = f"{name}: gradients"
-        comparison = compared(judged_tree(flax_side, self.dtype),
-                              judged_tree(torch_side, self.dtype), name=label, rtol=rtol,
+        comparison = compared(flax_side.tree(self.dtype),
+                              torch_side.tree(self.dtype), name=label, rtol=rtol,
                               atol=atol, reference=reference, budget_by_default=GRADIENT_BUDGET,
                               both_sides=self.dtype in LOW_PRECISION)
         if reference is None or (comparison.passed
@@ -278,8 +265,8 @@ class GradientCheck:
         if isinstance(pinned, str):
             return comparison, flax_side, torch_side, Branches(problem=pinned)
         flax_pinned, torch_pinned, flips = pinned
-        return (compared(judged_tree(flax_pinned, self.dtype),
-                         judged_tree(torch_pinned, self.dtype), name=label, rtol=rtol,
+        return (compared(flax_pinned.tree(self.dtype),
+                         torch_pinned.tree(self.dtype), name=label, rtol=rtol,
                          atol=atol, reference=reference, budget_by_default=GRADIENT_BUDGET,
                          both_sides=self.dtype in LOW_PRECISION),
                 flax_pinned, torch_pinned, Branches(flips=flips, checked=True,
