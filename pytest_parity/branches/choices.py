@@ -44,6 +44,7 @@ class Flip:
     value: float
     reference_value: float  # the same in the reference dtype (a max pool's: nan)
     step: int | None = None  # the training step, for steps checks
+    order: int = 0  # the op's place among the run's non-smooth ops (a module may call two)
 
     def to_record(self) -> dict[str, object]:
         return {"side": self.side, "where": self.where, "op": self.op,
@@ -72,11 +73,11 @@ def flips_between(own: Sequence[Choice], reference: Sequence[Choice], side: str,
     """Every element whose choice differs between `own` (the case's dtype) and `reference`
     (the same ops in the reference dtype), op by op in the order they ran."""
     found = []
-    for mine, theirs in zip(own, reference, strict=True):
+    for order, (mine, theirs) in enumerate(zip(own, reference, strict=True)):
         apart = np.argwhere(np.asarray(mine.chosen) != np.asarray(theirs.chosen))
         for index in map(tuple, apart.tolist()):
             found.append(Flip(side, mine.where, mine.op, index, _value(mine.apart, index),
-                              _value(theirs.apart, index), step))
+                              _value(theirs.apart, index), step, order))
     return found
 
 

@@ -1,13 +1,14 @@
 """The Flax side's non-smooth ops, seen and pinned: a jaxpr interpreter.
 
 `recorded(fun)` runs `fun` as its jaxpr, one primitive at a time, and returns with its
-outputs every choice its `max`, `min`, `clamp`, `select_n` and `reduce_window_max` (max
-pooling: each window's winner) primitives made (inside jitted
-functions, checkpoints and custom derivatives such as jax.nn.relu's too). `pinned(fun)` runs it
-with each such op's backward taken through the choices of another run (the reference's), and
-returns its own choices too. A pinned element keeps its forward value: what is added is
-`(chosen by the reference - chosen here) * (operand - stop_gradient(operand))`, 0 in value,
-the difference of the two branches' derivatives in gradient.
+outputs every choice its `max`, `min`, `clamp`, `abs`, `select_n` and `reduce_window_max`
+(max pooling: each window's winner) primitives made (inside jitted functions, checkpoints and
+the custom derivatives of piecewise functions such as jax.nn.relu; softplus' is smooth).
+`pinned(fun)` runs it with each such op's backward taken through the choices of another run
+(the reference's), and returns its own choices too. A pinned element keeps its forward value:
+what is added, where the choices differ, is `(chosen by the reference - chosen here) *
+(operand - stop_gradient(operand))`, 0 in value, the two branches' derivatives' difference in
+gradient.
 
 Control flow (scan, while, cond) is run as it is: choices inside a scanned layer are not seen.
 """
@@ -23,6 +24,8 @@ CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
          "core_call": "call_jaxpr", "remat2": "jaxpr", "checkpoint": "jaxpr"}
 CUSTOM_DERIVATIVES = ("custom_jvp_call", "custom_vjp_call")
 COMPARISONS = {"gt", "ge", "lt", "le"}
+# Custom derivatives whose inner ops' kinks are theirs: their choices are seen and pinned.
+PIECEWISE = {"relu", "relu6", "hard_tanh"}
 
 
 class _Run:
@@ -48,6 +51,9 @@ def _choice_of(name: str, invals: Sequence[Any], run: _Run) -> tuple[Any, Any, l
     """(which operand each element took, how far apart they were, the operands)."""
     import jax.numpy as jnp
 
+    if name == "abs":
+        (x,) = invals
+        return jnp.where(x > 0, 0, 1).astype(jnp.int8), x, [x, -x]
     if name in ("max", "min"):
         a, b = invals
         wins = a > b if name == "max" else a < b
@@ -70,8 +76,11 @@ def _pinned_output(output: Any, chosen: Any, pin: Any, operands: list[Any]) -> A
         raise ValueError(f"a pinned choice of shape {jnp.shape(pin)} for an op whose choices "
                          f"have shape {jnp.shape(chosen)}")
     for number, operand in enumerate(operands):
+        operand = jnp.asarray(operand, output.dtype)
         moved = (pin == number).astype(output.dtype) - (chosen == number).astype(output.dtype)
-        output = output + moved * (operand - jax.lax.stop_gradient(operand)).astype(output.dtype)
+        # only where the choice moved: elsewhere an inf operand (a -inf mask) makes 0 * nan
+        output = output + jnp.where(moved != 0,
+                                    moved * (operand - jax.lax.stop_gradient(operand)), 0)
     return output
 
 
@@ -83,9 +92,15 @@ def _choice(run: _Run, eqn: Any, invals: list[Any], where: str) -> Any:
     if run.recording:
         run.seen.append((where, eqn.primitive.name, chosen, apart))
     if run.pinning and run.pins is not None:
-        output = _pinned_output(output, chosen, run.pins[run.index], operands)
+        output = _pinned_output(output, chosen, _pin(run), operands)
     run.index += 1
     return output
+
+
+def _pin(run: _Run) -> Any:
+    if run.pins is None or run.index >= len(run.pins):
+        raise ValueError(f"more non-smooth ops ran than the {len(run.pins or [])} pinned")
+    return run.pins[run.index]
 
 
 def _first_max(a: tuple[Any, Any], b: tuple[Any, Any]) -> tuple[Any, Any]:
@@ -115,16 +130,16 @@ def _window_choice(run: _Run, eqn: Any, invals: list[Any], where: str) -> Any:
         params["padding"], params["base_dilation"], params["window_dilation"])
     apart = None
     if run.pinning and run.pins is not None:
-        pin = run.pins[run.index]
+        pin = _pin(run)
         flat = x.ravel()
 
         def at(winner: Any) -> Any:
             return jnp.take(flat, jnp.maximum(winner, 0))
 
         apart = jax.lax.stop_gradient(at(chosen) - at(pin))
-        moved = (pin != chosen).astype(output.dtype)
-        output = output + moved * ((at(pin) - jax.lax.stop_gradient(at(pin)))
-                                   - (at(chosen) - jax.lax.stop_gradient(at(chosen))))
+        output = output + jnp.where(pin != chosen,
+                                    (at(pin) - jax.lax.stop_gradient(at(pin)))
+                                    - (at(chosen) - jax.lax.stop_gradient(at(chosen))), 0)
     if run.recording:
         run.seen.append((where, "max_pool", chosen, apart))
     run.index += 1
@@ -132,10 +147,14 @@ def _window_choice(run: _Run, eqn: Any, invals: list[Any], where: str) -> Any:
 
 
 def _custom(run: _Run, eqn: Any, invals: list[Any], where: str) -> list[Any]:
-    """A custom derivative (jax.nn.relu's): its own outputs and derivative, plus what pinning
-    its inner ops changes (the inner run pinned minus unpinned: 0 in value)."""
+    """A custom derivative: its own outputs and derivative, plus, for the piecewise ones
+    (jax.nn.relu's), what pinning its inner ops changes (the inner run pinned minus unpinned:
+    0 in value). Any other (softplus' logaddexp: a max whose kink an abs cancels) is smooth,
+    run as it is."""
     outputs = _bound(eqn, invals)
     inner = eqn.params["call_jaxpr"]
+    if getattr(inner.jaxpr.debug_info, "func_name", None) not in PIECEWISE:
+        return outputs
     start = run.index
     found = _evaluate(run, inner.jaxpr, inner.consts, invals, where)
     if not run.pinning:
@@ -155,7 +174,7 @@ def _equation(run: _Run, eqn: Any, invals: list[Any], where: str) -> list[Any]:
         return _evaluate(run, jaxpr, consts, invals, where)
     if name in CUSTOM_DERIVATIVES:
         return _custom(run, eqn, invals, where)
-    if name in ("max", "min", "clamp", "select_n"):
+    if name in ("max", "min", "clamp", "select_n", "abs"):
         return [_choice(run, eqn, invals, where)]
     if name == "reduce_window_max":
         return [_window_choice(run, eqn, invals, where)]

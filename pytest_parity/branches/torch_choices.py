@@ -1,11 +1,12 @@
 """The torch side's non-smooth ops, seen and pinned: a TorchFunctionMode.
 
 Inside `TorchChoices(model)` every ReLU (functional, method or module), ReLU6, hardtanh,
-clamp, leaky ReLU, maximum, minimum and where the model calls records which operand each
-output element took, and where the operands stood (`Choice`), with the module that called it.
-Given `pins` (another run's choices, op by op), each op's backward is taken through them: the
-output gains `(pinned - chosen) * (operand - operand.detach())`, 0 in value. In-place variants
-(nn.ReLU(inplace=True)) run out of place: the module's result is what the caller uses.
+clamp, leaky ReLU, abs, maximum, minimum, where and max pool the model calls records which
+operand each output element took (a max pool: each window's winner), and where the operands
+stood (`Choice`), with the module that called it. Given `pins` (another run's choices, op by
+op), each op's backward is taken through them: the output gains `(pinned - chosen) *
+(operand - operand.detach())` where they differ, 0 in value. Each op's output is torch's own
+(an in-place call runs out of place, then is copied into its input).
 """
 
 from __future__ import annotations
@@ -17,14 +18,20 @@ import numpy as np
 
 from pytest_parity.branches.choices import Choice
 
-# (operands, which operand each element took, how far apart they stood, the output)
-Taken = tuple[list[Any], Any, Any, Any]
+# (operands, which operand each element took, how far apart they stood)
+Taken = tuple[list[Any], Any, Any]
 
 
 def _relu(x: Any) -> Taken:
     import torch
 
-    return [x, None], torch.where(x > 0, 0, 1), x, torch.relu(x)
+    return [x, None], torch.where(x > 0, 0, 1), x
+
+
+def _abs(x: Any) -> Taken:
+    import torch
+
+    return [x, -x], torch.where(x > 0, 0, 1), x
 
 
 def _clamp(x: Any, low: Any, high: Any) -> Taken:
@@ -36,22 +43,20 @@ def _clamp(x: Any, low: Any, high: Any) -> Taken:
     near = [x - bound for bound in (low, high) if bound is not None]
     apart = near[0] if len(near) == 1 else torch.where(
         near[0].abs() < near[1].abs(), near[0], near[1])
-    return [low, x, high], chosen, apart, torch.clamp(x, low, high)
+    return [low, x, high], chosen, apart
 
 
-def _leaky(x: Any, slope: float = 0.01) -> Taken:
+def _leaky(x: Any, slope: float) -> Taken:
     import torch
 
-    sloped = x * slope
-    return [x, sloped], torch.where(x > 0, 0, 1), x, torch.where(x > 0, x, sloped)
+    return [x, x * slope], torch.where(x > 0, 0, 1), x
 
 
-def _two(wins: Callable[[Any, Any], Any], pick: Callable[[Any, Any], Any]
-         ) -> Callable[[Any, Any], Taken]:
+def _two(wins: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Taken]:
     import torch
 
     def taken(a: Any, b: Any) -> Taken:
-        return [a, b], torch.where(wins(a, b), 0, 1), a - b, pick(a, b)
+        return [a, b], torch.where(wins(a, b), 0, 1), a - b
 
     return taken
 
@@ -59,65 +64,96 @@ def _two(wins: Callable[[Any, Any], Any], pick: Callable[[Any, Any], Any]
 def _where(condition: Any, a: Any, b: Any) -> Taken:
     import torch
 
-    return [b, a], condition.to(torch.int8), None, torch.where(condition, a, b)
+    return [b, a], condition.to(torch.int8), None
 
 
-def _pooled(dims: int) -> Callable[..., Taken]:
-    """Max pooling over `dims` trailing axes: the choice is each window's winner, its index
-    in the flattened window axes of the input (as torch's backward routes the gradient)."""
-    import torch.nn.functional as F
-
-    pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[dims]
-
-    def taken(x: Any, *args: Any, return_indices: bool = False, **kwargs: Any) -> Taken:
-        output, winners = pool(x, *args, return_indices=True, **kwargs)
-        return [x], winners, None, (output, winners) if return_indices else output
-
-    return taken
+# How each function's arguments reach its choice, by torch's own parameter names; a call they
+# do not fit (an out= tensor, a one-argument where) runs as it is, unseen.
+def _x(input: Any, *_: Any, **__: Any) -> tuple[Any, ...]:
+    return (input,)
 
 
-def _table() -> dict[Any, tuple[str, Callable[..., Taken], Callable[..., tuple[Any, ...]]]]:
-    """torch function -> (the op's name, its choices, its arguments as the choice takes them)."""
+def _hardtanh(input: Any, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False
+              ) -> tuple[Any, ...]:
+    return input, min_val, max_val
+
+
+def _relu6(input: Any, inplace: bool = False) -> tuple[Any, ...]:
+    return input, 0.0, 6.0
+
+
+def _bounds(input: Any, min: Any = None, max: Any = None) -> tuple[Any, ...]:
+    return input, min, max
+
+
+def _slope(input: Any, negative_slope: float = 0.01, inplace: bool = False
+           ) -> tuple[Any, ...]:
+    return input, negative_slope
+
+
+def _other(input: Any, other: Any) -> tuple[Any, ...]:
+    return input, other
+
+
+def _condition(condition: Any, input: Any, other: Any) -> tuple[Any, ...]:
+    return condition, input, other
+
+
+# torch function -> (the op's name, its choices, its arguments as the choice takes them, the
+# position of its `inplace` argument or "always" for the in-place variants)
+Entry = tuple[str, Callable[..., Taken], Callable[..., tuple[Any, ...]], int | str | None]
+
+
+def _table() -> dict[Any, Entry]:
     import torch
     import torch.nn.functional as F
 
-    def one(x: Any, *_: Any, **__: Any) -> tuple[Any, ...]:
-        return (x,)
-
-    def hardtanh(x: Any, min_val: float = -1.0, max_val: float = 1.0, *_: Any,
-                 **__: Any) -> tuple[Any, ...]:
-        return x, min_val, max_val
-
-    def clamp(x: Any, min: Any = None, max: Any = None, **_: Any) -> tuple[Any, ...]:
-        return x, min, max
-
-    def leaky(x: Any, negative_slope: float = 0.01, *_: Any, **__: Any) -> tuple[Any, ...]:
-        return x, negative_slope
-
-    def two(a: Any, b: Any, **_: Any) -> tuple[Any, ...]:
-        return a, b
-
-    def where(condition: Any, a: Any = None, b: Any = None) -> tuple[Any, ...]:
-        return condition, a, b
-
-    maximum, minimum = _two(torch.gt, torch.maximum), _two(torch.lt, torch.minimum)
-    table: dict[Any, tuple[str, Callable[..., Taken], Callable[..., tuple[Any, ...]]]] = {}
+    table: dict[Any, Entry] = {}
     function: Any
-    for function in (F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_):
-        table[function] = ("relu", _relu, one)
-    table[F.relu6] = ("relu6", _clamp, lambda x, *_, **__: (x, 0.0, 6.0))
-    table[F.hardtanh] = ("hardtanh", _clamp, hardtanh)
+    for function in (torch.relu, torch.Tensor.relu):
+        table[function] = ("relu", _relu, _x, None)
+    for function in (torch.relu_, torch.Tensor.relu_):
+        table[function] = ("relu", _relu, _x, "always")
+    table[F.relu] = ("relu", _relu, _x, 1)
+    for function in (torch.abs, torch.Tensor.abs):
+        table[function] = ("abs", _abs, _x, None)
+    table[F.relu6] = ("relu6", _clamp, _relu6, 1)
+    table[F.hardtanh] = ("hardtanh", _clamp, _hardtanh, 3)
     for function in (torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clip):
-        table[function] = ("clamp", _clamp, clamp)
-    table[F.leaky_relu] = ("leaky_relu", _leaky, leaky)
+        table[function] = ("clamp", _clamp, _bounds, None)
+    table[F.leaky_relu] = ("leaky_relu", _leaky, _slope, 2)
     for function in (torch.maximum, torch.Tensor.maximum):
-        table[function] = ("maximum", maximum, two)
+        table[function] = ("maximum", _two(torch.gt), _other, None)
     for function in (torch.minimum, torch.Tensor.minimum):
-        table[function] = ("minimum", minimum, two)
-    table[torch.where] = ("where", _where, where)
-    for dims, function in ((1, F.max_pool1d), (2, F.max_pool2d), (3, F.max_pool3d)):
-        table[function] = (f"max_pool{dims}d", _pooled(dims), lambda *a, **k: (a, k))
+        table[function] = ("minimum", _two(torch.lt), _other, None)
+    table[torch.where] = ("where", _where, _condition, None)
     return table
+
+
+def _pools() -> dict[Any, tuple[str, Any, int]]:
+    """max pooling functions -> (the op's name, the function giving indices, its dims)."""
+    import torch.nn.functional as F
+
+    pools: dict[Any, tuple[str, Any, int]] = {}
+    for dims in (1, 2, 3):
+        plain, indexed = getattr(F, f"max_pool{dims}d"), getattr(
+            F, f"max_pool{dims}d_with_indices")
+        pools[plain] = pools[indexed] = (f"max_pool{dims}d", indexed, dims)
+    return pools
+
+
+def _out_of_place(func: Any, where: int | str | None, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any], bool]:
+    """(the function to run, its arguments, whether the caller asked for it in place)."""
+    import torch
+
+    if where == "always":
+        return torch.relu, args, kwargs, True
+    if isinstance(where, int) and len(args) > where:
+        return func, (*args[:where], False, *args[where + 1:]), kwargs, bool(args[where])
+    if where is not None and kwargs.get("inplace"):
+        return func, args, {**kwargs, "inplace": False}, True
+    return func, args, kwargs, False
 
 
 class TorchChoices:
@@ -154,23 +190,31 @@ class TorchChoices:
         self._hooks = [torch.nn.modules.module.register_module_forward_pre_hook(entered),
                        torch.nn.modules.module.register_module_forward_hook(
                            left, always_call=True)]
-        table, owner = _table(), self
+        table, pools, owner = _table(), _pools(), self
 
         class Mode(TorchFunctionMode):
             def __torch_function__(self, func: Any, types: Any, args: Any = (),
                                    kwargs: Any = None) -> Any:
                 kwargs = kwargs or {}
-                if func not in table or (func is torch.where and len(args) + len(kwargs) < 3):
-                    return func(*args, **kwargs)
-                op, choice, arguments = table[func]
                 where = stack[-1] if stack else ""
-                if op.startswith("max_pool"):
-                    operands, chosen, _, output = choice(*args, **kwargs)
-                    return owner._pooled(where, op, operands[0], chosen, output)
-                operands, chosen, apart, output = choice(*arguments(*args, **kwargs))
-                if not torch.is_floating_point(output):
+                if func in pools:
+                    return owner._pooled(where, *pools[func], args, kwargs)
+                if func not in table:
+                    return func(*args, **kwargs)
+                op, choice, arguments, inplace_at = table[func]
+                try:
+                    given = arguments(*args, **kwargs)
+                except TypeError:
+                    return func(*args, **kwargs)
+                run, args, kwargs, in_place = _out_of_place(func, inplace_at, args, kwargs)
+                output = run(*args, **kwargs)
+                if not isinstance(output, torch.Tensor) or not torch.is_floating_point(output):
                     return output
-                return owner._seen(where, op, operands, chosen, apart, output)
+                operands, chosen, apart = choice(*given)
+                output = owner._seen(where, op, operands, chosen, apart, output)
+                if in_place:
+                    return args[0].copy_(output)
+                return output
 
         self._mode = Mode()
         self._mode.__enter__()
@@ -187,7 +231,9 @@ class TorchChoices:
         for number, operand in enumerate(operands):
             if isinstance(operand, torch.Tensor) and operand.requires_grad:
                 moved = (pin == number).to(output.dtype) - (chosen == number).to(output.dtype)
-                output = output + moved * (operand - operand.detach())
+                # only where the choice moved: elsewhere an inf operand would make 0 * nan
+                output = output + torch.where(moved != 0, moved * (operand - operand.detach()),
+                                              0.0)
         return output
 
     def _pin(self, op: str, where: str, chosen: Any, device: Any) -> Any:
@@ -204,15 +250,21 @@ class TorchChoices:
                              f"{where}, whose choices have shape {tuple(chosen.shape)}")
         return pin
 
-    def _pooled(self, where: str, op: str, x: Any, winners: Any, output: Any) -> Any:
+    def _pooled(self, where: str, op: str, indexed: Any, dims: int, args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> Any:
         """A max pool's output, its backward routed to the pinned winners: the gradient of
-        x at the pinned index added, at ours taken away, where they differ."""
+        x at the pinned index added, at ours taken away, where they differ. `indexed`: the
+        pool returning its windows' winners, torch's indices (how its backward routes)."""
+        import torch
 
-        pooled = output[0] if isinstance(output, tuple) else output
+        wanted = bool(kwargs.pop("return_indices", False))
+        if len(args) > 6:  # max_poolNd(input, kernel, stride, padding, dilation, ceil, indices)
+            wanted, args = bool(args[6]), args[:6]
+        pooled, winners = indexed(*args, **kwargs)
+        x = args[0] if args else kwargs["input"]
         pin = self._pin(op, where, winners, pooled.device)
         apart = None
         if pin is not None:
-            dims = int(op[len("max_pool")])
             values = x.flatten(start_dim=x.ndim - dims)
 
             def at(index: Any) -> Any:
@@ -221,11 +273,11 @@ class TorchChoices:
 
             apart = (at(winners) - at(pin)).detach()
             if x.requires_grad:
-                moved = (pin != winners).to(pooled.dtype)
-                pooled = pooled + moved * ((at(pin) - at(pin).detach())
-                                           - (at(winners) - at(winners).detach()))
+                moved = pin != winners
+                pooled = pooled + torch.where(moved, (at(pin) - at(pin).detach())
+                                              - (at(winners) - at(winners).detach()), 0.0)
         self.seen.append((where, op, winners, apart))
-        return (pooled, winners) if isinstance(output, tuple) else pooled
+        return (pooled, winners) if wanted else pooled
 
     def __exit__(self, *exc: Any) -> None:
         self._mode.__exit__(*exc)

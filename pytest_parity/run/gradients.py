@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity.branches.choices import Choice, Flip, flips_between
+from pytest_parity.branches.choices import Choice, Flip, check_aligned, flips_between
 from pytest_parity.branches.report import Branches, drifted_apart
 from pytest_parity.branches.torch_choices import TorchChoices
 from pytest_parity.compare import Comparison, compared
@@ -47,12 +47,6 @@ from pytest_parity.train.gradients import LOW_PRECISION
 # A user's loss: one function per side, each of that side's outputs (in its own layout).
 Losses = tuple[Callable[[Any], Any], Callable[[Any], Any]]
 
-# In LOW_PRECISION dtypes gradients are held to both sides' drifts (Budget.allowed_drift), not
-# torch's alone: XLA's backward rounds where torch's does not, whatever the port (a strided
-# convolution's bias gradient, a sum over every position, summed in bfloat16: Flax drifts 10x
-# as far as torch from its float32, margin 1.27 against torch's drift alone; torch sums in
-# float32 and rounds once). A port that rounds more in its forward is the forward check's to
-# find, against torch's drift.
 # Both sides' choices (pytest_parity.branches), torch's then Flax's.
 Seen = tuple[list[Choice], list[Choice]]
 Pins = Seen
@@ -109,11 +103,15 @@ class _Side:
         and the choices each made (else none)."""
         model = self.torch_model
         placed = torch_input(inputs, device, dtype)
-        with contextlib.nullcontext() if pins is None else TorchChoices(
-                model, [choice.chosen for choice in pins[0]]) as torch_seen:
-            torch_side = torch_gradients(lambda given: called(model, inputs=given),
-                                         mapped_parameters(model, self.mapping), placed,
-                                         torch_loss)
+        torch_seen = None if pins is None else TorchChoices(
+            model, [choice.chosen for choice in pins[0]])
+
+        def forward(given: Any) -> Any:  # the model's forward alone is seen, not the loss
+            with contextlib.nullcontext() if torch_seen is None else torch_seen:
+                return called(model, inputs=given)
+
+        torch_side = torch_gradients(forward, mapped_parameters(model, self.mapping), placed,
+                                     torch_loss)
         flax_placed = flax_input(flax_inputs, device, dtype)
         if pins is None:
             return (self.flax(self.flax_variables, flax_placed, weights(), layout,
@@ -222,13 +220,21 @@ class GradientCheck:
             pins = self.reference_side.choices(rounded_inputs(inputs, self.dtype),
                                                rounded_inputs(flax_inputs, self.dtype),
                                                self.device, wide)
-        torch_loss, weights = self._losses(layout, _rank(inputs))
-        flax_side, torch_side, own = self.side.gradients(
-            torch_loss, weights, inputs, flax_inputs, layout, self.device, self.dtype, pins)
         # XLA rounds one forward differently in two programs: what the first run's forward
         # chose is seen again in a forward alone, as well as in the pinned run
         forward = self.side.choices(inputs, flax_inputs, self.device, self.dtype)
-        flips = {(flip.side, flip.where, flip.op, flip.index): flip
+        problem = check_aligned(forward[0], pins[0], "torch") or check_aligned(
+            forward[1], pins[1], "the Flax side")
+        if problem is not None:
+            return problem
+        torch_loss, weights = self._losses(layout, _rank(inputs))
+        try:
+            flax_side, torch_side, own = self.side.gradients(
+                torch_loss, weights, inputs, flax_inputs, layout, self.device, self.dtype,
+                pins)
+        except ValueError as error:  # a forward whose ops change between runs
+            return f"the run through the reference's branches failed: {error}"
+        flips = {(flip.side, flip.order, flip.index): flip
                  for seen in (forward, own) for side, mine, theirs in (
                      ("torch", seen[0], pins[0]), ("Flax", seen[1], pins[1]))
                  for flip in flips_between(mine, theirs, side)}
@@ -254,6 +260,9 @@ class GradientCheck:
                                                        self.dtype)
         reference = self._reference(torch_loss, weights, inputs, flax_inputs, layout)
         label = f"{name}: gradients"
+        # In LOW_PRECISION dtypes gradients are held to both sides' drifts, not torch's alone:
+        # XLA's backward rounds where torch's does not, whatever the port (a strided conv's
+        # bias gradient summed in bfloat16: Flax drifts 10x torch's, margin 1.27 against it).
         comparison = compared(flax_side.tree(self.dtype),
                               torch_side.tree(self.dtype), name=label, rtol=rtol,
                               atol=atol, reference=reference, budget_by_default=GRADIENT_BUDGET,
@@ -265,6 +274,8 @@ class GradientCheck:
         if isinstance(pinned, str):
             return comparison, flax_side, torch_side, Branches(problem=pinned)
         flax_pinned, torch_pinned, flips = pinned
+        if not flips:  # nothing moved: the first run's verdict stands
+            return comparison, flax_side, torch_side, Branches(checked=True)
         return (compared(flax_pinned.tree(self.dtype),
                          torch_pinned.tree(self.dtype), name=label, rtol=rtol,
                          atol=atol, reference=reference, budget_by_default=GRADIENT_BUDGET,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_parity.branches import Branches, flips_between
+from pytest_parity.branches import Branches
 from pytest_parity.branches.report import drifted_apart
 from pytest_parity.compare import Comparison, compared
 from pytest_parity.compare.budget import GRADIENT_BUDGET, REFERENCE_DTYPES
@@ -40,7 +40,7 @@ from pytest_parity.run.sides import (
     torch_input,
     torch_model_on,
 )
-from pytest_parity.run.steps_report import first_parting_lines, listed
+from pytest_parity.run.steps_report import first_parting_lines, listed, steps_flips
 from pytest_parity.train import (
     Trained,
     flax_projection_loss,
@@ -145,10 +145,11 @@ def _train(plan: _Plan, pair: Any, torch_model: Any, flax_module: Any, variables
         found = called(apply, variables, inputs=inputs)
         return found if mutable else (found, {})
 
-    flax_side = flax_steps(training_apply, variables, tx,
-                           [flax_input(batch, device, dtype) for batch in flax_batches],
-                           flax_loss, weights, mapping, fields, watch=watch,
-                           pins=None if pins is None else pins[1])
+    with _named_training(flax_module, plan.flax_training):
+        flax_side = flax_steps(training_apply, variables, tx,
+                               [flax_input(batch, device, dtype) for batch in flax_batches],
+                               flax_loss, weights, mapping, fields, watch=watch,
+                               pins=None if pins is None else pins[1])
     return flax_side, torch_side
 
 
@@ -237,7 +238,7 @@ def steps_parity(pair: Any, batches: Any, *, optimizer: Any, steps: int | None =
     def train(dtype: str, watch: bool = False, pins: tuple[Any, Any] | None = None
               ) -> tuple[Trained, Trained]:
         wide = dtype != pair.dtype
-        with precision(dtype), _named_training(pair.flax_model, plan.flax_training):
+        with precision(dtype):
             return _train(plan, pair, pair.torch_model, pair.flax_model, weights,
                           [rounded_inputs(batch, pair.dtype) for batch in host] if wide
                           else host, [rounded_inputs(batch, pair.dtype) for batch in flax_host]
@@ -259,20 +260,23 @@ def steps_parity(pair: Any, batches: Any, *, optimizer: Any, steps: int | None =
     if reference is not None and (not comparison.passed
                                   or drifted_apart(comparison, pair.dtype, "steps")):
         flax_wide, torch_wide = train(REFERENCE_DTYPES[pair.dtype], watch=True)
-        flax_pinned, torch_pinned = train(pair.dtype, pins=(torch_wide.choices,
-                                                            flax_wide.choices))
-        flips = [flip for number, (mine, theirs) in enumerate(zip(
-                     torch_pinned.choices, torch_wide.choices, strict=True))
-                 for flip in flips_between(mine, theirs, "torch", number)] + [
-            flip for number, (mine, theirs) in enumerate(zip(
-                flax_pinned.choices, flax_wide.choices, strict=True))
-            for flip in flips_between(mine, theirs, "Flax", number)]
-        branches = Branches(flips=flips, checked=True, unpinned=comparison)
-        flax_side, torch_side = flax_pinned, torch_pinned
-        comparison = judged(flax_side, torch_side, (flax_wide.tree(), torch_wide.tree()))
-        if not comparison.passed:
-            cause = first_parting_lines(flax_side, torch_side, flax_wide, torch_wide, label,
-                                        pair.pair.mapping, comparison)
+        try:
+            flax_pinned, torch_pinned = train(pair.dtype, pins=(torch_wide.choices,
+                                                                flax_wide.choices))
+        except ValueError as error:  # a forward whose ops change between runs
+            branches = Branches(problem="the run through the reference's branches failed: "
+                                        f"{error}")
+        else:
+            flips = steps_flips(torch_pinned, torch_wide, flax_pinned, flax_wide)
+            branches = Branches(flips=flips, checked=True,
+                                unpinned=comparison if flips else None)
+            if flips:  # else nothing moved: the first run's verdict stands
+                flax_side, torch_side = flax_pinned, torch_pinned
+                comparison = judged(flax_side, torch_side,
+                                    (flax_wide.tree(), torch_wide.tree()))
+            if not comparison.passed:
+                cause = first_parting_lines(flax_pinned, torch_pinned, flax_wide, torch_wide,
+                                            label, pair.pair.mapping, comparison)
     losses = [f"{PREFIX} loss per step: torch {listed(torch_side.losses)}, "
               f"Flax {listed(flax_side.losses)}"]
     record = {**comparison.to_record(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from pytest_parity.branches import Flip, flips_between
 from pytest_parity.compare import Comparison, compared, records
 from pytest_parity.compare.budget import GRADIENT_BUDGET
 from pytest_parity.errors import PREFIX
@@ -36,6 +37,17 @@ def first_parting_lines(flax_side: Trained, torch_side: Trained, flax_wide: Trai
     groups = Counter(leaf.path.split("/")[0] for leaf in comparison.failing)
     return [f"{PREFIX} every parameter agrees after every step; what differs: " + ", ".join(
         f"{group} ({count} leaves)" for group, count in groups.most_common())]
+
+
+def steps_flips(torch_side: Trained, torch_wide: Trained, flax_side: Trained,
+                flax_wide: Trained) -> list[Flip]:
+    """The elements whose choice moved between each side's steps in the case's dtype and in
+    its reference dtype, step by step, torch's first."""
+    return [flip for side, mine, theirs in (("torch", torch_side, torch_wide),
+                                            ("Flax", flax_side, flax_wide))
+            for number, (own, reference) in enumerate(zip(mine.choices, theirs.choices,
+                                                          strict=True))
+            for flip in flips_between(own, reference, side, number)]
 
 
 def listed(values: Any) -> str:
