@@ -242,29 +242,25 @@ class Seen:
                 for (where, op), (chosen, apart) in zip(self.labels, arrays, strict=True)]
 
 
+def _watched(fun: Callable[..., Any], seen: Seen, args: Sequence[Any],
+             pins: Sequence[Any] | None) -> Any:
+    """(`fun`'s outputs, [(chosen, apart) per op]); `seen` gets the ops' labels."""
+    interpretation = _Run(pins)
+    outputs = _interpreted(fun, args, interpretation)
+    if pins is not None and interpretation.index != len(pins):
+        raise ValueError(f"{interpretation.index} non-smooth ops ran, "
+                         f"{len(pins)} choices were given")
+    seen.labels = [(where, op) for where, op, _, _ in interpretation.seen]
+    return outputs, [(chosen, apart) for _, _, chosen, apart in interpretation.seen]
+
+
 def recorded(fun: Callable[..., Any], seen: Seen) -> Callable[..., Any]:
     """`fun`, returning (its outputs, [(chosen, apart) per op]); `seen` gets the ops' labels."""
-    def run(*args: Any) -> Any:
-        interpretation = _Run(None)
-        outputs = _interpreted(fun, args, interpretation)
-        seen.labels = [(where, op) for where, op, _, _ in interpretation.seen]
-        return outputs, [(chosen, apart) for _, _, chosen, apart in interpretation.seen]
-
-    return run
+    return lambda *args: _watched(fun, seen, args, None)
 
 
 def pinned(fun: Callable[..., Any], seen: Seen) -> Callable[..., Any]:
     """`fun` with a last argument, the reference's choices (one array per op, in the order
     `recorded` gives them), its backward taken through them; returns (outputs, its own
     [(chosen, apart) per op])."""
-    def run(*args: Any) -> Any:
-        *given, pins = args
-        interpretation = _Run(pins)
-        outputs = _interpreted(fun, given, interpretation)
-        if interpretation.index != len(pins):
-            raise ValueError(f"{interpretation.index} non-smooth ops ran, "
-                             f"{len(pins)} choices were given")
-        seen.labels = [(where, op) for where, op, _, _ in interpretation.seen]
-        return outputs, [(chosen, apart) for _, _, chosen, apart in interpretation.seen]
-
-    return run
+    return lambda *args: _watched(fun, seen, args[:-1], args[-1])

@@ -254,11 +254,7 @@ class GradientCheck:
                   ) -> tuple[Comparison, Gradients, Gradients, Branches]:
         """The comparison; where it fails, judged again through the reference's branches
         (pytest_parity.branches), which is the verdict where rounding flipped any."""
-        torch_loss, weights = self._losses(layout, _rank(inputs))
-        flax_side, torch_side, _ = self.side.gradients(torch_loss, weights, inputs,
-                                                       flax_inputs, layout, self.device,
-                                                       self.dtype)
-        reference = self._reference(torch_loss, weights, inputs, flax_inputs, layout)
+        flax_side, torch_side, reference = self.gradients(inputs, flax_inputs, layout)
         label = f"{name}: gradients"
         # In LOW_PRECISION dtypes gradients are held to both sides' drifts, not torch's alone:
         # XLA's backward rounds where torch's does not, whatever the port (a strided conv's

@@ -84,14 +84,20 @@ def test_a_relu_input_rounded_across_zero_is_found_and_set_apart(monkeypatch):
         _check_kink()
 
 
-class TorchSumsOuterFirst(torch.nn.Module):
-    """relu((y0 + y2) + y1), y = x W, W the identity (exact)."""
+class TorchIdentity(torch.nn.Module):
+    """y = x W, W the identity (exact): a linear layer for the mapping to carry."""
+
+    features = 3
 
     def __init__(self):
         super().__init__()
-        self.linear = torch.nn.Linear(3, 3, bias=False)
+        self.linear = torch.nn.Linear(self.features, self.features, bias=False)
         with torch.no_grad():
-            self.linear.weight.copy_(torch.eye(3))
+            self.linear.weight.copy_(torch.eye(self.features))
+
+
+class TorchSumsOuterFirst(TorchIdentity):
+    """relu((y0 + y2) + y1)."""
 
     def forward(self, x):
         y = self.linear(x)
@@ -228,14 +234,10 @@ def test_a_failing_steps_check_says_which_elements_rounding_flipped_and_still_fa
         in text
 
 
-class TorchPoolsSums(torch.nn.Module):
+class TorchPoolsSums(TorchIdentity):
     """max_pool over [(y0 + y2) + y1, y3]: the first 1e-8, the second 5e-9."""
 
-    def __init__(self):
-        super().__init__()
-        self.linear = torch.nn.Linear(4, 4, bias=False)
-        with torch.no_grad():
-            self.linear.weight.copy_(torch.eye(4))
+    features = 4
 
     def forward(self, x):
         y = self.linear(x)
