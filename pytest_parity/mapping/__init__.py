@@ -8,6 +8,9 @@
     names.py        layer names as evidence: which torch layer is which Flax layer by name
     pairing.py      pairing a group's layers: by order and shape, checked by name; hints
     automatic.py    automatic_mapping: the same Mapping for a pair without a table
+    layers.py       both models as layers of known kinds in call order (wrappers, Conv1D, ties)
+    torch_calls.py  a torch model's module call order, from forward pre-hooks
+    inferred.py     tensors of no known kind paired by name, shape and order (inferred rules)
     nnx_calls.py    an NNX module's submodule calls intercepted in order (matcher, trace)
     files.py        a Mapping as a JSON file (save_mapping, load_mapping)
 """

@@ -1,7 +1,8 @@
 """A Mapping as a JSON file: an automatic mapping computed once, reviewed, and reused.
 
 `ignored` (torch keys dropped) and `flax_only` (Flax variables no torch tensor gives) are
-written only when the mapping has some, so a file of a mapping without them is as before.
+written only when the mapping has some, and a rule's `inferred` only when true, so a file of a
+mapping without them is as before.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ def _rule_data(rule: Rule) -> dict[str, Any]:
     return {"canonical": list(rule.canonical_paths) if rule.split else rule.canonical,
             "torch": rule.torch, "layout": rule.layout, "collection": rule.collection,
             "transform": to_data(rule.transform),
-            "split": to_data(rule.split) if rule.split else None}
+            "split": to_data(rule.split) if rule.split else None,
+            **({"inferred": True} if rule.inferred else {})}
 
 
 def save_mapping(mapping: Mapping, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -94,9 +96,9 @@ def _rule(data: Any) -> Rule:
     """
     if not isinstance(data, dict):
         raise ValueError(f"a JSON {_JSON_TYPES.get(type(data), 'value')}, not a rule object")
-    if sorted(data) != sorted(_RULE_FIELDS):
+    if sorted(set(data) - {"inferred"}) != sorted(_RULE_FIELDS):
         missing = [name for name in _RULE_FIELDS if name not in data]
-        unknown = sorted(set(data) - set(_RULE_FIELDS))
+        unknown = sorted(set(data) - {*_RULE_FIELDS, "inferred"})
         raise ValueError(f"missing fields {missing}" if missing else f"unknown fields {unknown}")
     fused = data["split"] is not None
     try:
@@ -113,11 +115,14 @@ def _rule(data: Any) -> Rule:
                          f"{_shown(canonical)}")
     if not fused and not isinstance(canonical, str):
         raise ValueError(f"'canonical' must be a path (a string), got {_shown(canonical)}")
+    if not isinstance(data.get("inferred", False), bool):
+        raise ValueError(f"'inferred' must be true or false, got {_shown(data['inferred'])}")
     for name in ("torch", "layout", "collection"):
         if not isinstance(data[name], str) and (name != "collection" or data[name] is not None):
             raise ValueError(f"{name!r} must be a string, got {_shown(data[name])}")
     return Rule(tuple(canonical) if fused else canonical, data["torch"], data["layout"],
-                data["collection"], transform=transform, split=split)
+                data["collection"], transform=transform, split=split,
+                inferred=data.get("inferred", False))
 
 
 def load_mapping(path: str | Path) -> Mapping:

@@ -10,6 +10,7 @@ may hold `{name}` placeholders (tables) or be concrete (the matcher).
         transpose_kernel=True  [kh, kw, O, I]                         HWOI
         transpose_kernel=False [kh, kw, I, O], spatially flipped      HWIO
     Linear.weight [O, I]                Dense kernel [I, O]           IO
+    Conv1D.weight [I, O] (transformers) FlaxConv1D kernel [O, I]      OI
     LayerNorm/GroupNorm weight, bias    scale, bias                   C
     BatchNorm weight, bias              params scale, bias            C
         running_mean, running_var       batch_stats mean, var         C
@@ -28,6 +29,7 @@ from pytest_parity.mapping.transforms import (
     OUT_IN_TO_IN_OUT,
     Chain,
     Flip,
+    Identity,
     Reshape,
     Split,
     Transpose,
@@ -65,9 +67,13 @@ def conv_transpose_rules(torch_prefix: str, canonical_prefix: str, *, bias: bool
     return [kernel, bias_rule(torch_prefix, canonical_prefix)] if bias else [kernel]
 
 
-def linear_rules(torch_prefix: str, canonical_prefix: str, *, bias: bool = True) -> list[Rule]:
-    kernel = Rule(_path(canonical_prefix, "kernel"), _key(torch_prefix, "weight"), "IO",
-                  transform=OUT_IN_TO_IN_OUT)
+def linear_rules(torch_prefix: str, canonical_prefix: str, *, bias: bool = True,
+                 torch_kernel: str = "OI", flax_kernel: str = "IO") -> list[Rule]:
+    """A linear layer: torch's weight ('OI' as Linear keeps it, 'IO' as transformers' Conv1D
+    does) to Flax's kernel ('IO' as Dense keeps it, 'OI' as transformers' FlaxConv1D does)."""
+    transform = Identity() if torch_kernel == flax_kernel else OUT_IN_TO_IN_OUT
+    kernel = Rule(_path(canonical_prefix, "kernel"), _key(torch_prefix, "weight"), flax_kernel,
+                  transform=transform)
     return [kernel, bias_rule(torch_prefix, canonical_prefix)] if bias else [kernel]
 
 

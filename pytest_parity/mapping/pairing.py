@@ -1,6 +1,6 @@
 """Pairing a group's torch layers with its Flax layers: by order and shape, checked by name.
 
-Layers of a kind pair up in order (torch's registration order, Flax's call order), each pair's
+Layers of a kind pair up in the order both sides call them, each pair's
 shapes checked under its layout transform. Then the names check the result
 (pytest_parity.mapping.names): when they pair every layer of the kind one to one, each pair's
 shapes fit, and each pair that differs from the order shares a distinguishing token that its
@@ -58,7 +58,9 @@ RULES_OF_KIND: dict[str, Callable[[Layer, Layer], list[Rule]]] = {
     "conv": lambda t, f: layer_rules.conv_rules(t.name, f.name, bias=t.has("bias")),
     "conv_transpose": lambda t, f: layer_rules.conv_transpose_rules(
         t.name, f.name, bias=t.has("bias"), transpose_kernel=bool(f.options["transpose_kernel"])),
-    "linear": lambda t, f: layer_rules.linear_rules(t.name, f.name, bias=t.has("bias")),
+    "linear": lambda t, f: layer_rules.linear_rules(
+        t.name, f.name, bias=t.has("bias"), torch_kernel=t.options.get("kernel", "OI"),
+        flax_kernel=f.options.get("kernel", "IO")),
     "layer_norm": lambda t, f: layer_rules.norm_rules(t.name, f.name, scale=t.has("weight"),
                                                       bias=t.has("bias")),
     "group_norm": lambda t, f: layer_rules.norm_rules(t.name, f.name, scale=t.has("weight"),
@@ -69,6 +71,17 @@ RULES_OF_KIND: dict[str, Callable[[Layer, Layer], list[Rule]]] = {
         t.name, f.name, num_heads=t.options["num_heads"], embed_dim=t.options["embed_dim"],
         bias=t.has("in_proj_bias")),
 }
+
+
+Keep = Callable[[Rule], bool]  # which of a layer's rules to keep (extra rules replace others)
+
+
+def _keep_all(rule: Rule) -> bool:
+    return True
+
+
+def _rules_of(kind: str, t: Layer, f: Layer, keep: Keep) -> list[Rule]:
+    return [rule for rule in RULES_OF_KIND[kind](t, f) if keep(rule)]
 
 
 def _transformed(shape: tuple[int, ...], transform: Any) -> tuple[int, ...]:
@@ -131,12 +144,12 @@ class Pairing:
     swaps: list[str] = field(default_factory=list)
 
 
-def _in_order(kind: str, torch_of: list[Layer], flax_of: list[Layer]
+def _in_order(kind: str, torch_of: list[Layer], flax_of: list[Layer], keep: Keep
               ) -> tuple[list[tuple[Layer, Layer]], str]:
     """Pairs in order up to the first whose shapes differ, and the problem ('' when none)."""
     pairs: list[tuple[Layer, Layer]] = []
     for t, f in zip(torch_of, flax_of, strict=False):
-        mismatch = _shape_problems(RULES_OF_KIND[kind](t, f), t, f)
+        mismatch = _shape_problems(_rules_of(kind, t, f, keep), t, f)
         if mismatch:
             return pairs, (f"  {kind}: torch {t.label} and Flax {f.label} are next in order "
                            f"but differ: {'; '.join(mismatch)}")
@@ -148,7 +161,7 @@ def _in_order(kind: str, torch_of: list[Layer], flax_of: list[Layer]
     return pairs, ""
 
 
-def _by_name(kind: str, torch_of: list[Layer], flax_of: list[Layer]
+def _by_name(kind: str, torch_of: list[Layer], flax_of: list[Layer], keep: Keep
              ) -> list[tuple[Layer, Layer]] | None:
     """The pairs the names make, in torch's order; None unless they pair every layer one to
     one, each pair's shapes fit, and each pair that the order would not make is told apart."""
@@ -162,7 +175,7 @@ def _by_name(kind: str, torch_of: list[Layer], flax_of: list[Layer]
         # In order, torch layer t would pair with Flax layer t, and Flax layer f with torch f.
         if f != t and not match.tells_apart(t, f, other_flax=t, other_torch=f):
             return None
-        if _shape_problems(RULES_OF_KIND[kind](torch_of[t], flax_of[f]), torch_of[t],
+        if _shape_problems(_rules_of(kind, torch_of[t], flax_of[f], keep), torch_of[t],
                            flax_of[f]):
             return None
     return [(torch_of[t], flax_of[f]) for t, f in sorted(partners.items())]
@@ -197,22 +210,24 @@ def _hint(torch_of: list[Layer], flax_of: list[Layer], torch_left: list[Layer],
 
 
 def pair_group(torch_group: list[Layer], flax_group: list[Layer],
-               all_names: tuple[Sequence[str], Sequence[str]]) -> Pairing:
+               all_names: tuple[Sequence[str], Sequence[str]], keep: Keep = _keep_all
+               ) -> Pairing:
     """Pair a group's layers kind by kind (`all_names`: every torch and Flax layer's name, which
-    a hint's name parts must tell apart)."""
+    a hint's name parts must tell apart; `keep`: which rules to make, the others being given
+    as extra rules)."""
     result = Pairing()
     for kind in dict.fromkeys(layer.kind for layer in torch_group + flax_group):
         torch_of = [layer for layer in torch_group if layer.kind == kind]
         flax_of = [layer for layer in flax_group if layer.kind == kind]
-        pairs, problem = _in_order(kind, torch_of, flax_of)
-        named = _by_name(kind, torch_of, flax_of) or []
+        pairs, problem = _in_order(kind, torch_of, flax_of, keep)
+        named = _by_name(kind, torch_of, flax_of, keep) or []
         swaps = [f"torch {t.label} pairs with Flax {f.label} by name, not "
                  f"{flax_of[index].label} by order"
                  for index, (t, f) in enumerate(named) if f is not flax_of[index]]
         if named and (problem or swaps):
             result.swaps += swaps
             pairs, problem = named, ""
-        result.rules += [rule for t, f in pairs for rule in RULES_OF_KIND[kind](t, f)]
+        result.rules += [rule for t, f in pairs for rule in _rules_of(kind, t, f, keep)]
         if problem:
             torch_left, flax_left = torch_of[len(pairs):], flax_of[len(pairs):]
             result.problems += [

@@ -2,8 +2,11 @@
 
 Rules take patterns: `layer{i}.{j}.conv1.weight` <-> `layer{i}/block{j}/conv1/kernel`, where each
 `{name}` stands for a whole number and must appear on both sides. A rule without a collection
-is a tensor only torch keeps (e.g. BatchNorm's `num_batches_tracked`), absent from Flax
-variables. A fused rule maps one torch tensor to several canonical paths through a `Split`.
+is a tensor only torch keeps (e.g. BatchNorm's `num_batches_tracked`, or the second key of
+a tied weight, whose layout reads `tied:<first key>`), absent from Flax variables. A fused
+rule maps one torch tensor to several canonical paths through a `Split`. An `inferred` rule
+was made by the automatic mapping from names and shapes alone, for a tensor of no known layer
+kind (pytest_parity.mapping.inferred): worth a look before it is trusted.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class Rule:
     collection: str | None = "params"
     transform: Transform = field(default_factory=Identity)
     split: Split | None = None
+    inferred: bool = False
 
     def __post_init__(self) -> None:
         where = f"{PREFIX} rule {self.torch!r} <-> {self.canonical!r}"

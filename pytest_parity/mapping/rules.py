@@ -159,14 +159,16 @@ class Mapping:
                 for key, rule, _, groups in self._resolve(torch_keys, "torch")}
 
     def describe(self) -> list[str]:
-        """One line per rule: torch key -> canonical path(s) [layout, collection] transform;
-        then the ignored torch keys and the Flax-only variables."""
+        """One line per rule: torch key -> canonical path(s) [layout, collection] transform,
+        '(inferred)' after a rule made from names and shapes alone; then the ignored torch keys
+        and the Flax-only variables."""
         lines = [f"mapping {self.architecture}: {len(self.rules)} rules"]
         for rule in self.rules:
             where = rule.collection or "torch only"
             pieces = f" split {rule.split}" if rule.split else ""
+            inferred = " (inferred)" if rule.inferred else ""
             lines.append(f"  {rule.torch} -> {', '.join(rule.canonical_paths)} "
-                         f"[{rule.layout}, {where}] {rule.transform}{pieces}")
+                         f"[{rule.layout}, {where}] {rule.transform}{pieces}{inferred}")
         lines += [f"  {pattern} -> (ignored)" for pattern in self.ignored]
         lines += [f"  (no torch tensor) -> {path} [Flax only]" for path in self.flax_only]
         return lines
