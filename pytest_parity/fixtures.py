@@ -12,7 +12,8 @@ what it needs when a test asks for it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,19 @@ def _cache_dir(config: pytest.Config) -> Path:
     if cache is not None:
         return cache.mkdir(CHECKPOINTS_DIR)
     return tmp_checkpoints_dir()
+
+
+@contextmanager
+def _failing_cleanly() -> Iterator[None]:
+    """A ParityError (an unknown name, a cache path holding something else, a checkpoint that
+    does not fit) fails the test with its message alone: a traceback through the fixture
+    would say nothing the message does not."""
+    from pytest_parity.errors import ParityError
+
+    try:
+        yield
+    except ParityError as error:
+        pytest.fail(str(error), pytrace=False)
 
 
 def _case_param(request: pytest.FixtureRequest, name: str, default: str) -> str:
@@ -85,7 +99,8 @@ def parity_checkpoint(request: pytest.FixtureRequest, parity_seed: int) -> Calla
     from pytest_parity.run.loading import checkpoint_for
 
     def get(name: str) -> Any:
-        return checkpoint_for(registry.get(name), parity_seed, _cache_dir(request.config))
+        with _failing_cleanly():
+            return checkpoint_for(registry.get(name), parity_seed, _cache_dir(request.config))
 
     return get
 
@@ -94,7 +109,8 @@ def parity_checkpoint(request: pytest.FixtureRequest, parity_seed: int) -> Calla
 def parity_pair(request: pytest.FixtureRequest, parity_device: str, parity_dtype: str,
                 parity_seed: int) -> Callable[[str], Any]:
     """`parity_pair(name)`: the registered pair's torch model and Flax apply with variables,
-    on this case's device and dtype, from its canonical checkpoint (cached per session)."""
+    on this case's device and dtype, from its canonical checkpoint (cached per session); a
+    `Pair` not registered (`parity_pair(Pair(...))`) is loaded the same way."""
     for module in ("torch", "jax", "flax"):
         pytest.importorskip(module)
     from pytest_parity import registry
@@ -105,8 +121,10 @@ def parity_pair(request: pytest.FixtureRequest, parity_device: str, parity_dtype
         config.stash[_pair_cache_key] = PairCache(_cache_dir(config))
     cache: PairCache = config.stash[_pair_cache_key]
 
-    def get(name: str) -> Any:
-        return cache.get(registry.get(name), parity_device, parity_dtype, parity_seed)
+    def get(name: str | registry.Pair) -> Any:
+        with _failing_cleanly():
+            pair = name if isinstance(name, registry.Pair) else registry.get(name)
+            return cache.get(pair, parity_device, parity_dtype, parity_seed)
 
     return get
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from pytest_parity.arrays import to_numpy, to_torch, torch_tensor_problem
 from pytest_parity.atomic import write_atomically
-from pytest_parity.errors import CheckpointError
+from pytest_parity.errors import PREFIX, CheckpointError, ParityError
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -178,13 +178,42 @@ def write_state_dict(path: str | Path, state: Mapping[str, np.ndarray], *,
                                  f"{SAFETENSORS_SUFFIX}"])
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _factory_name(model_factory: Any) -> str:
+    name = getattr(model_factory, "__qualname__", None)
+    module = getattr(model_factory, "__module__", None)
+    return f"{module}.{name}" if name and module else repr(model_factory)
+
+
 def meta_build(model_factory: Any) -> Any:
     """The torch model built on the meta device: its structure and shapes, no memory, no
-    initialisation worth the name."""
+    initialisation worth the name.
+
+    A factory that refuses the meta device (transformers' `from_pretrained`, which loads
+    weights) is built as it is, once, and its model moved to the meta device.
+
+    Raises:
+        ParityError: the factory fails on the meta device and off it; names the factory and
+            its error, in one line.
+    """
     import torch
 
-    with torch.device("meta"):
-        return model_factory()
+    try:
+        with torch.device("meta"):
+            return model_factory()
+    except Exception as meta_error:
+        try:
+            model = model_factory()
+        except Exception as error:
+            raise ParityError(
+                f"{PREFIX} torch model factory {_factory_name(model_factory)}: it raised "
+                f"{_first_line(error)} (on the meta device: {_first_line(meta_error)})"
+            ) from error
+    return model.to("meta")
 
 
 def unsaved_buffers(model: Any) -> set[str]:
