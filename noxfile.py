@@ -48,7 +48,7 @@ def run_parity_cases(session: nox.Session, *options: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite on CPU (benchmarks run once each, untimed)."""
-    install(session, "torch,jax,text,bench,dev")
+    install(session, "torch,jax,text,ports,bench,dev")
     print_versions(session)
     session.run(*PYTEST, "--benchmark-disable", PARITY_DTYPES, *session.posargs)
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         save_mapping,
     )
     from pytest_parity.run import ParityTestResult, parity_test
+    from pytest_parity.run.live import pair_of
 
 __version__ = "0.1.0"
 
@@ -59,6 +60,7 @@ __all__ = [
     "assert_trees_close",
     "automatic_mapping",
     "load_mapping",
+    "pair_of",
     "parity_test",
     "save_mapping",
 ]
@@ -85,6 +87,7 @@ _MODULE_OF = {
     "Transpose": "pytest_parity.mapping",
     "load_mapping": "pytest_parity.mapping",
     "save_mapping": "pytest_parity.mapping",
+    "pair_of": "pytest_parity.run.live",
     "parity_test": "pytest_parity.run",
     "ParityTestResult": "pytest_parity.run",
 }

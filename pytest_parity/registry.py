@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pytest_parity.calls import flax_called_with, wrapped_module
 from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.inputs import Input, check_inputs, examples, mask_of
 from pytest_parity.inputs import to_flax as inputs_to_flax
@@ -50,14 +51,22 @@ class Pair:
     their provenance for `parity golden` (see pytest_parity.golden.files).
     `checkpoint(seed, cache_dir)`, where given, returns the pair's canonical checkpoint for a
     seed (the zoo's seeded, realistic weights, or real weights that ignore the seed); without
-    it the `parity_pair` fixture uses the torch model's own initialisation under
-    torch.manual_seed(seed).
+    it the `parity_pair` fixture uses the torch model's weights as its factory builds them
+    (its initialisation under torch.manual_seed(seed), or `from_pretrained` of a local
+    directory).
+
+    Ports this project did not write (pytest_parity.calls): `torch_call` and `flax_call` are
+    keyword arguments every call of that side gets (`{"use_cache": False}`, `{"deterministic":
+    True}`, `{"train": False}`); `output_layout` says where a Flax output is already in torch's
+    layout (one Layout for every output, or by output name: `{"last_hidden_state":
+    Layout.SAME}`; default: the input's layout); `outputs="common"` compares the outputs both
+    sides return (an option one library turns on by default), "all" (default) all of them.
     """
 
     name: str
     torch_model: Callable[[], Any]
     flax_model: Callable[[], Any]
-    mapping: Mapping
+    mapping: Mapping  # or a function building it, called when the pair is first used
     input_shape: tuple[int, ...] = ()
     preprocess: Callable[[Any], Any] | None = None
     tolerances: MappingType[str, MappingType[str, float]] = field(default_factory=dict)
@@ -65,6 +74,10 @@ class Pair:
     checkpoint: Callable[[int, Path], Any] | None = None
     input_layout: Layout = Layout.IMAGE
     inputs: tuple[Input, ...] = ()
+    torch_call: MappingType[str, Any] = field(default_factory=dict)
+    flax_call: MappingType[str, Any] = field(default_factory=dict)
+    output_layout: Layout | MappingType[str, Layout] | None = None
+    outputs: str = "all"
 
     def __post_init__(self) -> None:
         if bool(self.inputs) == bool(self.input_shape):
@@ -73,6 +86,21 @@ class Pair:
                               "not both and not neither")
         if len({d.name for d in self.inputs}) != len(self.inputs):
             raise ParityError(f"{PREFIX} Pair({self.name!r}): two inputs share a name")
+        if callable(self.mapping) and not isinstance(self.mapping, Mapping):
+            object.__setattr__(self, "mapping", LazyMapping(self.mapping, self.name))
+        if self.outputs not in ("all", "common"):
+            raise ParityError(f"{PREFIX} Pair({self.name!r}): outputs={self.outputs!r}; "
+                              "'all' (every output, the default) or 'common' (those both "
+                              "sides return)")
+
+    def output_layouts(self) -> dict[str, Layout]:
+        """Where the Flax side's outputs are in a layout of their own, by output name ("*":
+        every output)."""
+        if self.output_layout is None:
+            return {}
+        if isinstance(self.output_layout, Layout):
+            return {"*": self.output_layout}
+        return {str(name): Layout(layout) for name, layout in self.output_layout.items()}
 
     def tolerance(self, dtype: str) -> dict[str, float]:
         """The pair's rtol/atol for outputs of `dtype` ({} where the defaults apply)."""
@@ -120,11 +148,35 @@ class Pair:
         return mask_of(self.inputs, given)
 
 
+class LazyMapping:
+    """A pair's mapping built the first time the pair uses it (`Pair(mapping=lambda:
+    automatic_mapping(...))`), so that registering pairs traces no model and a mapping's
+    warnings come when it is used, not in every run that imports the pairs module."""
+
+    def __init__(self, build: Callable[[], Mapping], owner: str) -> None:
+        self._build, self._owner = build, owner
+        self._built: Mapping | None = None
+
+    def built(self) -> Mapping:
+        if self._built is None:
+            mapping = self._build()
+            if not isinstance(mapping, Mapping):
+                raise ParityError(f"{PREFIX} Pair({self._owner!r}): its mapping function "
+                                  f"returned {type(mapping).__name__}, not a Mapping")
+            self._built = mapping
+        return self._built
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.built(), name)
+
+
 @functools.cache
 def flax_module_of(pair: Pair) -> Any:
     """The pair's Flax module as the plugin uses it, built once per process: a Linen module as
-    its factory returns it; an NNX module built abstractly (nnx.eval_shape) behind NNXPort."""
-    return port(pair.flax_model)
+    its factory returns it (the Linen module inside a library's model object); an NNX module
+    built abstractly (nnx.eval_shape) behind NNXPort; called with the pair's flax_call."""
+    return flax_called_with(port(lambda: wrapped_module(pair.flax_model())), pair.flax_call,
+                            pair.output_layouts())
 
 
 _PAIRS: dict[str, Pair] = {}

@@ -133,11 +133,20 @@ def _with_fields(module: Any, given: dict[str, Any]) -> Any:
     return view
 
 
+def _has_field(module: Any, name: str) -> bool:
+    """Whether the module keeps `name` as a field (Linen) or attribute (NNX): modules that
+    take it only at the call (transformers' `deterministic`) cannot be given it as one."""
+    if is_nnx_module(module):
+        return hasattr(module, name)
+    return name in getattr(module, "__dataclass_fields__", {})
+
+
 def _as_called(capture: FlaxCapture) -> dict[str, Any]:
-    """Each captured Flax module with the call-time settings of its call as fields."""
+    """Each captured Flax module with the call-time settings of its call as fields, where it
+    has such a field."""
     return {path: _with_fields(module, {
         name: value for name, value in capture.templates[path].kwargs.items()
-        if name in CALL_TIME_FIELDS and isinstance(value, bool)})
+        if name in CALL_TIME_FIELDS and isinstance(value, bool) and _has_field(module, name)})
         for path, module in capture.modules.items()}
 
 

@@ -76,3 +76,16 @@ def audit_weights(mapping: Mapping, torch_state: MappingType[str, Any],
         note = "; ".join(part for part in (figures, how, hint) if part)
         findings.append(Finding("weights", path, "value", str(want.dtype), str(got.dtype), note))
     return findings
+
+
+def converter_finding(findings: list[Finding], mapping: Mapping) -> Finding:
+    """The line that heads the weight audit of a pair whose Flax variables the user converted
+    (pair_of(..., variables=)): they are not what the mapping carries from torch's weights, so
+    the failure may be their converter's, not the port's."""
+    differing = [finding for finding in findings if finding.audit == "weights"]
+    return Finding("weights", "the given variables", "source", "weights carried by the "
+                   f"mapping {mapping.architecture}", "the user's own conversion",
+                   f"{len(differing)} tensor{'s' if len(differing) != 1 else ''} differ from the "
+                   "mapping's conversion of torch's weights: the converter that made them is at "
+                   "fault, not necessarily the port; pair_of(...) without variables= checks the "
+                   "port on the mapping's weights")

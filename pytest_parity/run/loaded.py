@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 
 from pytest_parity import progress
+from pytest_parity.calls import outputs_both_return
 from pytest_parity.checkpoint.format import Checkpoint
 from pytest_parity.compare import Comparison, compare, compared
 from pytest_parity.diagnose import Diagnosis
+from pytest_parity.diagnose.weights import converter_finding
 from pytest_parity.errors import PREFIX
 from pytest_parity.inputs import InputError
 from pytest_parity.layouts import Layout
@@ -65,6 +67,9 @@ class LoadedPair:
     flax_variables: Any
     flax_apply: Callable[..., Any]  # jitted module.apply(variables, inputs)
     ready_seconds: dict[str, float] = field(default_factory=dict)  # by step: see load_pair
+    # The Flax variables are the user's own (pair_of(..., variables=)), not the mapping's
+    # conversion of the checkpoint: the weight audit then judges their converter.
+    variables_given: bool = False
     _gradient_checks: dict[Any, GradientCheck] = field(default_factory=dict, repr=False)
     _shapes_compiled: set[Any] = field(default_factory=set, repr=False)
 
@@ -77,6 +82,10 @@ class LoadedPair:
         """How outputs come back to torch's layout: an image pair's feature maps move; named
         inputs keep every output as it is."""
         return Layout.SAME if self.pair.named_inputs else self.pair.input_layout
+
+    def example_inputs(self, seed: int = 0) -> Any:
+        """An example batch of the pair's declared inputs (torch's layout), drawn from `seed`."""
+        return self.pair.example_inputs(seed)
 
     def torch_forward(self, inputs: Any) -> Any:
         """The torch model's output on a torch-layout (e.g. NCHW) batch, or on named inputs
@@ -106,6 +115,10 @@ class LoadedPair:
         with waited:
             return run_flax(self.flax_apply, flax_inputs, self.device, self.dtype,
                             variables=self.flax_variables, layout=self.layout)
+
+    def _compared_outputs(self, flax_out: Any, torch_out: Any) -> tuple[Any, Any]:
+        """The outputs as the pair compares them (pytest_parity.calls.outputs_both_return)."""
+        return outputs_both_return(flax_out, torch_out, self.pair.outputs, f"pair {self.name!r}")
 
     def tolerance(self, rtol: float | None = None, atol: float | None = None
                   ) -> dict[str, float]:
@@ -143,10 +156,10 @@ class LoadedPair:
         """
         __tracebackhide__ = True
         flax_given = self._flax_given(inputs, flax_inputs)
-        flax_out = self._run_flax(flax_given)
-        torch_out = self.torch_forward(inputs)
-        reference = self.reference.outputs(inputs, flax_given, self.layout) \
-            if wanted(self.dtype) else None
+        flax_out, torch_out = self._compared_outputs(self._run_flax(flax_given),
+                                                     self.torch_forward(inputs))
+        reference = self._compared_outputs(*self.reference.outputs(
+            inputs, flax_given, self.layout)) if wanted(self.dtype) else None
         comparison = compared(flax_out, torch_out, name=name or self.name, mask=mask,
                               padding=self.pair.padding(inputs), reference=reference,
                               **self.tolerance(rtol, atol))
@@ -249,12 +262,15 @@ class LoadedPair:
             tolerance = trace_tolerance(self.reference, self.torch_forward(inputs), inputs)
         inputs_differ = flax_inputs is not None and not _agree(
             _host(flax_given, self.dtype, layout, inputs), _host(inputs, self.dtype), tolerance)
-        return diagnosis_of(
+        diagnosis = diagnosis_of(
             mapping=self.pair.mapping, torch_model=self.torch_model, flax_module=self.flax_model,
             flax_variables=self.flax_variables, inputs=inputs, flax_inputs=flax_given,
             layout=layout, device=self.device, dtype=self.dtype, tolerance=tolerance,
             inputs_differ=inputs_differ, descend=descend,
             every_module_alone=every_module_alone)
+        if self.variables_given and diagnosis.weights:
+            diagnosis.weights.insert(0, converter_finding(diagnosis.weights, self.pair.mapping))
+        return diagnosis
 
 
 # An index part of a torch key ('layer1.0.bn1' -> 'layer1.*.bn1'); digits in a name stay.

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pytest_parity import progress
+from pytest_parity.calls import torch_called_with
 from pytest_parity.checkpoint import shape_cache
 from pytest_parity.checkpoint.convert import (
     checkpoint_from_torch,
@@ -74,8 +75,8 @@ def load_pair(pair: Pair, checkpoint: Checkpoint, device: str, dtype: str) -> Lo
     state = _timed(seconds, "torch state", lambda: {
         key: torch.from_numpy(value)
         for key, value in checkpoint_to_torch(checkpoint, pair).items()})
-    model = _timed(seconds, "torch model",
-                   lambda: torch_model_on(_torch_model_with(pair, state), device, dtype))
+    model = _timed(seconds, "torch model", lambda: torch_model_on(
+        torch_called_with(_torch_model_with(pair, state), pair.torch_call), device, dtype))
     variables = _timed(seconds, "flax variables", checkpoint_to_flax, checkpoint, pair)
     placed = _timed(seconds, "placement", placed_variables, variables, device, dtype)
     flax_model = flax_module_in(flax_module_of(pair), dtype)

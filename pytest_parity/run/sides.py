@@ -17,6 +17,7 @@ import ml_dtypes
 import numpy as np
 
 from pytest_parity.arrays import to_numpy, to_torch
+from pytest_parity.calls import plain_outputs
 from pytest_parity.devices import jax_device, torch_device
 from pytest_parity.errors import PREFIX
 from pytest_parity.inputs import InputError
@@ -120,7 +121,7 @@ def run_torch(model: Any, inputs: Any, device: str, dtype: str) -> Any:
     import torch
 
     with torch.no_grad():
-        return _numpy_tree(called(model, inputs=torch_input(inputs, device, dtype)))
+        return _numpy_tree(plain_outputs(called(model, inputs=torch_input(inputs, device, dtype))))
 
 
 def run_flax(apply: Callable[..., Any], flax_inputs: Any, device: str, dtype: str, *,
@@ -134,8 +135,8 @@ def run_flax(apply: Callable[..., Any], flax_inputs: Any, device: str, dtype: st
     import jax
 
     batch = flax_input(flax_inputs, device, dtype)
-    output = called(apply, inputs=batch) if variables is None else called(
-        apply, variables, inputs=batch)
+    output = plain_outputs(called(apply, inputs=batch) if variables is None else called(
+        apply, variables, inputs=batch))
     if isinstance(flax_inputs, Mapping):  # named inputs: outputs keep their layout
         return jax.tree_util.tree_map(np.asarray, output)
     rank = np.ndim(flax_inputs)

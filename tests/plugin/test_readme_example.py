@@ -54,3 +54,17 @@ def test_readme_one_sided_layers_example_runs_as_written(tmp_path):
     result = subprocess.run([sys.executable, "one_sided_example.py"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_readme_third_party_port_example_passes(pytester):
+    pytest.importorskip("torch")
+    pytest.importorskip("flax")
+    from tests.support.requirements import require
+
+    require("transformers", "transformers is not installed: pip install -e '.[ports]'")
+    example = next(block for block in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+                   if "pair_of(" in block)
+    pytester.makepyfile(test_readme_port=example)
+    result = pytester.runpytest("-v", "--parity-dtype=float32,bfloat16", "-p", "no:randomly")
+    result.stdout.fnmatch_lines(["*test_gpt2_port[[]float32[]] PASSED*",
+                                 "*test_gpt2_port[[]bfloat16[]] PASSED*"])

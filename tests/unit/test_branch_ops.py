@@ -92,7 +92,7 @@ def test_torch_calls_by_keyword_and_max_pool_with_indices_are_seen():
     x = torch.randn(1, 1, 4, 4)
     pool = torch.nn.MaxPool2d(2, return_indices=True)
     with TorchChoices(pool) as seen:
-        pooled, indices = pool(x)
+        _, indices = pool(x)
         torch.where(x > 0, x, other=-x)  # it was TypeError: unexpected keyword 'other'
         torch.clamp(input=x, min=0.0)  # it was TypeError: missing x
     assert [choice.op for choice in seen.choices] == ["max_pool2d", "where", "clamp"]

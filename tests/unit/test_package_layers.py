@@ -17,7 +17,7 @@ LAYERS = [
     ("foundation", {"errors", "arrays", "atomic", "threads", "project", "options", "devices",
                     "numerics", "jax_cache", "torchvision_compat", "environment", "layouts",
                     "inputs", "nnx_bridge", "strategies", "report", "report_picture", "gates",
-                    "user_frames", "caches",
+                    "user_frames", "caches", "calls",
                     "progress"}),
     ("mapping", {"mapping"}),
     ("pairs", {"registry"}),

@@ -1,0 +1,160 @@
+"""pair_of: a torch model and a Flax module checked without registering a pair; the call
+flags each side takes, outputs already in torch's layout, the user's own variables, and a
+registered pair's mapping built when it is first used."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from pytest_parity import ParityMappingWarning, pair_of
+from pytest_parity.errors import ParityError
+from pytest_parity.layouts import Layout
+from pytest_parity.registry import Pair
+
+torch = pytest.importorskip("torch")
+nn = pytest.importorskip("flax.linen")
+jnp = pytest.importorskip("jax.numpy")
+
+
+class TorchNet(torch.nn.Module):
+    """A conv and a head; `scale` at the call scales the features (1 by default)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.head = torch.nn.Linear(4, 5)
+
+    def forward(self, x, scale=1.0):
+        features = self.conv(x) * scale
+        return {"features": features, "logits": self.head(features.mean((2, 3)))}
+
+
+class FlaxNet(nn.Module):
+    """The same in Flax, NHWC in; `train=True` (its default) doubles the features, as a flag
+    a port takes at the call would change what it computes; `nchw_out` returns the features
+    in torch's layout already."""
+
+    nchw_out: bool = False
+
+    @nn.compact
+    def __call__(self, x, train=True):
+        features = nn.Conv(4, (3, 3), padding=1, name="conv")(x) * (2.0 if train else 1.0)
+        logits = nn.Dense(5, name="head")(features.mean((1, 2)))
+        if self.nchw_out:
+            features = jnp.transpose(features, (0, 3, 1, 2))
+        return {"features": features, "logits": logits}
+
+
+def _torch_net(seed=0):
+    torch.manual_seed(seed)
+    return TorchNet()
+
+
+def test_flax_call_flags_are_given_to_every_check():
+    """The Flax module's `train` flag, declared once: the forward and the gradients both run
+    with it (without it the port computes its training-mode output and fails)."""
+    pair = pair_of(_torch_net(), FlaxNet(), input_shape=(2, 3, 8, 8), flax_call={"train": False})
+    inputs = pair.example_inputs()
+    pair.assert_close(inputs)
+    pair.assert_grads_close(inputs)
+    untold = pair_of(_torch_net(), FlaxNet(), input_shape=(2, 3, 8, 8))
+    with pytest.raises(AssertionError, match="features"):
+        untold.assert_close(inputs)
+
+
+def test_torch_call_flags_are_given_to_the_torch_model_only():
+    """torch_call reaches the torch forward (scale=2 doubles torch's features), while the
+    torch model the user holds keeps its own forward."""
+    torch_model = _torch_net()
+    pair = pair_of(torch_model, FlaxNet(), input_shape=(2, 3, 8, 8),
+                   torch_call={"scale": 2.0}, flax_call={"train": True})
+    pair.assert_close(pair.example_inputs())
+    assert type(torch_model) is TorchNet
+    assert type(pair.torch_model).__name__ == "TorchNet"
+
+
+def test_an_output_already_in_torch_layout_is_not_moved_again():
+    """A Flax side that returns NCHW feature maps (as transformers' FlaxResNetModel does):
+    before, the feature map was transposed a second time, `shape (2, 8, 4, 8) does not
+    match expected shape (2, 4, 8, 8)`; `output_layout` says so per output."""
+    inputs = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    moved_twice = pair_of(_torch_net(), FlaxNet(nchw_out=True), input_shape=(2, 3, 8, 8),
+                          flax_call={"train": False})
+    with pytest.raises(AssertionError, match="does not match expected shape"):
+        moved_twice.assert_close(inputs)
+    pair = pair_of(_torch_net(), FlaxNet(nchw_out=True), input_shape=(2, 3, 8, 8),
+                   flax_call={"train": False}, output_layout={"features": Layout.SAME})
+    result = pair.assert_close(inputs)
+    assert result.flax["features"].shape == (2, 4, 8, 8)
+
+
+def test_the_users_own_variables_are_judged_against_the_mappings_conversion():
+    """Variables converted by the user's own code that are not what the mapping carries from
+    torch: the failure's weight audit says the converter, not the port, is at fault (a head
+    kernel left untransposed by the converter here)."""
+    torch_model = _torch_net()
+    correct = pair_of(torch_model, FlaxNet(), input_shape=(2, 3, 8, 8),
+                      flax_call={"train": False})
+    variables = _numpy(correct.flax_variables)
+    pair_of(torch_model, FlaxNet(), variables, input_shape=(2, 3, 8, 8),
+            flax_call={"train": False}).assert_close(correct.example_inputs())
+    head = torch_model.head.weight.detach().numpy()
+    variables["params"]["head"]["kernel"] = head.reshape(head.shape[1], head.shape[0])
+    broken = pair_of(torch_model, FlaxNet(), variables, input_shape=(2, 3, 8, 8),
+                     flax_call={"train": False})
+    with pytest.raises(AssertionError) as failure:
+        broken.assert_close(correct.example_inputs())
+    text = str(failure.value)
+    assert "the given variables" in text and "converter" in text
+    assert "head/kernel: value" in text
+
+
+def _numpy(tree):
+    return {key: _numpy(value) if isinstance(value, dict) else np.array(value)
+            for key, value in tree.items()}
+
+
+def test_variables_that_do_not_fit_the_module_are_named():
+    correct = pair_of(_torch_net(), FlaxNet(), input_shape=(2, 3, 8, 8),
+                      flax_call={"train": False})
+    variables = _numpy(correct.flax_variables)
+    del variables["params"]["head"]["bias"]
+    variables["params"]["conv"]["kernel"] = variables["params"]["conv"]["kernel"][..., :2]
+    with pytest.raises(ParityError, match=r"(?s)params/head/bias: missing.*"
+                       r"params/conv/kernel: shape \(3, 3, 3, 2\), the module has \(3, 3, 3, 4\)"):
+        pair_of(_torch_net(), FlaxNet(), variables, input_shape=(2, 3, 8, 8))
+
+
+def test_a_registered_pairs_mapping_function_runs_when_the_pair_is_used():
+    """`Pair(mapping=lambda: automatic_mapping(...))`: registering traces nothing and warns
+    nothing; the mapping's warning comes once, when the pair is first used (before, a mapping
+    built at import warned in every run that imported the pairs module)."""
+    built = []
+
+    def mapping():
+        from pytest_parity import automatic_mapping
+
+        built.append(1)
+        warnings.warn("[parity] a pairing note", ParityMappingWarning, stacklevel=1)
+        return automatic_mapping(TorchNet(), FlaxNet(), jnp.zeros((1, 8, 8, 3)), train=False)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pair = Pair("lazy_net", TorchNet, FlaxNet, mapping, input_shape=(2, 3, 8, 8),
+                    flax_call={"train": False})
+    assert not built and not caught
+    with pytest.warns(ParityMappingWarning):
+        assert pair.mapping.rules
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert pair.mapping.rule_for("head.weight", "torch") is not None
+    assert built == [1] and not caught
+
+
+def test_the_fixture_loads_a_pair_that_is_not_registered(parity_pair):
+    pair = parity_pair(Pair("unregistered_net", TorchNet, FlaxNet,
+                            lambda: pair_of(TorchNet(), FlaxNet(), input_shape=(1, 3, 8, 8),
+                                            flax_call={"train": False}).pair.mapping,
+                            input_shape=(2, 3, 8, 8), flax_call={"train": False}))
+    pair.assert_close(pair.example_inputs())
