@@ -158,3 +158,21 @@ def test_the_fixture_loads_a_pair_that_is_not_registered(parity_pair):
                                             flax_call={"train": False}).pair.mapping,
                             input_shape=(2, 3, 8, 8), flax_call={"train": False}))
     pair.assert_close(pair.example_inputs())
+
+
+class TorchNetWithNone(TorchNet):
+    """Returns an output it did not build as None, as transformers' models do with a cache
+    or attentions that are off."""
+
+    def forward(self, x, scale=1.0):
+        return {**super().forward(x, scale), "attentions": None}
+
+
+def test_an_output_one_side_returns_as_none_is_not_compared():
+    """Before: `attentions: missing in actual`, a structure mismatch for an output torch did
+    not build."""
+    torch.manual_seed(0)
+    pair = pair_of(TorchNetWithNone(), FlaxNet(), input_shape=(2, 3, 8, 8),
+                   flax_call={"train": False})
+    result = pair.assert_close(pair.example_inputs())
+    assert set(result.torch) == {"features", "logits"}
