@@ -25,6 +25,7 @@ that moves Flax outputs back to torch's layout (pytest_parity.run.sides) moves t
 from __future__ import annotations
 
 import dataclasses
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,16 +57,24 @@ def _original(cls: type) -> Any:
     return getattr(cls, _WRAPPED, cls)
 
 
-def torch_called_with(model: Any, arguments: Mapping[str, Any]) -> Any:
+def kept(output: Any, keep: frozenset[str] | None) -> Any:
+    """A model's output with only the named outputs in `keep` (None: all of them)."""
+    if keep is None or not isinstance(output, Mapping):
+        return output
+    return {key: value for key, value in output.items() if key in keep and value is not None}
+
+
+def torch_called_with(model: Any, arguments: Mapping[str, Any],
+                      keep: frozenset[str] | None = None) -> Any:
     """The torch model (changed in place), its forward called with `arguments` (the caller's
-    keywords win)."""
-    if not arguments:
+    keywords win), returning only the outputs in `keep` where given."""
+    if not arguments and keep is None:
         return model
     original = _original(type(model))
     defaults = dict(arguments)
 
     def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return original.forward(self, *args, **{**defaults, **kwargs})
+        return kept(original.forward(self, *args, **{**defaults, **kwargs}), keep)
 
     model.__class__ = type(original.__name__, (original,), {
         "forward": forward, _WRAPPED: original, "__module__": original.__module__,
@@ -73,39 +82,63 @@ def torch_called_with(model: Any, arguments: Mapping[str, Any]) -> Any:
     return model
 
 
+def signature_target(function: Any) -> Any:
+    """What a call's signature is read from: a torch module's own forward (the original one
+    where the module is called with a pair's flags), else the function."""
+    forward = getattr(function, "forward", function)
+    original = getattr(type(function), _WRAPPED, None)
+    return types.MethodType(original.forward, function) if original is not None else forward
+
+
 def _moved_channels_last(output: Any, layouts: Mapping[str, Layout], rank: int) -> Any:
-    """The outputs named in `layouts` as Layout.SAME ("*": every output), moved channels-last
-    where they have the input's rank (so that the way back to torch's layout restores them)."""
+    """The outputs named in `layouts` as Layout.SAME ("*": every output), each of their
+    arrays moved channels-last where it has the input's rank (so that the way back to
+    torch's layout restores it); an output tuple's parts are named by position.
+
+    Raises:
+        ParityError: a name in `layouts` that is no output of the model.
+    """
+    import jax
     import jax.numpy as jnp
 
     def moved(name: str, value: Any) -> Any:
-        if layouts.get(name, layouts.get("*")) is Layout.SAME and \
-                getattr(value, "ndim", None) == rank:
-            return jnp.moveaxis(value, 1, -1)
-        return value
+        if layouts.get(name, layouts.get("*")) is not Layout.SAME:
+            return value
+        return jax.tree_util.tree_map(
+            lambda leaf: jnp.moveaxis(leaf, 1, -1) if getattr(leaf, "ndim", None) == rank
+            else leaf, value)
 
+    named = (plain_outputs(output) if isinstance(output, Mapping) else
+             dict(enumerate(output)) if isinstance(output, tuple) else {"": output})
+    unknown = sorted(set(layouts) - {"*"} - {str(key) for key in named})
+    if unknown:
+        raise ParityError(f"{PREFIX} output_layout names {', '.join(map(repr, unknown))}, "
+                          "which the Flax side does not return (its outputs: "
+                          f"{', '.join(repr(str(key)) for key in named) or 'one array'})")
     if isinstance(output, Mapping):
-        return {key: moved(str(key), value) for key, value in plain_outputs(output).items()}
+        return {key: moved(str(key), value) for key, value in named.items()}
     if isinstance(output, tuple):
-        return tuple(moved(str(index), value) for index, value in enumerate(output))
+        return tuple(moved(str(index), value) for index, value in named.items())
     return moved("", output)
 
 
 def flax_called_with(module: Any, arguments: Mapping[str, Any],
-                     output_layouts: Mapping[str, Layout] | None = None) -> Any:
+                     output_layouts: Mapping[str, Layout] | None = None,
+                     keep: frozenset[str] | None = None) -> Any:
     """The Flax module (Linen, or NNX behind NNXPort), called with `arguments` (the caller's
     keywords win), its outputs named in `output_layouts` held to that layout ('' names a single
-    output)."""
+    output, "*" every output), only the outputs in `keep` returned where given."""
     layouts = dict(output_layouts or {})
-    if not arguments and not layouts:
+    if not arguments and not layouts and keep is None:
         return module
     if isinstance(module, NNXPort):
-        return CalledNNXPort(module.module, defaults=dict(arguments), layouts=layouts)
+        return CalledNNXPort(module.module, defaults=dict(arguments), layouts=layouts,
+                             keep=keep)
     original = _original(type(module))
     defaults = dict(arguments)
 
     def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
-        output = original.__call__(self, *args, **{**defaults, **kwargs})
+        output = kept(original.__call__(self, *args, **{**defaults, **kwargs}), keep)
         return _moved_channels_last(output, layouts, _rank(args, kwargs)) if layouts else output
 
     wrapped = type(original.__name__, (original,), {
@@ -124,13 +157,13 @@ def _rank(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int:
 class CalledNNXPort(NNXPort):
     """An NNX port called with keyword arguments of its own, its outputs held to layouts."""
 
-    def __init__(self, module: Any, *, defaults: dict[str, Any],
-                 layouts: dict[str, Layout]) -> None:
+    def __init__(self, module: Any, *, defaults: dict[str, Any], layouts: dict[str, Layout],
+                 keep: frozenset[str] | None = None) -> None:
         super().__init__(module)
-        self.defaults, self.layouts = defaults, layouts
+        self.defaults, self.layouts, self.keep = defaults, layouts, keep
 
     def apply(self, variables: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
-        output = super().apply(variables, *args, **{**self.defaults, **kwargs})
+        output = kept(super().apply(variables, *args, **{**self.defaults, **kwargs}), self.keep)
         return _moved_channels_last(output, self.layouts, _rank(args, kwargs)) \
             if self.layouts else output
 
@@ -139,7 +172,8 @@ class CalledNNXPort(NNXPort):
         key = ("called", dtype)
         if key not in self._in_dtype:
             self._in_dtype[key] = CalledNNXPort(super().clone(dtype=dtype).module,
-                                                defaults=self.defaults, layouts=self.layouts)
+                                                defaults=self.defaults, layouts=self.layouts,
+                                                keep=self.keep)
         return self._in_dtype[key]
 
 

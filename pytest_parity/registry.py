@@ -88,6 +88,10 @@ class Pair:
             raise ParityError(f"{PREFIX} Pair({self.name!r}): two inputs share a name")
         if callable(self.mapping) and not isinstance(self.mapping, Mapping):
             object.__setattr__(self, "mapping", LazyMapping(self.mapping, self.name))
+        if self.output_layout is not None and self.inputs:
+            raise ParityError(f"{PREFIX} Pair({self.name!r}): output_layout applies to a pair "
+                              "of one positional batch (input_shape); named inputs' outputs "
+                              "are compared as they are")
         if self.outputs not in ("all", "common"):
             raise ParityError(f"{PREFIX} Pair({self.name!r}): outputs={self.outputs!r}; "
                               "'all' (every output, the default) or 'common' (those both "
@@ -159,7 +163,11 @@ class LazyMapping:
 
     def built(self) -> Mapping:
         if self._built is None:
-            mapping = self._build()
+            try:
+                mapping = self._build()
+            except AttributeError as error:  # not to be taken for a missing attribute
+                raise ParityError(f"{PREFIX} Pair({self._owner!r}): its mapping function "
+                                  f"raised AttributeError: {error}") from error
             if not isinstance(mapping, Mapping):
                 raise ParityError(f"{PREFIX} Pair({self._owner!r}): its mapping function "
                                   f"returned {type(mapping).__name__}, not a Mapping")
@@ -167,6 +175,8 @@ class LazyMapping:
         return self._built
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # its own state (copy and pickle ask before __init__ ran)
+            raise AttributeError(name)
         return getattr(self.built(), name)
 
 

@@ -15,7 +15,9 @@ correct port. What comes back is what `parity_pair(name)` returns (LoadedPair).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import weakref
 from collections.abc import Mapping as MappingType
 from collections.abc import Sequence
 from typing import Any, cast
@@ -32,6 +34,44 @@ from pytest_parity.registry import Pair
 from pytest_parity.run.loaded import LoadedPair
 from pytest_parity.run.loading import load_pair
 from pytest_parity.run.sides import placed_variables
+
+
+class _Held:
+    """A live model as a pair's factory, held weakly: the pair (a key of this process's
+    caches of pair structures) must not keep the user's weights alive. A torch model asked for
+    on the meta device (the pair's structure) comes as a copy without its data; elsewhere as
+    a copy with its weights (non-persistent buffers included); a Flax module as it is."""
+
+    def __init__(self, model: Any, copied: bool) -> None:
+        self.__name__ = type(model).__name__
+        self._model, self._copied = weakref.ref(model), copied
+
+    def __call__(self) -> Any:
+        model = self._model()
+        if model is None:
+            raise ParityError(f"{PREFIX} the {self.__name__} given to pair_of is gone; build "
+                              "the pair again from a model you still hold")
+        if not self._copied:
+            return model
+        import torch
+
+        if torch.get_default_device().type == "meta":
+            return _structure_of(model)
+        return copy.deepcopy(model)
+
+
+def _structure_of(model: Any) -> Any:
+    """A copy of a torch model whose tensors are on the meta device (shapes, no data): the
+    model's own tensors are not copied."""
+    import torch
+
+    memo: dict[int, Any] = {}
+    for parameter in model.parameters():
+        memo[id(parameter)] = torch.nn.Parameter(torch.empty_like(parameter, device="meta"),
+                                                 requires_grad=parameter.requires_grad)
+    for buffer in model.buffers():
+        memo[id(buffer)] = torch.empty_like(buffer, device="meta")
+    return copy.deepcopy(model, memo)
 
 
 def _name(torch_model: Any, flax_module: Any) -> str:
@@ -88,8 +128,9 @@ def pair_of(torch_model: Any, flax_model: Any, variables: Any = None, *,
         CheckpointError: the torch weights or the given variables do not fit the mapping.
     """
     flax_module = wrapped_module(flax_model)
-    pair = Pair(name or _name(torch_model, flax_module), lambda: torch_model,
-                lambda: flax_module, cast(Mapping, mapping), input_shape=tuple(input_shape),
+    pair = Pair(name or _name(torch_model, flax_module), _Held(torch_model, copied=True),
+                _Held(flax_module, copied=False), cast(Mapping, mapping),
+                input_shape=tuple(input_shape),
                 tolerances=dict(tolerances or {}), input_layout=input_layout,
                 inputs=tuple(inputs), torch_call=dict(torch_call or {}),
                 flax_call=dict(flax_call or {}), output_layout=output_layout, outputs=outputs)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pytest_parity import progress
-from pytest_parity.calls import torch_called_with
+from pytest_parity.calls import flax_called_with, plain_outputs, torch_called_with
 from pytest_parity.checkpoint import shape_cache
 from pytest_parity.checkpoint.convert import (
     checkpoint_from_torch,
@@ -22,7 +22,7 @@ from pytest_parity.checkpoint.convert import (
 from pytest_parity.checkpoint.format import Checkpoint
 from pytest_parity.registry import Pair, flax_module_of
 from pytest_parity.run.loaded import LoadedPair
-from pytest_parity.run.sides import flax_module_in, placed_variables, torch_model_on
+from pytest_parity.run.sides import flax_module_in, placed_variables, run_torch, torch_model_on
 
 
 def checkpoint_for(pair: Pair, seed: int, cache_dir: Path) -> Checkpoint:
@@ -75,13 +75,35 @@ def load_pair(pair: Pair, checkpoint: Checkpoint, device: str, dtype: str) -> Lo
     state = _timed(seconds, "torch state", lambda: {
         key: torch.from_numpy(value)
         for key, value in checkpoint_to_torch(checkpoint, pair).items()})
-    model = _timed(seconds, "torch model", lambda: torch_model_on(
-        torch_called_with(_torch_model_with(pair, state), pair.torch_call), device, dtype))
+    model = _timed(seconds, "torch model", lambda: torch_called_with(
+        _torch_model_with(pair, state), pair.torch_call))
     variables = _timed(seconds, "flax variables", checkpoint_to_flax, checkpoint, pair)
+    flax_module = flax_module_of(pair)
+    if pair.outputs == "common":
+        keep = _outputs_both_return(pair, model, flax_module, variables)
+        model = torch_called_with(model, pair.torch_call, keep)
+        flax_module = flax_called_with(flax_module, pair.flax_call, pair.output_layouts(), keep)
+    model = torch_model_on(model, device, dtype)
     placed = _timed(seconds, "placement", placed_variables, variables, device, dtype)
-    flax_model = flax_module_in(flax_module_of(pair), dtype)
+    flax_model = flax_module_in(flax_module, dtype)
     return LoadedPair(pair, device, dtype, checkpoint, model, flax_model, placed,
                       jax.jit(flax_model.apply), ready_seconds=seconds)
+
+
+def _outputs_both_return(pair: Pair, torch_model: Any, flax_module: Any, variables: Any
+                         ) -> frozenset[str] | None:
+    """The names of the outputs both sides return (`Pair(outputs="common")`), from one torch
+    forward on the pair's example inputs and the Flax side's output shapes (jax.eval_shape);
+    None where the outputs are not named. Every check of the pair then sees only these."""
+    import jax
+
+    torch_out = run_torch(torch_model, pair.example_inputs(0), "cpu", "float32")
+    args, kwargs = pair.flax_examples()
+    flax_out = plain_outputs(jax.eval_shape(
+        lambda v, a, k: flax_module.apply(v, *a, **k), variables, tuple(args), dict(kwargs)))
+    if not (isinstance(torch_out, dict) and isinstance(flax_out, dict)):
+        return None
+    return frozenset(torch_out) & frozenset(flax_out)
 
 
 class PairCache:
@@ -96,15 +118,16 @@ class PairCache:
         self.cache_dir = cache_dir
         shape_cache.keep_in(cache_dir / "flax-shapes")
         self.keep = keep
-        self.loaded: OrderedDict[tuple[str, str, str, int], LoadedPair] = OrderedDict()
+        # By the Pair itself (compared by identity): two unregistered pairs may share a name.
+        self.loaded: OrderedDict[tuple[Pair, str, str, int], LoadedPair] = OrderedDict()
 
     def get(self, pair: Pair, device: str, dtype: str, seed: int) -> LoadedPair:
-        key = (pair.name, device, dtype, seed)
+        key = (pair, device, dtype, seed)
         if key in self.loaded:
             self.loaded.move_to_end(key)
             return self.loaded[key]
-        same_checkpoint = [p.checkpoint for (name, *_, s), p in self.loaded.items()
-                           if (name, s) == (pair.name, seed)]
+        same_checkpoint = [p.checkpoint for (other, *_, s), p in self.loaded.items()
+                           if other is pair and s == seed]
         while len(self.loaded) >= self.keep:  # freed before the next pair takes its memory
             self.loaded.popitem(last=False)
         checkpoint = (same_checkpoint[0] if same_checkpoint

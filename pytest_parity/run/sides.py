@@ -17,7 +17,7 @@ import ml_dtypes
 import numpy as np
 
 from pytest_parity.arrays import to_numpy, to_torch
-from pytest_parity.calls import plain_outputs
+from pytest_parity.calls import plain_outputs, signature_target
 from pytest_parity.devices import jax_device, torch_device
 from pytest_parity.errors import PREFIX
 from pytest_parity.inputs import InputError
@@ -100,7 +100,7 @@ def called(function: Callable[..., Any], *leading: Any, inputs: Any) -> Any:
     if not isinstance(inputs, Mapping):
         return function(*leading, inputs)
     # A torch module's own signature is its forward's (Module.__call__ takes anything).
-    target = getattr(function, "forward", function)
+    target = signature_target(function)
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):  # a builtin or a wrapper without one: call and see

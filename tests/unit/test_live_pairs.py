@@ -176,3 +176,109 @@ def test_an_output_one_side_returns_as_none_is_not_compared():
                    flax_call={"train": False})
     result = pair.assert_close(pair.example_inputs())
     assert set(result.torch) == {"features", "logits"}
+
+
+class TorchNetWithAux(TorchNet):
+    """Returns an output the Flax port does not have (as GPT-2's torch side returns its
+    cache)."""
+
+    def forward(self, x, scale=1.0):
+        outputs = super().forward(x, scale)
+        return {**outputs, "aux": outputs["logits"] * 3.0}
+
+
+def test_outputs_both_return_are_what_every_check_compares():
+    """outputs="common" holds for the gradients and the training steps too (before, only
+    assert_close dropped the one-sided output: the gradient check failed at margin 1.3e6)."""
+    torch.manual_seed(0)
+    pair = pair_of(TorchNetWithAux(), FlaxNet(), input_shape=(2, 3, 8, 8),
+                   flax_call={"train": False}, outputs="common")
+    inputs = pair.example_inputs()
+    assert set(pair.assert_close(inputs).torch) == {"features", "logits"}
+    pair.assert_grads_close(inputs)
+    pair.assert_steps_close(inputs, optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1),
+                            steps=2, training=False)
+
+
+class TorchNetWithHidden(TorchNet):
+    def forward(self, x, scale=1.0):
+        outputs = super().forward(x, scale)
+        return {**outputs, "hidden": (outputs["features"], outputs["features"] * 2.0)}
+
+
+class FlaxNetWithHidden(nn.Module):
+    """NCHW feature maps, also inside a tuple of hidden states (FlaxResNetModel with
+    output_hidden_states=True)."""
+
+    @nn.compact
+    def __call__(self, x):
+        outputs = FlaxNet(nchw_out=True, name="net")(x, train=False)
+        features = outputs["features"]
+        return {**outputs, "hidden": (features, features * 2.0)}
+
+
+def test_output_layout_reaches_every_array_of_an_output():
+    """Before: `hidden/0: shape (2, 8, 4, 8) does not match expected shape (2, 4, 8, 8)`;
+    a name that is no output is an error, not ignored."""
+    torch_model = TorchNetWithHidden()
+    pair = pair_of(torch_model, FlaxNetWithHidden(), input_shape=(2, 3, 8, 8),
+                   mapping_options={"hints": [("conv", "net/conv"), ("head", "net/head")]},
+                   output_layout=Layout.SAME)
+    assert pair.assert_close(pair.example_inputs()).flax["hidden"][1].shape == (2, 4, 8, 8)
+    misnamed = pair_of(torch_model, FlaxNetWithHidden(), input_shape=(2, 3, 8, 8),
+                       mapping=pair.pair.mapping, output_layout={"featurse": Layout.SAME})
+    with pytest.raises(ParityError, match="output_layout names 'featurse'"):
+        misnamed.assert_close(pair.example_inputs())
+
+
+def test_a_pair_does_not_keep_the_users_models_alive():
+    """Before, the process's caches of pair structures held the live torch model (weights
+    and all) for good."""
+    import gc
+    import weakref
+
+    torch_model = _torch_net()
+    held = weakref.ref(torch_model)
+    pair_of(torch_model, FlaxNet(), input_shape=(2, 3, 8, 8), flax_call={"train": False})
+    del torch_model
+    gc.collect()
+    assert held() is None
+
+
+def test_a_wrapped_torch_model_keeps_its_input_check():
+    """The flags' wrapper takes any keyword; misnamed inputs are still named before the call."""
+    from pytest_parity.calls import torch_called_with
+    from pytest_parity.inputs import InputError
+    from pytest_parity.run.sides import called
+
+    model = torch_called_with(_torch_net(), {"scale": 1.0})
+    with pytest.raises(InputError, match="cannot take the named inputs images"):
+        called(model, inputs={"images": torch.zeros(1, 3, 8, 8)})
+
+
+def test_a_lazy_mapping_copies_without_building():
+    import copy
+
+    built = []
+    pair = Pair("lazy_copy", TorchNet, FlaxNet, lambda: built.append(1),
+                input_shape=(2, 3, 8, 8))
+    copy.copy(pair.mapping)
+    copy.deepcopy(pair.mapping)
+    assert not built
+    with pytest.raises(ParityError, match="returned NoneType, not a Mapping"):
+        assert pair.mapping.rules
+
+
+def test_unregistered_pairs_of_one_name_are_not_mixed_up(parity_pair):
+    """The fixture's cache of loaded pairs is keyed by the pair, not its name."""
+    def mapping():
+        return pair_of(TorchNet(), FlaxNet(), input_shape=(1, 3, 8, 8),
+                       flax_call={"train": False}).pair.mapping
+
+    evaluating = Pair("net", TorchNet, FlaxNet, mapping, input_shape=(2, 3, 8, 8),
+                      flax_call={"train": False})
+    training = Pair("net", TorchNet, FlaxNet, mapping, input_shape=(2, 3, 8, 8),
+                    flax_call={"train": True})
+    parity_pair(evaluating).assert_close(evaluating.example_inputs(0))
+    with pytest.raises(AssertionError, match="features"):
+        parity_pair(training).assert_close(training.example_inputs(0))
