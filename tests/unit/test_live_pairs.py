@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pytest_parity import ParityMappingWarning, pair_of
+from pytest_parity.compare import records
 from pytest_parity.errors import ParityError
 from pytest_parity.layouts import Layout
 from pytest_parity.registry import Pair
@@ -280,5 +281,5 @@ def test_unregistered_pairs_of_one_name_are_not_mixed_up(parity_pair):
     training = Pair("net", TorchNet, FlaxNet, mapping, input_shape=(2, 3, 8, 8),
                     flax_call={"train": True})
     parity_pair(evaluating).assert_close(evaluating.example_inputs(0))
-    with pytest.raises(AssertionError, match="features"):
+    with records.collecting(), pytest.raises(AssertionError, match="features"):
         parity_pair(training).assert_close(training.example_inputs(0))
