@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pytest_parity.calls import wrapped_module
 from pytest_parity.errors import PREFIX
 from pytest_parity.mapping.nnx_calls import called_in_order
 from pytest_parity.mapping.pairing import Layer
@@ -112,17 +113,6 @@ def _holds(layer: str, path: str, nested: bool) -> bool:
     return path.startswith(f"{layer}/") if layer else True
 
 
-def _wrapped_module(flax_module: Any) -> Any | None:
-    """The Linen module inside a wrapper that holds one and its params (transformers'
-    Flax models), else None."""
-    import flax.linen as nn
-
-    if hasattr(flax_module, "module") and hasattr(flax_module, "params") \
-            and isinstance(flax_module.module, nn.Module):
-        return flax_module.module
-    return None
-
-
 def flax_side_of(flax_module: Any) -> Any:
     """The Flax side as it is traced: a Linen module as it is, or the one a wrapper holds
     (transformers' `FlaxBertModel`); an NNX module (concrete or abstract) or an NNX factory
@@ -131,8 +121,8 @@ def flax_side_of(flax_module: Any) -> Any:
 
     if isinstance(flax_module, (nn.Module, NNXPort)):
         return flax_module
-    wrapped = _wrapped_module(flax_module)
-    if wrapped is not None:
+    wrapped = wrapped_module(flax_module)
+    if wrapped is not flax_module:
         return wrapped
     if is_nnx_module(flax_module):
         return as_port(flax_module)
