@@ -7,6 +7,7 @@ extra_info, where the gates read them ([tool.parity] gates in pyproject.toml).
 """
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -61,29 +62,26 @@ def test_resnet50_compile_cold_then_warm_cache(benchmark, request, tmp_path):
 NUMERICS_CASE = Path(__file__).with_name("numerics_case.py")
 
 
-def _numerics_case(mode):
-    result = subprocess.run([sys.executable, str(NUMERICS_CASE), mode], cwd=ROOT,
+def _numerics_cases(rounds):
+    result = subprocess.run([sys.executable, str(NUMERICS_CASE), str(rounds)], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_pinned_numerics_case_cost(benchmark):
-    """A layer's parity case in a fresh process, under pinned and under default numerics,
-    alternately, five times each; the fastest of each (one case varies 1.0-1.6 s here). The
-    pinned settings' first call once imported torch's compiler stack (~1 s). Untimed
-    (--benchmark-disable, as in the test suite) one of each: the import check stands, and the
-    suite is spared 30 s of fresh processes."""
-    repeats = 1 if benchmark.disabled else 5
-
-    def both():
-        return [(_numerics_case("pinned"), _numerics_case("default")) for _ in range(repeats)]
-
-    runs = benchmark.pedantic(both, rounds=1, iterations=1)
-    pinned = min(p["case_s"] for p, _ in runs)
-    default = min(d["case_s"] for _, d in runs)
+    """A layer's parity case under pinned and under default numerics, both in one fresh
+    process: each mode's first entry into its settings (the pinned settings' first call once
+    imported torch's compiler stack, ~1 s), plus the median of its cases taking turns with the
+    other mode's. Fresh processes, one case each, varied 1.0-1.5 s here and the fastest of five
+    still ranged 0.83-0.91 s per mode: pinned / default failed its 1.1 at 1.13 on one CI run.
+    Untimed (--benchmark-disable, as in the test suite) one round: the import check stands."""
+    rounds = 1 if benchmark.disabled else 6
+    figures = benchmark.pedantic(_numerics_cases, args=(rounds,), rounds=1, iterations=1)
+    pinned, default = ((figures["first_call_s"][mode] + statistics.median(figures["case_s"][mode]))
+                       for mode in ("pinned", "default"))
     benchmark.extra_info.update(pinned_case_s=pinned, default_case_s=default,
                                 pinned_over_default=pinned / default)
     # Restoring the settings after a case once imported it as well, in either mode.
-    assert not any(run["compiler_imported"] for both_modes in runs for run in both_modes), \
+    assert not figures["compiler_imported"], \
         "the numerics settings imported torch._inductor (about 1 s)"
