@@ -26,10 +26,58 @@ from pytest_parity.nnx_bridge import NNXPort, is_nnx_module
 
 @dataclass
 class Captured:
-    """A module's first call: its array arguments and its output leaves, as numpy."""
+    """A module's first call: its array arguments and its output leaves, as numpy, and each
+    argument's parameter name in the module's signature (None where it has none)."""
 
     inputs: list[np.ndarray]
     outputs: list[np.ndarray]
+    names: list[str | None] = field(default_factory=list)
+
+
+def _argument_names(function: Any, args: Any, kwargs: Any) -> list[str | None]:
+    """The parameter name of each array among `args` then `kwargs` in a call of `function`:
+    torch's `model(input_ids=..., attention_mask=...)` and a Flax module given the same
+    positionally name their arrays alike."""
+    import inspect
+
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        parameters = []
+    positional = [p.name for p in parameters
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    names = [positional[i] if i < len(positional) else None
+             for i, a in enumerate(args) if _is_array(a)]
+    return names + [name for name, value in kwargs.items() if _is_array(value)]
+
+
+def paired_inputs(flax_call: Captured, torch_call: Captured) -> list[tuple[int, int]]:
+    """(Flax index, torch index) of the arguments both calls have: by parameter name where the
+    two signatures share any, else by position."""
+    shared = {name for name in flax_call.names if name} & \
+        {name for name in torch_call.names if name}
+    if not shared:
+        return [(i, i) for i in range(min(len(flax_call.inputs), len(torch_call.inputs)))]
+    torch_index = {name: index for index, name in enumerate(torch_call.names) if name}
+    return [(index, torch_index[name]) for index, name in enumerate(flax_call.names)
+            if name in shared]
+
+
+def torch_inputs_in_flax_call(flax_call: Captured, torch_call: Captured,
+                              image_rank: int | None) -> list[np.ndarray] | None:
+    """The Flax call's arrays with each that torch's call also has replaced by torch's (in
+    Flax's layout and dtype); the rest (a mask each side builds its own way) as Flax had
+    them. None where no torch array fits."""
+    from pytest_parity.diagnose.distance import in_layout
+
+    given, replaced = list(flax_call.inputs), 0
+    for flax_index, torch_index in paired_inputs(flax_call, torch_call):
+        own = flax_call.inputs[flax_index]
+        moved = in_layout(torch_call.inputs[torch_index], own.shape, image_rank, to_flax=True)
+        if moved is not None:
+            given[flax_index], replaced = np.ascontiguousarray(moved).astype(own.dtype), \
+                replaced + 1
+    return given if replaced else None
 
 
 @dataclass
@@ -93,7 +141,8 @@ def capture_torch(model: Any, inputs: Any, names: Iterable[str]) -> TorchCapture
                 capture.calls[name] = Captured(
                     [np.array(to_numpy(a)) for a in arrays],
                     [np.array(to_numpy(leaf)) for leaf in _leaves(output)
-                     if isinstance(leaf, torch.Tensor)])
+                     if isinstance(leaf, torch.Tensor)],
+                    _argument_names(module.forward, args, kwargs))
         return hook
 
     for name, module in model.named_modules():
@@ -130,11 +179,14 @@ def capture_flax(apply_module: Any, variables: Any, inputs: Any, paths: Iterable
     wanted, capture = set(paths), FlaxCapture()
     found: dict[str, tuple[list[Any], list[Any]]] = {}
 
-    def keep(path: str, args: Any, kwargs: Any, output: Any) -> None:
+    names: dict[str, list[str | None]] = {}
+
+    def keep(path: str, function: Any, args: Any, kwargs: Any, output: Any) -> None:
         if path in wanted and path not in found:
             found[path] = ([a for a in (*args, *kwargs.values()) if _is_array(a)],
                            _leaves(output))
             capture.templates[path] = _template(args, kwargs)
+            names[path] = _argument_names(function, args, kwargs)
 
     def run_linen(variables: Any, inputs: Any) -> Any:
         def record(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
@@ -142,7 +194,7 @@ def capture_flax(apply_module: Any, variables: Any, inputs: Any, paths: Iterable
             path = "/".join(context.module.path)
             if context.method_name == "__call__" and path in wanted and path not in found:
                 capture.modules[path] = context.module.unbind()[0]
-                keep(path, args, kwargs, output)
+                keep(path, context.module.__call__, args, kwargs, output)
             return output
 
         with nn.intercept_methods(record):
@@ -153,7 +205,7 @@ def capture_flax(apply_module: Any, variables: Any, inputs: Any, paths: Iterable
         def record(path: str, _module: Any, call: Callable[..., Any], args: Any,
                    kwargs: Any) -> Any:
             output = call(*args, **kwargs)
-            keep(path, args, kwargs, output)
+            keep(path, call, args, kwargs, output)
             return output
 
         module = apply_module.bound(variables)
@@ -167,9 +219,75 @@ def capture_flax(apply_module: Any, variables: Any, inputs: Any, paths: Iterable
         built = submodules(apply_module.module)
         capture.modules = {path: built[path] for path in ran}
     capture.calls = {path: Captured([np.asarray(a) for a in args],
-                                    [np.asarray(leaf) for leaf in leaves if _is_array(leaf)])
+                                    [np.asarray(leaf) for leaf in leaves if _is_array(leaf)],
+                                    names.get(path, []))
                      for path, (args, leaves) in ran.items()}
     return capture
+
+
+def _with_leaves(output: Any, arrays: list[Any]) -> Any:
+    """`output` with its array leaves (in `_leaves` order) replaced by `arrays`, each in its
+    leaf's dtype; its containers as they were."""
+    import jax
+
+    replacing = {id(leaf): array for leaf, array in
+                 zip([leaf for leaf in _leaves(output) if _is_array(leaf)], arrays, strict=True)}
+    return jax.tree_util.tree_map(
+        lambda leaf: replacing[id(leaf)].astype(leaf.dtype) if id(leaf) in replacing else leaf,
+        output)
+
+
+def run_flax_patched(apply_module: Any, variables: Any, inputs: Any, path: str, *,
+                     inputs_given: list[Any] | None = None,
+                     outputs_given: list[Any] | None = None) -> list[np.ndarray]:
+    """The model's output leaves (numpy) from one jitted run in which the first call of the
+    module at `path` takes `inputs_given` in place of its array arguments, or returns
+    `outputs_given` in place of its array outputs (each in its captured order): what the rest
+    of the model makes of that module given, or giving, the torch side's arrays.
+
+    Raises:
+        ValueError: as many arrays as the call has are not given.
+    """
+    import flax.linen as nn
+    import jax
+
+    def patched(call: Callable[..., Any], args: Any, kwargs: Any, given: list[Any]) -> Any:
+        if inputs_given is not None:
+            arrays = iter(given)
+            args = tuple(next(arrays) if _is_array(a) else a for a in args)
+            kwargs = {k: next(arrays) if _is_array(v) else v for k, v in kwargs.items()}
+            return call(*args, **kwargs)
+        return _with_leaves(call(*args, **kwargs), given)
+
+    def run(variables: Any, inputs: Any, given: list[Any]) -> Any:
+        done: list[bool] = []
+
+        def first_call(at: str, call: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+            if at != path or done:
+                return call(*args, **kwargs)
+            done.append(True)
+            return patched(call, args, kwargs, given)
+
+        if isinstance(apply_module, NNXPort):
+            module = apply_module.bound(variables)
+            with intercepted_calls(module, lambda at, _module, call, args, kwargs:
+                                   first_call(at, call, args, kwargs)):
+                output = _called(module, inputs)
+        else:
+            def record(next_fun: Callable[..., Any], args: Any, kwargs: Any,
+                       context: Any) -> Any:
+                if context.method_name != "__call__":
+                    return next_fun(*args, **kwargs)
+                return first_call("/".join(context.module.path), next_fun, args, kwargs)
+
+            with nn.intercept_methods(record):
+                output = _called(partial(apply_module.apply, variables), inputs)
+        if not done:
+            raise ValueError(f"{path}: the module was not called")
+        return [leaf for leaf in _leaves(output) if _is_array(leaf)]
+
+    given = inputs_given if inputs_given is not None else outputs_given
+    return [np.asarray(leaf) for leaf in jax.jit(run)(variables, inputs, list(given or []))]
 
 
 def submodule_variables(variables: Any, path: str) -> dict[str, Any]:
