@@ -77,6 +77,7 @@ class Trace:
     # Found by running the model with torch's arrays given (patching.py): what was given, and
     # the model's output margin then.
     patched: tuple[tuple[str, float], ...] = ()
+    traced_in: str = ""  # a low-precision case traced in its reference dtype: which, on what
 
 
 @dataclass

@@ -34,7 +34,9 @@ from pytest_parity.run.gradients import (
 )
 from pytest_parity.run.reference import (
     ReferenceSides,
+    precision,
     reference_sides,
+    rounded_inputs,
     trace_tolerance,
     wanted,
 )
@@ -258,6 +260,11 @@ class LoadedPair:
         measure noise)."""
         layout, tolerance = self.layout, self.tolerance(rtol, atol)
         flax_given = self._flax_given(inputs, flax_inputs)
+        if self.dtype in WIDENED_TRACE:
+            widened = self._diagnosis_widened(inputs, flax_given, flax_inputs is not None,
+                                              descend, every_module_alone)
+            if widened is not None and widened.found:
+                return widened
         if wanted(self.dtype) and not tolerance:  # judged by its budget: so are its modules
             tolerance = trace_tolerance(self.reference, self.torch_forward(inputs), inputs)
         inputs_differ = flax_inputs is not None and not _agree(
@@ -272,6 +279,38 @@ class LoadedPair:
             diagnosis.weights.insert(0, converter_finding(diagnosis.weights, self.pair.mapping))
         return diagnosis
 
+    def _diagnosis_widened(self, inputs: Any, flax_given: Any, own_flax_inputs: bool,
+                           descend: bool | None, every_module_alone: bool) -> Diagnosis | None:
+        """The diagnosis of a low-precision case run on its reference sides: the same weights
+        and inputs, as the case's dtype rounded them, computed in float32 and held to the
+        pair's float32 tolerance. In bfloat16 each module's own rounding is as large as many
+        bugs' effect: the trace there said "none" for detected untransposed kernels and shifted
+        position embeddings. None for a Flax side without a module."""
+        sides = self.reference
+        if sides.flax_module is None:
+            return None
+        wide, layout = sides.reference_dtype, self.layout
+        tolerance = self.pair.tolerance(wide)
+        torch_given = rounded_inputs(inputs, self.dtype)
+        flax_rounded = rounded_inputs(flax_given, self.dtype)
+        inputs_differ = own_flax_inputs and not _agree(
+            _host(flax_rounded, wide, layout, torch_given), _host(torch_given, wide), tolerance)
+        with precision(wide):
+            diagnosis = diagnosis_of(
+                mapping=self.pair.mapping, torch_model=sides.torch_model,
+                flax_module=sides.flax_module, flax_variables=sides.flax_variables,
+                inputs=torch_given, flax_inputs=flax_rounded, layout=layout,
+                device=self.device, dtype=wide, tolerance=tolerance,
+                inputs_differ=inputs_differ, descend=descend,
+                every_module_alone=every_module_alone)
+        diagnosis.trace.traced_in = f"{wide}, on the {self.dtype}-rounded weights and inputs"
+        if self.variables_given and diagnosis.weights:
+            diagnosis.weights.insert(0, converter_finding(diagnosis.weights, self.pair.mapping))
+        return diagnosis
+
+
+# Cases whose failure is traced in their reference dtype first (_diagnosis_widened).
+WIDENED_TRACE = ("bfloat16", "float16")
 
 # An index part of a torch key ('layer1.0.bn1' -> 'layer1.*.bn1'); digits in a name stay.
 _INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)")

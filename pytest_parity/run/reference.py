@@ -67,6 +67,7 @@ class ReferenceSides:
     torch_model: Any
     flax_apply: Callable[..., Any]
     flax_variables: Any
+    flax_module: Any = None  # the module flax_apply applies (None: a function)
 
     @property
     def reference_dtype(self) -> str:
@@ -121,4 +122,5 @@ def reference_sides(torch_model: Any, flax_module: Any, flax_variables: Any, dev
                                   jax.jit(lambda x: function(x)), None)
         module = flax_module_in(flax_module, reference)
         variables = placed_variables(jax.device_get(flax_variables), device, reference)
-    return ReferenceSides(device, dtype, torch_reference, jax.jit(module.apply), variables)
+    return ReferenceSides(device, dtype, torch_reference, jax.jit(module.apply), variables,
+                          module)
