@@ -163,6 +163,19 @@ def _template(args: Any, kwargs: Any) -> CallTemplate:
                         {k: SLOT if _is_array(v) else v for k, v in kwargs.items()})
 
 
+def linen_applied(module: Any, variables: Any, *args: Any, **kwargs: Any) -> Any:
+    """`module.apply` with every collection but the parameters mutable and a fixed dropout key,
+    the output alone returned: a call that updates BatchNorm's statistics (train mode) or draws
+    dropout runs instead of failing (ModifyScopeVariableError, InvalidRngError); what it
+    updates is dropped."""
+    import jax
+
+    mutable = [collection for collection in variables if collection != "params"]
+    output = module.apply(variables, *args, rngs={"dropout": jax.random.PRNGKey(0)},
+                          mutable=mutable or False, **kwargs)
+    return output[0] if mutable else output
+
+
 def _called(module: Any, inputs: Any) -> Any:
     if isinstance(inputs, dict):  # named inputs: keyword arguments
         return module(**inputs)
@@ -198,7 +211,7 @@ def capture_flax(apply_module: Any, variables: Any, inputs: Any, paths: Iterable
             return output
 
         with nn.intercept_methods(record):
-            _called(partial(apply_module.apply, variables), inputs)
+            _called(partial(linen_applied, apply_module, variables), inputs)
         return found
 
     def run_nnx(variables: Any, inputs: Any) -> Any:
@@ -281,7 +294,7 @@ def run_flax_patched(apply_module: Any, variables: Any, inputs: Any, path: str, 
                 return first_call("/".join(context.module.path), next_fun, args, kwargs)
 
             with nn.intercept_methods(record):
-                output = _called(partial(apply_module.apply, variables), inputs)
+                output = _called(partial(linen_applied, apply_module, variables), inputs)
         if not done:
             raise ValueError(f"{path}: the module was not called")
         return [leaf for leaf in _leaves(output) if _is_array(leaf)]
@@ -309,7 +322,7 @@ def module_call(capture: FlaxCapture, path: str) -> Callable[[Any, list[Any]], A
     place of its call's (its other arguments and keywords as they were)."""
     module, template = capture.modules[path], capture.templates[path]
     # An NNX submodule runs on its own as a port of its own (its variables relative to it).
-    apply = NNXPort(module).apply if is_nnx_module(module) else module.apply
+    apply = NNXPort(module).apply if is_nnx_module(module) else partial(linen_applied, module)
 
     def call(sub_variables: Any, given: list[Any]) -> Any:
         args, kwargs = template.filled(given)

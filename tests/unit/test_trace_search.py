@@ -266,3 +266,47 @@ def test_a_normalizer_that_scales_up_a_blocks_small_error_is_not_blamed():
     by_name = {v.pair.torch: v for v in diagnosis.trace.modules}
     assert by_name["blk"].output_margin <= 1.0 < by_name["norm"].output_margin, by_name
     assert diagnosis.trace.culprit.pair.torch == "blk", diagnosis.lines()
+
+
+def test_a_flax_side_computing_batch_statistics_and_drawing_dropout_is_traced():
+    """A Flax call that updates BatchNorm's statistics (train mode, as torch's) and draws
+    dropout needs its collections mutable and a dropout key: before, the diagnosis failed
+    with ModifyScopeVariableError. Its bug (* 1.01 after the norm) is found in its module."""
+    import jax
+
+    from pytest_parity.mapping.layer_rules import batch_norm_rules
+
+    class TorchNormNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.bn, self.blk = torch.nn.Linear(16, 16), torch.nn.BatchNorm1d(16), \
+                TorchBlock()
+
+        def forward(self, x):
+            return self.blk(self.bn(self.stem(x)))
+
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Dropout(0.5, deterministic=False)(x) * 0.0 + x  # draws a key, changes nothing
+            return nn.Dense(16, name="fc")(x) * 1.01
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5,
+                             name="bn")(nn.Dense(16, name="stem")(x))
+            return Block(name="blk")(x)
+
+    mapping = Mapping("bn", (*linear_rules("stem", "stem"), *batch_norm_rules("bn", "bn"),
+                             *linear_rules("blk.fc", "blk/fc")))
+    torch.manual_seed(0)
+    model = TorchNormNet().train()
+    arrays, _ = mapping.torch_to_canonical({k: v.numpy() for k, v in model.state_dict().items()})
+    variables = placed_variables(mapping.canonical_to_flax(arrays), "cpu", "float32")
+    diagnosis = diagnose(mapping=mapping, torch_model=model, flax_module=Net(),
+                         flax_variables=variables, torch_inputs=torch.from_numpy(INPUTS),
+                         flax_inputs=jax.numpy.asarray(INPUTS), image_rank=None, tolerance={})
+    by_name = {v.pair.torch: v for v in diagnosis.trace.modules}
+    assert by_name["bn"].output_margin <= 1.0  # batch statistics on both sides
+    assert diagnosis.trace.culprit.pair.torch == "blk", diagnosis.lines()
