@@ -82,6 +82,8 @@ def _assert_localized(parity_pair, random_images, monkeypatch, spec: PortBug) ->
         assert diagnosis["culprit"]["torch"] == spec.culprit
     if spec.own_code:
         assert any(entry.startswith(spec.own_code) for entry in diagnosis["own_code"])
+    if spec.between:
+        assert tuple(diagnosis["between"]) == spec.between, diagnosis["between"]
     findings = diagnosis["weights"] + diagnosis["settings"]
     if spec.finding:
         audit, text = spec.finding
