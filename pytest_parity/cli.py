@@ -105,7 +105,11 @@ def _trace(arguments: argparse.Namespace) -> int:
               else pair.example_inputs(arguments.seed))
     with numerics.applied("pinned", arguments.seed):  # as a parity case runs
         loaded = load_pair(pair, checkpoint, arguments.device, arguments.dtype)
-        diagnosis = loaded.diagnose(inputs)
+        try:
+            diagnosis = loaded.diagnose(inputs)
+        except Exception as error:  # said in one line, exit status 2: never "found something"
+            raise ParityError(f"{PREFIX} {pair.name}: no diagnosis: it failed with "
+                              f"{type(error).__name__}: {error}") from None
     culprit = diagnosis.trace.culprit
     print(f"{pair.name} on {arguments.device} in {arguments.dtype}, input {arguments.input}: "
           + ("the outputs differ" if culprit else "no module diverges"))
@@ -174,8 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("b", metavar="B")
     diff.set_defaults(run=_diff)
     trace = verbs.add_parser(
-        "trace", help="find where a registered pair's two sides diverge; exit status 1 when "
-                      "an audit or the trace finds something",
+        "trace", help="find where a registered pair's two sides diverge; exit status 0 when "
+                      "nothing is found, 1 when an audit or the trace finds something, 2 when "
+                      "the diagnosis fails (one [parity] line)",
         description="Load the pair from its checkpoint (--checkpoint, else the pair's own for "
                     "--seed), run both sides on one input, audit the weights and the settings "
                     "of every aligned module and trace every module's activations: the first "

@@ -1,7 +1,7 @@
 """The parity report: a table after the run, and the same records as JSON for CI dashboards.
 
 JSON schema (`--parity-report=FILE`), also in docs/report-schema.md:
-    {"schema": "pytest-parity-report/7",
+    {"schema": "pytest-parity-report/8",
      "versions": {"torch": "2.13.0+cpu" | null, ...},
      "settings": {"device": "cpu", "devices": ["cpu"], "dtypes": ["float32"], "rtol": null,
                   "atol": null, "seed": 0, "numerics": {"mode": "pinned", ...}},
@@ -30,7 +30,7 @@ from typing import Any
 from pytest_parity.atomic import write_atomically
 from pytest_parity.environment import installed_versions
 
-SCHEMA = "pytest-parity-report/7"
+SCHEMA = "pytest-parity-report/8"
 
 
 WIDTH = 120  # the terminal table's width at the default verbosity

@@ -37,13 +37,18 @@ AROUND = 4  # modules shown before and after the culprit
 
 @dataclass
 class Diagnosis:
+    """What the audits and the trace found for one check: its settings findings are those
+    that can explain that check (a forward check's: only those that change the forward pass;
+    a gradient or step check's: those that change training too)."""
+
     weights: list[Finding]
     settings: list[Finding]
     trace: Trace
 
     @property
     def found(self) -> bool:
-        """Whether anything was found: an audit finding, a culprit, or different inputs."""
+        """Whether anything was found: an audit finding that can explain the check, a culprit,
+        or different inputs."""
         return bool(self.weights or self.settings or self.trace.culprit
                     or self.trace.inputs_differ)
 
@@ -177,12 +182,14 @@ def diagnose(*, mapping: Mapping | None, torch_model: Any, flax_module: Any,
              flax_variables: Any, torch_inputs: Any, flax_inputs: Any,
              image_rank: int | None, tolerance: dict[str, float],
              inputs_differ: bool = False, descend: bool | None = None,
-             every_module_alone: bool = False) -> Diagnosis:
+             every_module_alone: bool = False, training: bool = False) -> Diagnosis:
     """Audit the weights and settings of every aligned module pair, then trace one input.
 
     `torch_inputs` and `flax_inputs` are placed on the case's device in its dtype, each in its
     framework's layout; `image_rank` is the input's rank where it is an image batch (its
-    channels move between layouts), else None.
+    channels move between layouts), else None. `training`: the check that failed trains (a
+    gradient or step check), so the settings that change training only are reported too; a
+    forward check leaves them out (a correct BERT's padding_idx is no culprit of its outputs).
     """
     import jax
 
@@ -205,4 +212,5 @@ def diagnose(*, mapping: Mapping | None, torch_model: Any, flax_module: Any,
             result.culprit.pair, [c.pair for c in children], torch_model,
             own_modules(result.culprit, children, torch_capture.order), flax_capture,
             flax_variables)
-    return Diagnosis(weights, settings, result)
+    reported = [finding for finding in settings if training or finding.affects == "forward"]
+    return Diagnosis(weights, reported, result)

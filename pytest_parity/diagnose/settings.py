@@ -4,7 +4,9 @@ Weights can agree bit for bit while the port computes something else: an epsilon
 default (1e-6, torch 1e-5), a BatchNorm momentum in the other framework's convention, a stride,
 a padding or a train/eval mode that differs. Each pair is read by its torch class's kind (found
 by class name in a table, so neither framework is imported), each setting compared where both
-sides have it; a mismatch is one Finding, the Flax value in torch's convention where they differ.
+sides have it; a mismatch is one Finding, the Flax value in torch's convention where they differ,
+labelled by what it changes: the forward pass, or only training (a gradient, a running
+statistic's update, the mask of a dropout that draws none in this run).
 Linen modules and NNX modules are read alike: NNX keeps Linen's field names (`epsilon`,
 `momentum` in Linen's convention, `strides`, `feature_group_count`...) as attributes, and names
 two classes otherwise (`Linear` with `out_features`, `MultiHeadAttention`).
@@ -12,12 +14,12 @@ two classes otherwise (`Linear` with `out_features`, `MultiHeadAttention`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
-from pytest_parity.diagnose.findings import Finding
+from pytest_parity.diagnose.findings import Affects, Finding
 from pytest_parity.diagnose.modules import ModulePair
 from pytest_parity.diagnose.settings_checks import (
     Check,
@@ -117,6 +119,29 @@ _KINDS: dict[str, _Kind] = {
     "gelu": _Kind(None, (("approximate", gelu_approximate),)),
 }
 
+
+def _always(_torch_module: Any, _flax_module: Any) -> bool:
+    return True
+
+
+def _draws_no_mask(torch_module: Any, flax_module: Any) -> bool:
+    """Whether neither side drops anything in this run (torch in eval mode, the Flax module
+    deterministic, or given that at a call the audit cannot read), so that a dropout rate
+    changes training only."""
+    deterministic = getattr(flax_module, "deterministic", None)
+    return not torch_module.training and deterministic is not False
+
+
+# The settings that change only what training does, by name (each names one kind's setting),
+# and when: never the outputs of this forward pass.
+_TRAINING_ONLY: dict[str, Callable[[Any, Any], bool]] = {
+    "padding_idx": _always,  # the forward pass looks that row up like any other
+    "scale_grad_by_freq": _always,
+    "momentum": _always,  # it weighs the running statistics' updates, never the output
+    "rate": _draws_no_mask,  # Dropout's
+    "dropout": _draws_no_mask,  # attention's
+}
+
 _TORCH_KINDS: dict[str, str] = {
     **dict.fromkeys(("Conv1d", "Conv2d", "Conv3d"), "conv"),
     **dict.fromkeys(("ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"), "conv_transpose"),
@@ -145,6 +170,12 @@ def _kind_of(torch_module: Any, flax_module: Any) -> _Kind | None:
     return kind
 
 
+def _affects(what: str, torch_module: Any, flax_module: Any) -> Affects:
+    training_only = _TRAINING_ONLY.get(what)
+    return "training" if training_only and training_only(torch_module, flax_module) \
+        else "forward"
+
+
 def _audit_pair(torch_module: Any, flax_module: Any, where: str) -> list[Finding]:
     kind = _kind_of(torch_module, flax_module)
     findings = []
@@ -154,7 +185,8 @@ def _audit_pair(torch_module: Any, flax_module: Any, where: str) -> list[Finding
         except _UNREADABLE:
             continue
         if mismatch is not None:
-            findings.append(Finding("settings", where, what, *mismatch))
+            findings.append(Finding("settings", where, what, *mismatch,
+                                    affects=_affects(what, torch_module, flax_module)))
     return findings
 
 

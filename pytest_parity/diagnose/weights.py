@@ -59,21 +59,22 @@ def audit_weights(mapping: Mapping, torch_state: MappingType[str, Any],
                   if rule is not None and rule.collection is not None}
     findings = [Finding("weights", path, "missing", "present", "absent")
                 for path in sorted(flax_paths - actual.keys())]
-    untransformed = {}
+    sources, untransformed = {}, {}
     for key, (paths, _, _, transform, split) in mapping.correspondence(state).items():
+        for number, path in enumerate(paths, 1):  # a fused tensor's pieces by its own key
+            piece = f"piece {number} of {len(paths)}, " if split else ""
+            sources[path] = f"torch {key}, {piece}{transform}"
         if split is None and len(paths) == 1:
-            untransformed[paths[0]] = (state[key], key, transform)
+            untransformed[paths[0]] = state[key]
     for path in sorted(flax_paths & actual.keys()):
         want, got = expected[path], actual[path]
         if _same(got, want):
             continue
-        raw, key, transform = untransformed.get(path, (None, "", None))
-        rule = mapping.rule_for(path)
-        how = f"torch {key or (rule.torch if rule else '?')}, {transform or 'split'}"
+        raw = untransformed.get(path)
         hint = _equals_instead(path, got, expected, raw)
         figures = (f"shape {got.shape} vs {want.shape}" if got.shape != want.shape
                    else f"max abs {_max_abs(got, want):.3g}")
-        note = "; ".join(part for part in (figures, how, hint) if part)
+        note = "; ".join(part for part in (figures, sources.get(path, ""), hint) if part)
         findings.append(Finding("weights", path, "value", str(want.dtype), str(got.dtype), note))
     return findings
 

@@ -31,8 +31,9 @@ def torch_tinynet():
     return TinyNet()
 
 
-def flax_tinynet(epsilon=1e-5):
-    """The Flax port; `epsilon` other than torch's 1e-5 makes it a port with a bug."""
+def flax_tinynet(epsilon=1e-5, momentum=0.9):
+    """The Flax port; `epsilon` other than torch's 1e-5 makes it a port with a bug, `momentum`
+    other than 0.9 (torch's 0.1) one whose training differs."""
     import flax.linen as nn
     import jax.numpy as jnp
 
@@ -40,8 +41,8 @@ def flax_tinynet(epsilon=1e-5):
         @nn.compact
         def __call__(self, x):
             x = nn.Conv(4, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="conv1")(x)
-            x = nn.relu(nn.BatchNorm(use_running_average=True, momentum=0.9, epsilon=epsilon,
-                                     name="bn1")(x))
+            x = nn.relu(nn.BatchNorm(use_running_average=True, momentum=momentum,
+                                     epsilon=epsilon, name="bn1")(x))
             return nn.Dense(10, name="fc")(jnp.mean(x, axis=(1, 2)))
 
     return TinyNet()

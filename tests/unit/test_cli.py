@@ -87,3 +87,37 @@ def test_trace_names_the_culprit_and_exits_1(capsys):
     assert "the outputs differ" in out
     assert "torch bn1 <-> flax bn1: epsilon: torch 1e-05, flax 0.001" in out
     assert "first divergent module: torch bn1 <-> flax bn1" in out
+
+
+def test_trace_exits_0_where_only_training_differs(capsys):
+    """BatchNorm's momentum weighs only the running statistics' updates: a port of the wrong
+    momentum computes the same outputs in eval mode, so the trace has nothing to report."""
+    pytest.importorskip("torch")
+    pytest.importorskip("flax")
+    from pytest_parity import registry
+    from tests.support.tinynet import MAPPING, flax_tinynet, torch_tinynet
+
+    keras_momentum = partial(flax_tinynet, momentum=0.99)  # Keras' default
+    registry.register(registry.Pair("tinynet_keras_bn", torch_tinynet, keras_momentum,
+                                    MAPPING, (2, 3, 8, 8)))
+    assert main(["trace", "tinynet_keras_bn"]) == 0
+    out = capsys.readouterr().out
+    assert "settings audit: nothing differs" in out and "momentum" not in out
+
+
+def test_a_failing_diagnosis_is_one_line_and_exit_status_2(monkeypatch, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("flax")
+    from pytest_parity.run.loaded import LoadedPair
+    from tests.support.tinynet import TINYNET
+
+    def diagnose(self, inputs):
+        raise TypeError("__init__() got an unexpected keyword argument 'deterministic'")
+
+    monkeypatch.setattr(LoadedPair, "diagnose", diagnose)
+    assert main(["trace", TINYNET.name]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        "[parity] tinynet: no diagnosis: it failed with TypeError: __init__() got an "
+        "unexpected keyword argument 'deterministic'"]
+    assert captured.out == ""

@@ -80,6 +80,77 @@ def test_a_wrong_weight_is_named_with_what_it_equals(mistake, where, hint):
     assert hint in findings[0].note and findings[0].audit == "weights"
 
 
+def test_a_fused_split_is_named_by_its_concrete_torch_key():
+    """The zoo ViT's q/k/v come from one in_proj tensor per block: a wrong piece names that
+    block's tensor, not the rule's pattern with `{i}`."""
+    torch = pytest.importorskip("torch")
+    from pytest_parity import registry
+
+    pair = registry.get("vit_ti_16")
+    with torch.device("meta"):
+        shapes = {key: tuple(value.shape) for key, value in pair.torch_model().state_dict()
+                  .items()}
+    rng = np.random.default_rng(0)
+    state = {key: rng.normal(size=shape).astype(np.float32) for key, shape in shapes.items()}
+    arrays, _ = pair.mapping.torch_to_canonical(state)
+    variables = pair.mapping.canonical_to_flax(arrays)
+    attention = variables["params"]["encoder"]["layer3"]["attention"]
+    attention["key"]["bias"] = attention["key"]["bias"] + np.float32(0.5)  # not a view's edit
+    findings = audit_weights(pair.mapping, state, variables)
+    assert [f.where for f in findings] == ["encoder/layer3/attention/key/bias"]
+    assert "torch encoder.layers.encoder_layer_3.self_attention.in_proj_bias, piece 2 of 3" \
+        in findings[0].note and "{i}" not in findings[0].note
+
+
+def _embedding_diagnosis(training):
+    """A correct port of an Embedding with padding_idx (as BERT's), which Flax's Embed lacks:
+    a difference in what training does, never in the forward pass."""
+    torch = pytest.importorskip("torch")
+    nn = pytest.importorskip("flax.linen")
+    import jax
+
+    from pytest_parity.diagnose import diagnose
+    from pytest_parity.mapping.layer_rules import embedding_rules, linear_rules
+    from pytest_parity.run.sides import placed_variables
+
+    class TorchNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(10, 8, padding_idx=0)
+            self.fc = torch.nn.Linear(8, 4)
+
+        def forward(self, ids):
+            return self.fc(self.embed(ids))
+
+    class FlaxNet(nn.Module):
+        @nn.compact
+        def __call__(self, ids):
+            return nn.Dense(4, name="fc")(nn.Embed(10, 8, name="embed")(ids))
+
+    mapping = Mapping("embedded", (*embedding_rules("embed", "embed"), *linear_rules("fc", "fc")))
+    torch.manual_seed(0)
+    model = TorchNet().eval()
+    arrays, _ = mapping.torch_to_canonical({k: v.numpy() for k, v in model.state_dict().items()})
+    ids = np.array([[0, 3, 5, 0]], np.int32)
+    return diagnose(mapping=mapping, torch_model=model, flax_module=FlaxNet(),
+                    flax_variables=placed_variables(mapping.canonical_to_flax(arrays), "cpu",
+                                                    "float32"),
+                    torch_inputs=torch.from_numpy(ids).long(), flax_inputs=jax.numpy.asarray(ids),
+                    image_rank=None, tolerance={}, training=training)
+
+
+def test_a_forward_diagnosis_leaves_out_what_changes_training_only():
+    diagnosis = _embedding_diagnosis(training=False)
+    assert diagnosis.settings == [] and not diagnosis.found
+    assert "  settings audit: nothing differs" in diagnosis.lines()
+
+
+def test_a_training_diagnosis_reports_what_changes_training_only():
+    diagnosis = _embedding_diagnosis(training=True)
+    assert [(f.what, f.affects) for f in diagnosis.settings] == [("padding_idx", "training")]
+    assert diagnosis.found
+
+
 def test_a_missing_flax_variable_is_a_finding():
     variables = _flax(_state())
     del variables["params"]["fc"]["bias"]

@@ -5,6 +5,7 @@ culprit's own code is read from its jaxpr; what a Linen twin's diagnosis says, s
 import numpy as np
 import pytest
 
+from pytest_parity.diagnose.settings import audit_settings
 from pytest_parity.mapping import Mapping
 from pytest_parity.mapping.layer_rules import (
     batch_norm_rules,
@@ -74,10 +75,11 @@ def test_an_nnx_diagnosis_is_its_linen_twins():
     assert nnx_modules["fc"].output_margin > 100 and nnx_modules["fc"].isolated_margin < 1
 
 
-def test_a_batch_norm_momentum_in_nnxs_default_is_named_by_the_settings_audit():
+def test_a_batch_norm_momentum_in_nnxs_default_is_named_as_changing_training_only():
     """(c) NNX's default momentum 0.99 (torch's 0.01) where torch's is 0.1: in eval mode the
     output does not change, so no comparison fails; the settings audit (run by diagnose on
-    any input, without descend) names it, and the trace finds nothing."""
+    any input, without descend) names it as a difference in training, which a diagnosis of
+    the forward pass leaves out, and the trace finds nothing."""
     import flax.nnx as nnx_
 
     def factory():
@@ -89,11 +91,12 @@ def test_a_batch_norm_momentum_in_nnxs_default_is_named_by_the_settings_audit():
     loaded = _loaded(TINYNET_NNX, factory)
     loaded.assert_close(_images())  # eval mode: the same output
     diagnosis = loaded.diagnose(_images())
-    assert _settings(diagnosis) == [
-        "torch bn1 <-> flax bn1: momentum: torch 0.1, flax 0.01 (flax momentum=0.99, i.e. 0.01 "
-        "in torch's convention (torch weights the batch by momentum, flax the running "
-        "average))"]
-    assert diagnosis.trace.culprit is None
+    assert diagnosis.settings == [] and not diagnosis.found
+    [finding] = audit_settings(loaded.torch_model, {"bn1": factory().bn1}, [("bn1", "bn1")])
+    assert finding.line() == (
+        "torch bn1 <-> flax bn1: momentum (training only): torch 0.1, flax 0.01 (flax "
+        "momentum=0.99, i.e. 0.01 in torch's convention (torch weights the batch by momentum, "
+        "flax the running average))")
 
 
 def test_a_weight_stored_wrong_in_the_nnx_variables_is_named_by_the_weight_audit():

@@ -190,6 +190,56 @@ def test_each_mismatching_setting_is_one_finding(make_torch, flax_module, given,
     assert note_part in findings[0].note
 
 
+# The mismatches above that change only what training does; every other one changes the
+# forward pass.
+TRAINING_ONLY = {"batch-norm-momentum", "dropout-rate", "embedding-padding-idx"}
+
+
+@pytest.mark.parametrize(("make_torch", "flax_module", "given", "name"),
+                         [(*case[:3], name) for name, case in MISMATCHES.items()],
+                         ids=MISMATCHES.keys())
+def test_each_finding_says_whether_it_changes_the_forward_pass_or_training_only(
+        make_torch, flax_module, given, name):
+    [finding] = audit_layer(make_torch(), flax_module, given)
+    assert finding.affects == ("training" if name in TRAINING_ONLY else "forward")
+    assert finding.to_record()["affects"] == finding.affects
+
+
+# id: torch module, Flax module, input, the setting, what it changes
+AFFECTS = {
+    # a rate matters to the forward pass only where a mask is drawn
+    "dropout-rate-both-drawing": (
+        lambda: tnn.Dropout(0.1), nn.Dropout(0.2, deterministic=False), SEQUENCE, "rate",
+        "forward"),
+    "attention-dropout-eval": (
+        lambda: tnn.MultiheadAttention(8, 2, dropout=0.1, batch_first=True).eval(),
+        nn.MultiHeadDotProductAttention(num_heads=2, deterministic=True), SEQUENCE, "dropout",
+        "training"),
+    "embedding-scale-grad-by-freq": (
+        lambda: tnn.Embedding(10, 8, scale_grad_by_freq=True), nn.Embed(10, 8), TOKENS,
+        "scale_grad_by_freq", "training"),
+    # torch renormalizes the rows it looks up in the forward pass itself
+    "embedding-max-norm": (
+        lambda: tnn.Embedding(10, 8, max_norm=1.0), nn.Embed(10, 8), TOKENS, "max_norm",
+        "forward"),
+}
+
+
+@pytest.mark.parametrize(("make_torch", "flax_module", "given", "what", "affects"),
+                         AFFECTS.values(), ids=AFFECTS.keys())
+def test_what_a_setting_changes_depends_on_whether_the_run_uses_it(make_torch, flax_module,
+                                                                   given, what, affects):
+    findings = audit_layer(make_torch(), flax_module, given)
+    assert [(f.what, f.affects) for f in findings if f.what == what] == [(what, affects)]
+
+
+def test_a_training_only_mismatch_says_so_in_its_line():
+    [finding] = audit_layer(tnn.Embedding(10, 8, padding_idx=0), nn.Embed(10, 8), TOKENS)
+    assert finding.line() == (f"{ROOT}: padding_idx (training only): torch 0, flax None (flax "
+                              "Embed has no such option: torch keeps that row's gradient at "
+                              "zero)")
+
+
 def test_a_nested_model_reports_only_the_mismatching_child():
     class Net(nn.Module):
         @nn.compact
