@@ -72,6 +72,9 @@ class Diagnosis:
             "inputs_differ": self.trace.inputs_differ,
             "culprit": culprit.to_record() if culprit else None,
             "own_code": self.trace.own_code, "between": list(self.trace.between),
+            "patched": [{"given": given, "output_margin": margin}
+                        for given, margin in self.trace.patched],
+            "traced_in": self.trace.traced_in,
             "modules": [verdict.to_record() for verdict in self.trace.modules],
         }
 
@@ -81,20 +84,36 @@ def _fmt(value: float | None) -> str:
 
 
 def _trace_lines(result: Trace) -> list[str]:
+    return ([f"  traced in {result.traced_in} (the case's own rounding hides what one "
+             "module does wrong)"] if result.traced_in else []) + _found_lines(result)
+
+
+def _found_lines(result: Trace) -> list[str]:
+    root = next((v for v in result.modules if not v.pair.torch), None)
     if result.inputs_differ:
+        sizes = "" if root is None else (
+            f": inputs max abs {_fmt(root.input_error)}, margin {root.input_margin or 0:.3g}; "
+            f"outputs max abs {_fmt(root.output_error)}, margin {root.output_margin or 0:.3g}")
         return ["  first divergence: the inputs themselves (the input pipeline, e.g. "
-                "preprocessing, differs)"]
+                f"preprocessing, differs){sizes}"]
     culprit = result.culprit
     if culprit is None:
-        root = next((v for v in result.modules if not v.pair.torch), None)
         if root is not None and (root.output_margin or 0.0) <= 1.0:
             return ["  first divergent module: none (the outputs agree)"]
         return [f"  first divergent module: none (no module is {BLAME:g}x beyond its tolerance "
                 "on identical inputs: the difference is rounding accumulated over many "
                 "modules)"]
-    lines = [f"  first divergent module: {culprit.pair.label()} (inputs max abs "
-             f"{_fmt(culprit.input_error)}; on torch's inputs its output max abs "
-             f"{_fmt(culprit.isolated_error)}, margin {culprit.isolated_margin or 0:.3g})"]
+    if result.patched:
+        lines = [f"  first divergent module: {culprit.pair.label()} (inputs max abs "
+                 f"{_fmt(culprit.input_error)}, output max abs {_fmt(culprit.output_error)}; "
+                 "no module is clearly wrong on its own, but the model's output agrees once "
+                 "the Flax side is given torch's arrays past it)",
+                 "    the model's output margin with the Flax side given torch's: " + ", ".join(
+                     f"{given} {margin:.3g}" for given, margin in result.patched)]
+    else:
+        lines = [f"  first divergent module: {culprit.pair.label()} (inputs max abs "
+                 f"{_fmt(culprit.input_error)}; on torch's inputs its output max abs "
+                 f"{_fmt(culprit.isolated_error)}, margin {culprit.isolated_margin or 0:.3g})"]
     before, after = result.between
     if result.own_code or before or after:
         where = f" between {before or '(its start)'} and {after or '(its end)'}"
@@ -203,7 +222,7 @@ def diagnose(*, mapping: Mapping | None, torch_model: Any, flax_module: Any,
     settings = audit_settings(torch_model, _as_called(flax_capture),
                               [(p.torch, p.flax) for p in pairs])
     captures = Captures(torch_capture, flax_capture, flax_variables,
-                        _device_of(flax_inputs), image_rank)
+                        _device_of(flax_inputs), image_rank, flax_module, flax_inputs)
     result = trace(pairs, captures, torch_model, tolerance, inputs_differ=inputs_differ,
                    descend=descend, every_module_alone=every_module_alone)
     if result.culprit is not None:

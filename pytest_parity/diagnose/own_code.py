@@ -3,9 +3,9 @@
 On the torch side they are modules (`GELU(approximate='none')`, `MaxPool2d(...)`); a Flax
 port usually writes them as functions (`nn.gelu(x)`, `nn.max_pool(x, ...)`), which have no
 fields to read. Their settings are read from the Flax module's jaxpr instead (traced
-abstractly: nothing runs), minus its aligned children's: exact GELU computes `erf`, the tanh
-approximation `tanh`; max pooling is a `reduce_window_max` with its window, strides and
-padding.
+abstractly: nothing runs), minus its aligned children's: exact GELU computes `erf` (`erfc`
+in jax 0.10), the tanh approximation `tanh`; max pooling is a `reduce_window_max` with its
+window, strides and padding. torch's GELUs are its own and transformers' (by class name).
 """
 
 from __future__ import annotations
@@ -57,6 +57,18 @@ def _torch_pool(module: Any) -> tuple[Any, ...]:
         (padding[0], padding[0]), (padding[1], padding[1]))
 
 
+# torch's GELU modules by class name, with the approximation each computes: torch's own, and
+# transformers' (GPT-2's `NewGELUActivation` is the tanh form, BERT's `GELUActivation` exact).
+_GELUS = {
+    "GELU": lambda layer: layer.approximate,
+    "NewGELUActivation": lambda layer: "tanh",
+    "GELUTanh": lambda layer: "tanh",
+    "PytorchGELUTanh": lambda layer: "tanh",
+    "FastGELUActivation": lambda layer: "tanh",
+    "GELUActivation": lambda layer: "none",
+}
+
+
 def audit_own_code(culprit: ModulePair, children: list[ModulePair], torch_model: Any,
                    torch_layers: list[str], capture: FlaxCapture, variables: Any
                    ) -> list[Finding]:
@@ -64,7 +76,7 @@ def audit_own_code(culprit: ModulePair, children: list[ModulePair], torch_model:
     (`torch_layers`, full names) with what its Flax side computes outside its children."""
     layers = {name: torch_model.get_submodule(name) for name in torch_layers}
     kinds = {type(layer).__name__ for layer in layers.values()}
-    if not kinds & {"GELU", "MaxPool2d"} or culprit.flax not in capture.modules:
+    if not kinds & {*_GELUS, "MaxPool2d"} or culprit.flax not in capture.modules:
         return []
     primitives, pools = _traced(capture, variables, culprit.flax)
     for child in children:
@@ -73,16 +85,17 @@ def audit_own_code(culprit: ModulePair, children: list[ModulePair], torch_model:
             primitives, pools = primitives - child_primitives, pools - child_pools
     where = culprit.label()
     findings = []
-    gelus = {name: layer.approximate for name, layer in layers.items()
-             if type(layer).__name__ == "GELU"}
-    flax_gelu = "'tanh'" if primitives["tanh"] and not primitives["erf"] else \
-        "'none'" if primitives["erf"] and not primitives["tanh"] else None
+    gelus = {name: _GELUS[type(layer).__name__](layer) for name, layer in layers.items()
+             if type(layer).__name__ in _GELUS}
+    exact = primitives["erf"] + primitives["erfc"]  # jax's exact GELU: erfc (0.10), erf before
+    flax_gelu = "'tanh'" if primitives["tanh"] and not exact else \
+        "'none'" if exact and not primitives["tanh"] else None
     for name, approximate in gelus.items():
         if flax_gelu is not None and flax_gelu != repr(approximate):
             findings.append(Finding("settings", where, f"GELU approximate ({name})",
                                     repr(approximate), flax_gelu,
                                     f"read from the Flax jaxpr: {primitives['tanh']} tanh, "
-                                    f"{primitives['erf']} erf"))
+                                    f"{exact} erf/erfc"))
     torch_pools = Counter(_torch_pool(layer) for layer in layers.values()
                           if type(layer).__name__ == "MaxPool2d")
     if torch_pools and pools and torch_pools != pools:

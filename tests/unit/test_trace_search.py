@@ -310,3 +310,64 @@ def test_a_flax_side_computing_batch_statistics_and_drawing_dropout_is_traced():
     by_name = {v.pair.torch: v for v in diagnosis.trace.modules}
     assert by_name["bn"].output_margin <= 1.0  # batch statistics on both sides
     assert diagnosis.trace.culprit.pair.torch == "blk", diagnosis.lines()
+
+
+@pytest.mark.parametrize("off_by", [0.0175, 2.12])
+def test_an_input_pipeline_culprit_gives_both_differences(off_by):
+    """A correct preprocessing (off by rounding-sized 0.0175) and a broken one (2.12) got the
+    same line; now each says how far the inputs and the outputs are apart."""
+    import jax
+
+    same = CALLS["array-keyword"]
+    torch.manual_seed(0)
+    model = TorchNet(same[0]).eval()
+    arrays, _ = MAPPING.torch_to_canonical({k: v.numpy() for k, v in model.state_dict().items()})
+    variables = placed_variables(MAPPING.canonical_to_flax(arrays), "cpu", "float32")
+    diagnosis = diagnose(mapping=MAPPING, torch_model=model,
+                         flax_module=flax_net(lambda fc, x, *, shift: fc(x) + shift, same[2]),
+                         flax_variables=variables, torch_inputs=torch.from_numpy(INPUTS),
+                         flax_inputs=jax.numpy.asarray(INPUTS + off_by), image_rank=None,
+                         tolerance={}, inputs_differ=True)
+    line = next(line for line in diagnosis.lines() if "the inputs themselves" in line)
+    assert f"inputs max abs {off_by:.2e}" in line, line
+    assert "outputs max abs" in line and line.count("margin") == 2
+
+
+class NewGELUActivation(torch.nn.Module):
+    """transformers' GPT-2 activation (the tanh form), known to the audit by its class name."""
+
+    def forward(self, x):
+        return torch.nn.functional.gelu(x, approximate="tanh")
+
+
+def test_a_transformers_gelu_against_the_other_approximation_is_named():
+    """GPT-2's `NewGELUActivation` computes the tanh form; a Flax block computing the exact
+    one (erf in its jaxpr) gets the settings finding (before: only torch's nn.GELU was read)."""
+    import jax
+
+    class TorchMlp(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.act, self.out = torch.nn.Linear(16, 16), NewGELUActivation(), \
+                torch.nn.Linear(16, 16)
+
+        def forward(self, x):
+            return self.out(self.act(self.fc(x)))
+
+    class Mlp(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(16, name="out")(nn.gelu(nn.Dense(16, name="fc")(x),
+                                                    approximate=False))
+
+    mapping = Mapping("mlp", (*linear_rules("fc", "fc"), *linear_rules("out", "out")))
+    torch.manual_seed(0)
+    model = TorchMlp().eval()
+    arrays, _ = mapping.torch_to_canonical({k: v.numpy() for k, v in model.state_dict().items()})
+    variables = placed_variables(mapping.canonical_to_flax(arrays), "cpu", "float32")
+    diagnosis = diagnose(mapping=mapping, torch_model=model, flax_module=Mlp(),
+                         flax_variables=variables, torch_inputs=torch.from_numpy(INPUTS),
+                         flax_inputs=jax.numpy.asarray(INPUTS), image_rank=None, tolerance={})
+    assert diagnosis.trace.culprit.pair.torch == "", diagnosis.lines()
+    assert [(f.what, f.torch, f.flax) for f in diagnosis.settings] == \
+        [("GELU approximate (act)", "'tanh'", "'none'")], diagnosis.settings
