@@ -109,14 +109,15 @@ def _first_fixing(children: list[Any], runs: _Runs) -> int | None:
     return found
 
 
-def culprit_by_patching(root: Any, verdicts: list[Any], side: Any, tolerance: dict[str, float], children_of: Any
-                        ) -> PatchedCulprit | None:
+def culprit_by_patching(root: Any, verdicts: list[Any], side: Any,
+                        tolerance: dict[str, float], children_of: Any) -> PatchedCulprit | None:
     """The module the model's failure starts in (module by module from the root, each
     level's aligned children in execution order); None where no module holds most of it."""
     base = root.output_margin or 0.0
     if base <= 1.0:
         return None
-    runs, module, margins = _Runs(side, root, tolerance), root, []
+    runs, module = _Runs(side, root, tolerance), root
+    margins: list[tuple[str, float]] = []
     while True:
         children = children_of(module, verdicts)
         index = _first_fixing(children, runs) if children else None

@@ -16,9 +16,8 @@ When the two sides were given different inputs, the input pipeline is the culpri
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
-
-import numpy as np
 
 from pytest_parity.diagnose.capture import (
     FlaxCapture,
@@ -27,7 +26,7 @@ from pytest_parity.diagnose.capture import (
     run_flax_module,
     torch_inputs_in_flax_call,
 )
-from pytest_parity.diagnose.distance import errors_between, in_layout
+from pytest_parity.diagnose.distance import errors_between
 from pytest_parity.diagnose.modules import ModulePair
 from pytest_parity.diagnose.patching import culprit_by_patching
 from pytest_parity.threads import thread_map
@@ -187,7 +186,7 @@ def _jump(culprit: ModuleVerdict, children: list[ModuleVerdict]
     steps = [culprit.input_margin, *(child.input_margin for child in children),
              culprit.output_margin]
     levels = [max(1.0, margin or 0.0) for margin in steps]
-    growth = [after / before for before, after in zip(levels, levels[1:], strict=False)]
+    growth = [after / before for before, after in pairwise(levels)]
     index = growth.index(max(growth)) if growth else len(children)
     return (children[index - 1] if index > 0 else None,
             children[index] if index < len(children) else None)

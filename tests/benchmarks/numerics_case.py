@@ -7,9 +7,10 @@ Prints one JSON line. The process has imported both frameworks and nothing that 
 a costly first call of a mode's settings shows (`first_call_s`: entering and leaving each
 mode's settings once, default's first, so what both modes pay lands on default). Then one
 warm-up case (the process' first jit and draw cost ~0.6 s in either mode), and ROUNDS rounds
-of the two modes taking turns (which leads alternates), each case on a layer of its own width so every
-case compiles afresh (`case_s`: per mode, in order). One case varies 1.0-1.5 s between fresh
-processes here, and by ~10% within one: both modes share a process and its spells.
+of the two modes taking turns (which leads alternates), each case on a layer of its own
+width so every case compiles afresh (`case_s`: per mode, in order). One case varies 1.0-1.5 s
+between fresh processes here, and by ~10% within one: both modes share a process and its
+spells.
 """
 
 import json
