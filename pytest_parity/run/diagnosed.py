@@ -20,7 +20,7 @@ def diagnosis_of(*, mapping: Mapping | None, torch_model: Any, flax_module: Any,
                  flax_variables: Any, inputs: Any, flax_inputs: Any, layout: Layout,
                  device: str, dtype: str, tolerance: dict[str, Any],
                  inputs_differ: bool = False, descend: bool | None = None,
-                 every_module_alone: bool = False) -> Diagnosis:
+                 every_module_alone: bool = False, training: bool = False) -> Diagnosis:
     """Diagnose one input (`inputs` in torch's layout, `flax_inputs` in Flax's)."""
     return diagnose(mapping=mapping, torch_model=torch_model, flax_module=flax_module,
                     flax_variables=flax_variables,
@@ -28,7 +28,7 @@ def diagnosis_of(*, mapping: Mapping | None, torch_model: Any, flax_module: Any,
                     flax_inputs=flax_input(flax_inputs, device, dtype),
                     image_rank=np.ndim(inputs) if layout is Layout.IMAGE else None,
                     tolerance=tolerance, inputs_differ=inputs_differ, descend=descend,
-                    every_module_alone=every_module_alone)
+                    every_module_alone=every_module_alone, training=training)
 
 
 def recorded(comparison: Comparison, diagnosis: Callable[[], Diagnosis | None],

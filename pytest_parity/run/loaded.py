@@ -19,7 +19,7 @@ from pytest_parity import progress
 from pytest_parity.calls import outputs_both_return
 from pytest_parity.checkpoint.format import Checkpoint
 from pytest_parity.compare import Comparison, compare, compared
-from pytest_parity.diagnose import Diagnosis
+from pytest_parity.diagnose import Diagnosis, mode
 from pytest_parity.diagnose.weights import converter_finding
 from pytest_parity.errors import PREFIX
 from pytest_parity.inputs import InputError
@@ -195,8 +195,10 @@ class LoadedPair:
                 flax_variables=self.flax_variables, mapping=self.pair.mapping,
                 device=self.device, dtype=self.dtype, loss=losses, seed=seed,
                 reference=self.reference if budget_wanted(self.dtype) else None)
-        return self._gradient_checks[key].check(inputs, flax_given, self.layout,
-                                                name=name or self.name, rtol=rtol, atol=atol)
+        return self._with_training_settings(
+            lambda: self._gradient_checks[key].check(inputs, flax_given, self.layout,
+                                                     name=name or self.name, rtol=rtol,
+                                                     atol=atol), inputs, flax_inputs)
 
     def assert_steps_close(self, batches: Any, *, optimizer: Any, steps: int | None = None,
                            loss: Any = None, training: bool = True,
@@ -226,11 +228,38 @@ class LoadedPair:
             ParityError: an optimizer without an optax equivalent.
         """
         __tracebackhide__ = True
-        for batch in batches if isinstance(batches, (list, tuple)) else [batches]:
+        every = list(batches) if isinstance(batches, (list, tuple)) else [batches]
+        for batch in every:
             self.pair.check_inputs(batch)
-        return steps_parity(self, batches, optimizer=optimizer, steps=steps, loss=loss,
-                            training=training, flax_training=flax_training, seed=seed,
-                            rtol=rtol, atol=atol, name=name)
+        return self._with_training_settings(
+            lambda: steps_parity(self, batches, optimizer=optimizer, steps=steps, loss=loss,
+                                 training=training, flax_training=flax_training, seed=seed,
+                                 rtol=rtol, atol=atol, name=name),
+            every[0] if every else None, None)
+
+    def _with_training_settings(self, check: Callable[[], Any], inputs: Any,
+                                flax_inputs: Any) -> Any:
+        """Run a gradient or steps check; where it fails (and `--parity-trace` wants), its
+        failure text ends with the settings audit, the settings that change training only
+        included (BatchNorm momentum, padding_idx, dropout): a forward diagnosis leaves them
+        out, since they cannot explain a forward difference."""
+        __tracebackhide__ = True
+        try:
+            return check()
+        except AssertionError as failure:
+            if not mode.wanted(False) or inputs is None:
+                raise
+            try:
+                settings = self.diagnose(inputs, flax_inputs=flax_inputs, descend=False,
+                                         training=True).settings
+            except Exception as error:  # the failure stands; the audit says it could not run
+                lines = [f"{PREFIX} no settings audit: it failed with "
+                         f"{type(error).__name__}: {error}"]
+            else:
+                lines = [f"{PREFIX} settings audit (training included): "
+                         f"{len(settings) or 'nothing'} differ{'s' if len(settings) == 1 else ''}",
+                         *(f"  {finding.line()}" for finding in settings)]
+            raise AssertionError("\n".join([str(failure), *lines])) from None
 
     @functools.cached_property
     def reference(self) -> ReferenceSides:
@@ -252,17 +281,17 @@ class LoadedPair:
 
     def diagnose(self, inputs: Any, *, flax_inputs: Any = None, rtol: float | None = None,
                  atol: float | None = None, descend: bool | None = None,
-                 every_module_alone: bool = False) -> Diagnosis:
+                 every_module_alone: bool = False, training: bool = False) -> Diagnosis:
         """The weight and settings audits and the activation trace of one input (as
         `assert_close` takes it; in a case judged by its budget, each module is held to the
         budget's element bound on this input); `descend=True` searches for a culprit even
         where the outputs agree; `every_module_alone` runs each module on torch's inputs (to
-        measure noise)."""
+        measure noise); `training` also reports the settings that change training only."""
         layout, tolerance = self.layout, self.tolerance(rtol, atol)
         flax_given = self._flax_given(inputs, flax_inputs)
         if self.dtype in WIDENED_TRACE:
             widened = self._diagnosis_widened(inputs, flax_given, flax_inputs is not None,
-                                              descend, every_module_alone)
+                                              descend, every_module_alone, training)
             if widened is not None and widened.found:
                 return widened
         if wanted(self.dtype) and not tolerance:  # judged by its budget: so are its modules
@@ -274,13 +303,14 @@ class LoadedPair:
             flax_variables=self.flax_variables, inputs=inputs, flax_inputs=flax_given,
             layout=layout, device=self.device, dtype=self.dtype, tolerance=tolerance,
             inputs_differ=inputs_differ, descend=descend,
-            every_module_alone=every_module_alone)
+            every_module_alone=every_module_alone, training=training)
         if self.variables_given and diagnosis.weights:
             diagnosis.weights.insert(0, converter_finding(diagnosis.weights, self.pair.mapping))
         return diagnosis
 
     def _diagnosis_widened(self, inputs: Any, flax_given: Any, own_flax_inputs: bool,
-                           descend: bool | None, every_module_alone: bool) -> Diagnosis | None:
+                           descend: bool | None, every_module_alone: bool, training: bool
+                           ) -> Diagnosis | None:
         """The diagnosis of a low-precision case run on its reference sides: the same weights
         and inputs, as the case's dtype rounded them, computed in float32 and held to the
         pair's float32 tolerance. In bfloat16 each module's own rounding is as large as many
@@ -302,7 +332,7 @@ class LoadedPair:
                 inputs=torch_given, flax_inputs=flax_rounded, layout=layout,
                 device=self.device, dtype=wide, tolerance=tolerance,
                 inputs_differ=inputs_differ, descend=descend,
-                every_module_alone=every_module_alone)
+                every_module_alone=every_module_alone, training=training)
         diagnosis.trace.traced_in = f"{wide}, on the {self.dtype}-rounded weights and inputs"
         if self.variables_given and diagnosis.weights:
             diagnosis.weights.insert(0, converter_finding(diagnosis.weights, self.pair.mapping))

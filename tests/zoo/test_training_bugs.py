@@ -48,6 +48,9 @@ def test_batch_norm_momentum_ported_as_0_1_fails_after_one_step(resnet18, monkey
     assert "1 training step: 40 of 227 leaves not sufficiently close" in text
     assert "\n  buffers/bn1.running_mean  margin " in text
     assert "params/" not in text.split("loss per step")[0]
+    # the settings audit, training included, names the cause (a forward diagnosis leaves it out)
+    assert "[parity] settings audit (training included): 20 differ\n" in text
+    assert "bn1: momentum (training only): torch 0.1, flax 0.9" in text
 
 
 def _adam_with_l2():
