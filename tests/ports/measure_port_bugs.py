@@ -39,7 +39,7 @@ def main(names):
     for bug in (BUGS[name] for name in names or BUGS):
         for dtype in DTYPES:
             found = measured(bug, port(bug.pair, dtype), dtype)
-            findings = "; ".join(line.split(" (")[0] for line in found.findings[:2])
+            findings = "; ".join(line[:110] for line in found.findings[:2])
             more = len(found.findings) - 2
             visible = dtype not in bug.invisible
             verdict = ("yes" if found.localized else "no") if visible else \
