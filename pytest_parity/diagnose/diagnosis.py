@@ -117,7 +117,8 @@ def _found_lines(result: Trace) -> list[str]:
     before, after = result.between
     if result.own_code or before or after:
         where = f" between {before or '(its start)'} and {after or '(its end)'}"
-        lines.append(f"    its own code{where}: {', '.join(result.own_code) or '-'}")
+        lines.append(f"    its own code{where}: "
+                     f"{', '.join(result.own_code) or 'no weightless torch module runs there'}")
     index = result.modules.index(culprit)
     shown = result.modules[max(0, index - AROUND):index + AROUND + 1]
     rows = [("", "module (torch)", "input max abs", "output max abs", "alone max abs",

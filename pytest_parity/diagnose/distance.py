@@ -19,7 +19,12 @@ def in_layout(array: np.ndarray, shape: tuple[int, ...], image_rank: int | None,
         moved = np.moveaxis(array, 1, -1) if to_flax else np.moveaxis(array, -1, 1)
         if moved.shape == tuple(shape):
             return moved
-    return array if array.shape == tuple(shape) else None
+    if array.shape == tuple(shape):
+        return array
+    if array.ndim == len(shape) and all(have in (want, 1)
+                                        for have, want in zip(array.shape, shape, strict=True)):
+        return np.broadcast_to(array, tuple(shape))  # one side's (1, S) position ids: (B, S)
+    return None
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,11 @@ def errors_between(flax_arrays: list[np.ndarray], torch_arrays: list[np.ndarray]
     compared = False
     for flax_array, torch_array in zip(flax_arrays, torch_arrays, strict=False):
         moved = in_layout(flax_array, torch_array.shape, image_rank, to_flax=False)
-        if moved is None:
-            continue
+        if moved is None:  # torch's the narrower: broadcast it to Flax's shape
+            widened = in_layout(torch_array, flax_array.shape, image_rank, to_flax=True)
+            if widened is None:
+                continue
+            moved, torch_array = flax_array, widened
         compared = True
         names = (str(moved.dtype), str(torch_array.dtype))
         policy, _ = resolve_layers(names, [("pair", tolerance.get("rtol"),

@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 
 from pytest_parity import progress
+from pytest_parity.arrays import to_numpy
 from pytest_parity.calls import outputs_both_return
 from pytest_parity.checkpoint.format import Checkpoint
 from pytest_parity.compare import Comparison, compare, compared
 from pytest_parity.diagnose import Diagnosis, mode
-from pytest_parity.diagnose.weights import converter_finding
+from pytest_parity.diagnose.findings import Finding
+from pytest_parity.diagnose.weights import audit_weights, converter_finding
 from pytest_parity.errors import PREFIX
 from pytest_parity.inputs import InputError
 from pytest_parity.layouts import Layout
@@ -308,6 +310,15 @@ class LoadedPair:
             diagnosis.weights.insert(0, converter_finding(diagnosis.weights, self.pair.mapping))
         return diagnosis
 
+    def _weights_audit(self) -> list[Finding]:
+        """The weight audit of this pair's own variables, in its dtype."""
+        import jax
+
+        torch_state = {key: to_numpy(value) for key, value in
+                       self.torch_model.state_dict().items()}
+        return audit_weights(self.pair.mapping, torch_state,
+                             jax.tree_util.tree_map(np.asarray, self.flax_variables))
+
     def _diagnosis_widened(self, inputs: Any, flax_given: Any, own_flax_inputs: bool,
                            descend: bool | None, every_module_alone: bool, training: bool
                            ) -> Diagnosis | None:
@@ -334,6 +345,8 @@ class LoadedPair:
                 inputs_differ=inputs_differ, descend=descend,
                 every_module_alone=every_module_alone, training=training)
         diagnosis.trace.traced_in = f"{wide}, on the {self.dtype}-rounded weights and inputs"
+        if diagnosis.weights:  # named as the case holds them, in its dtype (the same values)
+            diagnosis.weights = self._weights_audit()
         if self.variables_given and diagnosis.weights:
             diagnosis.weights.insert(0, converter_finding(diagnosis.weights, self.pair.mapping))
         return diagnosis

@@ -41,8 +41,8 @@ class PortBug:
     """A bug in one port's Flax side, where the diagnosis must localize it: a culprit within
     one of `culprits` (torch module names; the bug's module or its parent block, '' the model
     itself), and an audit finding (audit, a text its line holds) where an audit can see it.
-    `known`: per dtype, why it is not localized yet (measured), for an xfail; `invisible`: per
-    dtype, why the bug cannot be detected there (below its rounding: measured margin)."""
+    `invisible`: per dtype, why the bug cannot be detected there (below its rounding: the
+    measured margin)."""
 
     name: str
     pair: str
@@ -50,7 +50,6 @@ class PortBug:
     finding: tuple[str, str] | None = None
     code: tuple[Patch, ...] = ()
     variables: Callable[[dict[str, Any]], None] | None = None
-    known: dict[str, str] = field(default_factory=dict)
     invisible: dict[str, str] = field(default_factory=dict)
 
 

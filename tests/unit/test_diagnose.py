@@ -70,7 +70,11 @@ def test_a_correct_conversion_has_no_weight_finding():
      "equals torch's value for bn/var"),
     (lambda v, s: v["params"]["fc"].update(
         bias=s["fc.bias"].astype(np.float16).astype(np.float32) + 1e-3), "fc/bias", "max abs"),
-], ids=["kernel-not-transposed", "scale-is-the-variance", "bias-off"])
+    # a bias left at zeros equals any zero tensor of its shape (before: MiniLM's layer-0 output
+    # bias "equals torch's value for pooler/dense/bias", zeros too): the constant is said
+    (lambda v, s: v["params"]["fc"].update(bias=np.zeros_like(s["fc.bias"])), "fc/bias",
+     "every value is 0"),
+], ids=["kernel-not-transposed", "scale-is-the-variance", "bias-off", "bias-left-at-zeros"])
 def test_a_wrong_weight_is_named_with_what_it_equals(mistake, where, hint):
     state = _state()
     variables = _flax(state)

@@ -371,3 +371,16 @@ def test_a_transformers_gelu_against_the_other_approximation_is_named():
     assert diagnosis.trace.culprit.pair.torch == "", diagnosis.lines()
     assert [(f.what, f.torch, f.flax) for f in diagnosis.settings] == \
         [("GELU approximate (act)", "'tanh'", "'none'")], diagnosis.settings
+
+
+def test_arrays_one_side_keeps_at_batch_one_are_compared_broadcast():
+    """transformers' torch BERT hands its position embedding a (1, S) buffer of position ids,
+    the Flax side (B, S): the trace showed inputs and outputs max abs inf there. Broadcast,
+    they agree; shapes that do not broadcast stay apart."""
+    from pytest_parity.diagnose.distance import errors_between
+
+    ids = np.arange(8)[None]
+    assert errors_between([np.repeat(ids, 3, 0)], [ids], None, {}).margin == 0.0
+    assert errors_between([ids], [np.repeat(ids, 3, 0)], None, {}).margin == 0.0
+    assert errors_between([np.repeat(ids, 3, 0) + 1], [ids], None, {}).margin > 1
+    assert errors_between([np.zeros((3, 7))], [ids], None, {}).margin == float("inf")

@@ -72,9 +72,9 @@ def test_a_porting_bug_is_found_where_it_is_in_bfloat16(parity_pair, random_imag
 
 
 def _assert_localized(parity_pair, random_images, monkeypatch, spec: PortBug) -> None:
-    name = spec.model
-    diagnosis = diagnosed_failure(_with_bug(parity_pair(name), spec, monkeypatch),
-                                  random_images, spec)
+    loaded = parity_pair(spec.model)
+    dtype = loaded.dtype
+    diagnosis = diagnosed_failure(_with_bug(loaded, spec, monkeypatch), random_images, spec)
     if spec.culprit == "(inputs)":
         assert diagnosis["inputs_differ"] and diagnosis["culprit"] is None
     else:
@@ -91,6 +91,8 @@ def _assert_localized(parity_pair, random_images, monkeypatch, spec: PortBug) ->
                    for f in findings), findings
     else:
         assert findings == []
+    # weights named in the case's dtype, though a low-precision case is traced in float32
+    assert all(f["flax"] == dtype for f in diagnosis["weights"]), diagnosis["weights"]
 
 
 @pytest.mark.parity(dtypes=["float32", "bfloat16"])
