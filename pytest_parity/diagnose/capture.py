@@ -20,6 +20,7 @@ import numpy as np
 
 from pytest_parity.arrays import to_numpy
 from pytest_parity.compare.trees import leaves
+from pytest_parity.diagnose.arguments import argument_names, is_array
 from pytest_parity.mapping.nnx_calls import intercepted_calls, submodules
 from pytest_parity.nnx_bridge import NNXPort, is_nnx_module
 
@@ -32,52 +33,6 @@ class Captured:
     inputs: list[np.ndarray]
     outputs: list[np.ndarray]
     names: list[str | None] = field(default_factory=list)
-
-
-def _argument_names(function: Any, args: Any, kwargs: Any) -> list[str | None]:
-    """The parameter name of each array among `args` then `kwargs` in a call of `function`:
-    torch's `model(input_ids=..., attention_mask=...)` and a Flax module given the same
-    positionally name their arrays alike."""
-    import inspect
-
-    try:
-        parameters = list(inspect.signature(function).parameters.values())
-    except (TypeError, ValueError):
-        parameters = []
-    positional = [p.name for p in parameters
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    names = [positional[i] if i < len(positional) else None
-             for i, a in enumerate(args) if _is_array(a)]
-    return names + [name for name, value in kwargs.items() if _is_array(value)]
-
-
-def paired_inputs(flax_call: Captured, torch_call: Captured) -> list[tuple[int, int]]:
-    """(Flax index, torch index) of the arguments both calls have: by parameter name where the
-    two signatures share any, else by position."""
-    shared = {name for name in flax_call.names if name} & \
-        {name for name in torch_call.names if name}
-    if not shared:
-        return [(i, i) for i in range(min(len(flax_call.inputs), len(torch_call.inputs)))]
-    torch_index = {name: index for index, name in enumerate(torch_call.names) if name}
-    return [(index, torch_index[name]) for index, name in enumerate(flax_call.names)
-            if name in shared]
-
-
-def torch_inputs_in_flax_call(flax_call: Captured, torch_call: Captured,
-                              image_rank: int | None) -> list[np.ndarray] | None:
-    """The Flax call's arrays with each that torch's call also has replaced by torch's (in
-    Flax's layout and dtype); the rest (a mask each side builds its own way) as Flax had
-    them. None where no torch array fits."""
-    from pytest_parity.diagnose.distance import in_layout
-
-    given, replaced = list(flax_call.inputs), 0
-    for flax_index, torch_index in paired_inputs(flax_call, torch_call):
-        own = flax_call.inputs[flax_index]
-        moved = in_layout(torch_call.inputs[torch_index], own.shape, image_rank, to_flax=True)
-        if moved is not None:
-            given[flax_index], replaced = np.ascontiguousarray(moved).astype(own.dtype), \
-                replaced + 1
-    return given if replaced else None
 
 
 @dataclass
@@ -115,10 +70,6 @@ def _leaves(value: Any) -> list[Any]:
     return [leaf for leaf in leaves(value).values() if leaf is not None]
 
 
-def _is_array(value: Any) -> bool:
-    return hasattr(value, "shape") and hasattr(value, "dtype")
-
-
 def capture_torch(model: Any, inputs: Any, names: Iterable[str]) -> TorchCapture:
     """Run the torch model once (no_grad) on its placed input (a dict: named inputs, given as
     keyword arguments), capturing `names`."""
@@ -142,7 +93,7 @@ def capture_torch(model: Any, inputs: Any, names: Iterable[str]) -> TorchCapture
                     [np.array(to_numpy(a)) for a in arrays],
                     [np.array(to_numpy(leaf)) for leaf in _leaves(output)
                      if isinstance(leaf, torch.Tensor)],
-                    _argument_names(module.forward, args, kwargs))
+                    argument_names(module.forward, args, kwargs))
         return hook
 
     for name, module in model.named_modules():
@@ -159,8 +110,8 @@ def capture_torch(model: Any, inputs: Any, names: Iterable[str]) -> TorchCapture
 
 
 def _template(args: Any, kwargs: Any) -> CallTemplate:
-    return CallTemplate(tuple(SLOT if _is_array(a) else a for a in args),
-                        {k: SLOT if _is_array(v) else v for k, v in kwargs.items()})
+    return CallTemplate(tuple(SLOT if is_array(a) else a for a in args),
+                        {k: SLOT if is_array(v) else v for k, v in kwargs.items()})
 
 
 def linen_applied(module: Any, variables: Any, *args: Any, **kwargs: Any) -> Any:
@@ -196,10 +147,10 @@ def capture_flax(apply_module: Any, variables: Any, inputs: Any, paths: Iterable
 
     def keep(path: str, function: Any, args: Any, kwargs: Any, output: Any) -> None:
         if path in wanted and path not in found:
-            found[path] = ([a for a in (*args, *kwargs.values()) if _is_array(a)],
+            found[path] = ([a for a in (*args, *kwargs.values()) if is_array(a)],
                            _leaves(output))
             capture.templates[path] = _template(args, kwargs)
-            names[path] = _argument_names(function, args, kwargs)
+            names[path] = argument_names(function, args, kwargs)
 
     def run_linen(variables: Any, inputs: Any) -> Any:
         def record(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
@@ -232,7 +183,7 @@ def capture_flax(apply_module: Any, variables: Any, inputs: Any, paths: Iterable
         built = submodules(apply_module.module)
         capture.modules = {path: built[path] for path in ran}
     capture.calls = {path: Captured([np.asarray(a) for a in args],
-                                    [np.asarray(leaf) for leaf in leaves if _is_array(leaf)],
+                                    [np.asarray(leaf) for leaf in leaves if is_array(leaf)],
                                     names.get(path, []))
                      for path, (args, leaves) in ran.items()}
     return capture
@@ -244,7 +195,7 @@ def _with_leaves(output: Any, arrays: list[Any]) -> Any:
     import jax
 
     replacing = {id(leaf): array for leaf, array in
-                 zip([leaf for leaf in _leaves(output) if _is_array(leaf)], arrays, strict=True)}
+                 zip([leaf for leaf in _leaves(output) if is_array(leaf)], arrays, strict=True)}
     return jax.tree_util.tree_map(
         lambda leaf: replacing[id(leaf)].astype(leaf.dtype) if id(leaf) in replacing else leaf,
         output)
@@ -267,8 +218,8 @@ def run_flax_patched(apply_module: Any, variables: Any, inputs: Any, path: str, 
     def patched(call: Callable[..., Any], args: Any, kwargs: Any, given: list[Any]) -> Any:
         if inputs_given is not None:
             arrays = iter(given)
-            args = tuple(next(arrays) if _is_array(a) else a for a in args)
-            kwargs = {k: next(arrays) if _is_array(v) else v for k, v in kwargs.items()}
+            args = tuple(next(arrays) if is_array(a) else a for a in args)
+            kwargs = {k: next(arrays) if is_array(v) else v for k, v in kwargs.items()}
             return call(*args, **kwargs)
         return _with_leaves(call(*args, **kwargs), given)
 
@@ -297,7 +248,7 @@ def run_flax_patched(apply_module: Any, variables: Any, inputs: Any, path: str, 
                 output = _called(partial(linen_applied, apply_module, variables), inputs)
         if not done:
             raise ValueError(f"{path}: the module was not called")
-        return [leaf for leaf in _leaves(output) if _is_array(leaf)]
+        return [leaf for leaf in _leaves(output) if is_array(leaf)]
 
     given = inputs_given if inputs_given is not None else outputs_given
     return [np.asarray(leaf) for leaf in jax.jit(run)(variables, inputs, list(given or []))]
@@ -346,4 +297,4 @@ def run_flax_module(capture: FlaxCapture, path: str, variables: Any, arrays: lis
                          f"{len(arrays)} given")
     output = jax.jit(module_call(capture, path))(submodule_variables(variables, path),
                                                  list(arrays))
-    return [np.asarray(leaf) for leaf in _leaves(output) if _is_array(leaf)]
+    return [np.asarray(leaf) for leaf in _leaves(output) if is_array(leaf)]

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity.diagnose.capture import run_flax_patched, torch_inputs_in_flax_call
+from pytest_parity.diagnose.arguments import torch_inputs_in_flax_call
+from pytest_parity.diagnose.capture import run_flax_patched
 from pytest_parity.diagnose.distance import errors_between, in_layout
 
 # The share of the model's margin one module's patch must make up to be followed: a single

@@ -19,13 +19,8 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from pytest_parity.diagnose.capture import (
-    FlaxCapture,
-    TorchCapture,
-    paired_inputs,
-    run_flax_module,
-    torch_inputs_in_flax_call,
-)
+from pytest_parity.diagnose.arguments import paired_inputs, torch_inputs_in_flax_call
+from pytest_parity.diagnose.capture import FlaxCapture, TorchCapture, run_flax_module
 from pytest_parity.diagnose.distance import errors_between
 from pytest_parity.diagnose.modules import ModulePair
 from pytest_parity.diagnose.patching import culprit_by_patching

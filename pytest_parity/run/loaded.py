@@ -16,34 +16,28 @@ from typing import Any
 import numpy as np
 
 from pytest_parity import progress
-from pytest_parity.arrays import to_numpy
 from pytest_parity.calls import outputs_both_return
 from pytest_parity.checkpoint.format import Checkpoint
-from pytest_parity.compare import Comparison, compare, compared
-from pytest_parity.diagnose import Diagnosis, mode
-from pytest_parity.diagnose.findings import Finding
-from pytest_parity.diagnose.weights import audit_weights, converter_finding
+from pytest_parity.compare import Comparison, compared
+from pytest_parity.diagnose import Diagnosis
 from pytest_parity.errors import PREFIX
 from pytest_parity.inputs import InputError
 from pytest_parity.layouts import Layout
 from pytest_parity.registry import Pair
-from pytest_parity.run.diagnosed import concluded, diagnosis_of
+from pytest_parity.run.diagnosed import concluded
 from pytest_parity.run.gradients import (
     GradientCheck,
     GradientResult,
     budget_wanted,
     checked_losses,
 )
+from pytest_parity.run.pair_diagnosis import diagnosed, with_training_settings
 from pytest_parity.run.reference import (
     ReferenceSides,
-    precision,
     reference_sides,
-    rounded_inputs,
-    trace_tolerance,
     wanted,
 )
 from pytest_parity.run.sides import (
-    host_input,
     run_flax,
     run_torch,
 )
@@ -197,10 +191,10 @@ class LoadedPair:
                 flax_variables=self.flax_variables, mapping=self.pair.mapping,
                 device=self.device, dtype=self.dtype, loss=losses, seed=seed,
                 reference=self.reference if budget_wanted(self.dtype) else None)
-        return self._with_training_settings(
-            lambda: self._gradient_checks[key].check(inputs, flax_given, self.layout,
-                                                     name=name or self.name, rtol=rtol,
-                                                     atol=atol), inputs, flax_inputs)
+        return with_training_settings(
+            self, lambda: self._gradient_checks[key].check(
+                inputs, flax_given, self.layout, name=name or self.name, rtol=rtol, atol=atol),
+            inputs, flax_inputs)
 
     def assert_steps_close(self, batches: Any, *, optimizer: Any, steps: int | None = None,
                            loss: Any = None, training: bool = True,
@@ -233,35 +227,11 @@ class LoadedPair:
         every = list(batches) if isinstance(batches, (list, tuple)) else [batches]
         for batch in every:
             self.pair.check_inputs(batch)
-        return self._with_training_settings(
-            lambda: steps_parity(self, batches, optimizer=optimizer, steps=steps, loss=loss,
-                                 training=training, flax_training=flax_training, seed=seed,
-                                 rtol=rtol, atol=atol, name=name),
+        return with_training_settings(
+            self, lambda: steps_parity(self, batches, optimizer=optimizer, steps=steps, loss=loss,
+                                       training=training, flax_training=flax_training,
+                                       seed=seed, rtol=rtol, atol=atol, name=name),
             every[0] if every else None, None)
-
-    def _with_training_settings(self, check: Callable[[], Any], inputs: Any,
-                                flax_inputs: Any) -> Any:
-        """Run a gradient or steps check; where it fails (and `--parity-trace` wants), its
-        failure text ends with the settings audit, the settings that change training only
-        included (BatchNorm momentum, padding_idx, dropout): a forward diagnosis leaves them
-        out, since they cannot explain a forward difference."""
-        __tracebackhide__ = True
-        try:
-            return check()
-        except AssertionError as failure:
-            if not mode.wanted(False) or inputs is None:
-                raise
-            try:
-                settings = self.diagnose(inputs, flax_inputs=flax_inputs, descend=False,
-                                         training=True).settings
-            except Exception as error:  # the failure stands; the audit says it could not run
-                lines = [f"{PREFIX} no settings audit: it failed with "
-                         f"{type(error).__name__}: {error}"]
-            else:
-                lines = [f"{PREFIX} settings audit (training included): "
-                         f"{len(settings) or 'nothing'} differ{'s' if len(settings) == 1 else ''}",
-                         *(f"  {finding.line()}" for finding in settings)]
-            raise AssertionError("\n".join([str(failure), *lines])) from None
 
     @functools.cached_property
     def reference(self) -> ReferenceSides:
@@ -289,89 +259,9 @@ class LoadedPair:
         budget's element bound on this input); `descend=True` searches for a culprit even
         where the outputs agree; `every_module_alone` runs each module on torch's inputs (to
         measure noise); `training` also reports the settings that change training only."""
-        layout, tolerance = self.layout, self.tolerance(rtol, atol)
-        flax_given = self._flax_given(inputs, flax_inputs)
-        if self.dtype in WIDENED_TRACE:
-            widened = self._diagnosis_widened(inputs, flax_given, flax_inputs is not None,
-                                              descend, every_module_alone, training)
-            if widened is not None and widened.found:
-                return widened
-        if wanted(self.dtype) and not tolerance:  # judged by its budget: so are its modules
-            tolerance = trace_tolerance(self.reference, self.torch_forward(inputs), inputs)
-        inputs_differ = flax_inputs is not None and not _agree(
-            _host(flax_given, self.dtype, layout, inputs), _host(inputs, self.dtype), tolerance)
-        diagnosis = diagnosis_of(
-            mapping=self.pair.mapping, torch_model=self.torch_model, flax_module=self.flax_model,
-            flax_variables=self.flax_variables, inputs=inputs, flax_inputs=flax_given,
-            layout=layout, device=self.device, dtype=self.dtype, tolerance=tolerance,
-            inputs_differ=inputs_differ, descend=descend,
-            every_module_alone=every_module_alone, training=training)
-        if self.variables_given and diagnosis.weights:
-            diagnosis.weights.insert(0, converter_finding(diagnosis.weights, self.pair.mapping))
-        return diagnosis
+        return diagnosed(self, inputs, flax_inputs, self.tolerance(rtol, atol), descend=descend,
+                         every_module_alone=every_module_alone, training=training)
 
-    def _weights_audit(self) -> list[Finding]:
-        """The weight audit of this pair's own variables, in its dtype."""
-        import jax
-
-        torch_state = {key: to_numpy(value) for key, value in
-                       self.torch_model.state_dict().items()}
-        return audit_weights(self.pair.mapping, torch_state,
-                             jax.tree_util.tree_map(np.asarray, self.flax_variables))
-
-    def _diagnosis_widened(self, inputs: Any, flax_given: Any, own_flax_inputs: bool,
-                           descend: bool | None, every_module_alone: bool, training: bool
-                           ) -> Diagnosis | None:
-        """The diagnosis of a low-precision case run on its reference sides: the same weights
-        and inputs, as the case's dtype rounded them, computed in float32 and held to the
-        pair's float32 tolerance. In bfloat16 each module's own rounding is as large as many
-        bugs' effect: the trace there said "none" for detected untransposed kernels and shifted
-        position embeddings. None for a Flax side without a module."""
-        sides = self.reference
-        if sides.flax_module is None:
-            return None
-        wide, layout = sides.reference_dtype, self.layout
-        tolerance = self.pair.tolerance(wide)
-        torch_given = rounded_inputs(inputs, self.dtype)
-        flax_rounded = rounded_inputs(flax_given, self.dtype)
-        inputs_differ = own_flax_inputs and not _agree(
-            _host(flax_rounded, wide, layout, torch_given), _host(torch_given, wide), tolerance)
-        with precision(wide):
-            diagnosis = diagnosis_of(
-                mapping=self.pair.mapping, torch_model=sides.torch_model,
-                flax_module=sides.flax_module, flax_variables=sides.flax_variables,
-                inputs=torch_given, flax_inputs=flax_rounded, layout=layout,
-                device=self.device, dtype=wide, tolerance=tolerance,
-                inputs_differ=inputs_differ, descend=descend,
-                every_module_alone=every_module_alone, training=training)
-        diagnosis.trace.traced_in = f"{wide}, on the {self.dtype}-rounded weights and inputs"
-        if diagnosis.weights:  # named as the case holds them, in its dtype (the same values)
-            diagnosis.weights = self._weights_audit()
-        if self.variables_given and diagnosis.weights:
-            diagnosis.weights.insert(0, converter_finding(diagnosis.weights, self.pair.mapping))
-        return diagnosis
-
-
-# Cases whose failure is traced in their reference dtype first (_diagnosis_widened).
-WIDENED_TRACE = ("bfloat16", "float16")
 
 # An index part of a torch key ('layer1.0.bn1' -> 'layer1.*.bn1'); digits in a name stay.
 _INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)")
-
-
-def _host(given: Any, dtype: str, layout: Layout = Layout.SAME, torch_given: Any = None
-          ) -> Any:
-    """Inputs as both sides get them on the host, in torch's layout."""
-    if isinstance(given, dict):
-        return {name: host_input(value, dtype) for name, value in given.items()}
-    return layout.output_to_torch(host_input(given, dtype), np.ndim(torch_given)
-                                  if torch_given is not None else np.ndim(given))
-
-
-def _agree(flax_inputs: Any, torch_inputs: Any, tolerance: dict[str, float]) -> bool:
-    """Whether the two sides' own inputs agree (inputs of other shapes do not)."""
-    try:
-        return compare(flax_inputs, torch_inputs, name="inputs", rtol=tolerance.get("rtol"),
-                       atol=tolerance.get("atol")).passed
-    except AssertionError:
-        return False
