@@ -255,6 +255,13 @@ def _gpt2_bugs() -> list[PortBug]:
     return [
         PortBug("gpt2_relu_in_one_mlp", "gpt2", ("h.1.mlp",),
                 code=(lambda: _layer(GPT2_BLOCK, 1, activation_function="relu"),)),
+        # The issue's amplifier: exact GELU for GPT-2's tanh form changes the block's output
+        # within tolerance; ln_f scales it past it, and was blamed.
+        PortBug("gpt2_exact_gelu_in_one_mlp", "gpt2", ("h.1.mlp",),
+                ("settings", "GELU approximate"),
+                code=(lambda: _layer(GPT2_BLOCK, 1, activation_function="gelu"),),
+                invisible={"bfloat16": "below bfloat16's rounding (measured: the comparison "
+                                       "passes)"}),
         PortBug("gpt2_query_key_split_swapped", "gpt2", ("h.0.attn",),
                 code=(lambda: _layer(GPT2_BLOCK, 0),
                       lambda: _edited(_transformers("gpt2", "FlaxGPT2Attention"), "__call__",
