@@ -3,8 +3,8 @@
 Torch is often called with keywords (`model(input_ids=..., attention_mask=...)`) and the Flax
 module positionally, or a block's arguments come in another order. Each captured array keeps
 its parameter name in its module's signature, and the two calls' arrays are paired by name
-where the signatures share names, else by position. Before, transformers' GPT-2 and RoBERTa
-roots were compared token ids against attention mask (inputs max abs 969).
+where both signatures have the name, the others on each side in order. Before, transformers'
+GPT-2 and RoBERTa roots were compared token ids against attention mask (inputs max abs 969).
 """
 
 from __future__ import annotations
@@ -44,15 +44,20 @@ def argument_names(function: Any, args: Any, kwargs: Any) -> list[str | None]:
 
 
 def paired_inputs(flax_call: Call, torch_call: Call) -> list[tuple[int, int]]:
-    """(Flax index, torch index) of the arguments both calls have: by parameter name where the
-    two signatures share any, else by position."""
+    """(Flax index, torch index) of the arguments both calls have: those whose parameter names
+    both signatures have, by name; the others, on each side in order, by position."""
     shared = {name for name in flax_call.names if name} & \
         {name for name in torch_call.names if name}
-    if not shared:
-        return [(i, i) for i in range(min(len(flax_call.inputs), len(torch_call.inputs)))]
     torch_index = {name: index for index, name in enumerate(torch_call.names) if name}
-    return [(index, torch_index[name]) for index, name in enumerate(flax_call.names)
-            if name in shared]
+    named = [(index, torch_index[name]) for index, name in enumerate(flax_call.names)
+             if name in shared]
+    # The rest of each side in order: torch's `forward(x, mask)` and Flax's
+    # `__call__(inputs, mask)` share only `mask`; `x` and `inputs` are one argument still.
+    flax_rest = [index for index in range(len(flax_call.inputs))
+                 if index >= len(flax_call.names) or flax_call.names[index] not in shared]
+    torch_rest = [index for index in range(len(torch_call.inputs))
+                  if index >= len(torch_call.names) or torch_call.names[index] not in shared]
+    return sorted([*named, *zip(flax_rest, torch_rest, strict=False)])
 
 
 def torch_inputs_in_flax_call(flax_call: Call, torch_call: Call,

@@ -21,8 +21,8 @@ def in_layout(array: np.ndarray, shape: tuple[int, ...], image_rank: int | None,
             return moved
     if array.shape == tuple(shape):
         return array
-    if array.ndim == len(shape) and all(have in (want, 1)
-                                        for have, want in zip(array.shape, shape, strict=True)):
+    if array.ndim == len(shape) and array.ndim > 1 and array.shape[0] == 1 and \
+            array.shape[1:] == tuple(shape[1:]):
         return np.broadcast_to(array, tuple(shape))  # one side's (1, S) position ids: (B, S)
     return None
 

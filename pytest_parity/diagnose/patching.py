@@ -9,11 +9,13 @@ and the LayerNorm, fed inputs within tolerance, looked like the culprit: an ampl
 So where the search on identical inputs finds no module clearly wrong, the trace asks the model
 instead. The Flax model runs again with one module's first call given torch's arrays: its
 inputs (everything upstream made identical) or its outputs (everything up to and inside it
-made identical), and the model's output is judged as the comparison judged it. A module holds
+made identical), and the model's output is held to torch's under the comparison's tolerance
+(not its mask: padded positions count). A module holds
 the source of the difference when torch's outputs in its place bring the model within its
 tolerance and torch's inputs do not; among a module's aligned children, in execution order,
-the first whose outputs do so is followed down. Where that child's inputs already do, the
-difference arises in the parent's own code before it.
+the first whose outputs do so is followed down (each tried in turn: with skip connections a
+later child need not fix what an earlier one started). Where that child's inputs already do,
+the difference arises in the parent's own code before it.
 
 Rounding that accumulates over many modules has no such place: each module's share of the
 model's error is small. A module is followed only where giving it torch's inputs instead of
@@ -97,27 +99,27 @@ def _torch_outputs(flax_arrays: list[np.ndarray], torch_arrays: list[np.ndarray]
 
 
 def _first_fixing(children: list[Any], runs: _Runs) -> int | None:
-    """The first child whose outputs, given torch's, bring the model within its tolerance
-    (a bisection: every child after the one the difference starts in fixes it too)."""
-    low, high, found = 0, len(children) - 1, None
-    while low <= high:
-        middle = (low + high) // 2
-        margin = runs.margin(children[middle], "outputs")
+    """The first child, in execution order, whose outputs, given torch's, bring the model
+    within its tolerance. Each is tried in turn, not bisected: a later child need not fix what
+    an earlier one started (transformers' `BertOutput` adds the attention's output, Flax's
+    own, back in: given torch's intermediate output, an attention bug stays)."""
+    for index, child in enumerate(children):
+        margin = runs.margin(child, "outputs")
         if margin is not None and margin <= 1.0:
-            found, high = middle, middle - 1
-        else:
-            low = middle + 1
-    return found
+            return index
+    return None
 
 
 def culprit_by_patching(root: Any, verdicts: list[Any], side: Any,
-                        tolerance: dict[str, float], children_of: Any) -> PatchedCulprit | None:
-    """The module the model's failure starts in (module by module from the root, each
-    level's aligned children in execution order); None where no module holds most of it."""
+                        tolerance: dict[str, float], children_of: Any, start: Any = None
+                        ) -> PatchedCulprit | None:
+    """The module the model's failure starts in (module by module from `start`, the root by
+    default, each level's aligned children in execution order); None where no module holds
+    most of it."""
     base = root.output_margin or 0.0
     if base <= 1.0:
         return None
-    runs, module = _Runs(side, root, tolerance), root
+    runs, module = _Runs(side, root, tolerance), start or root
     margins: list[tuple[str, float]] = []
     while True:
         children = children_of(module, verdicts)

@@ -180,7 +180,10 @@ def _jump(culprit: ModuleVerdict, children: list[ModuleVerdict]
     before a missing final LayerNorm makes the jump."""
     steps = [culprit.input_margin, *(child.input_margin for child in children),
              culprit.output_margin]
-    levels = [max(1.0, margin or 0.0) for margin in steps]
+    levels: list[float] = []
+    for margin in steps:  # a child without a figure keeps the level before it
+        levels.append(max(1.0, margin) if margin is not None else
+                      levels[-1] if levels else 1.0)
     growth = [after / before for before, after in pairwise(levels)]
     index = growth.index(max(growth)) if growth else len(children)
     return (children[index - 1] if index > 0 else None,
@@ -242,14 +245,17 @@ def trace(pairs: list[ModulePair], side: Captures, torch_model: Any, tolerance: 
             _judge(verdict, side, tolerance, alone=True)
     if not ((root.output_margin or 0.0) > 1.0 if descend is None else descend):
         return result
-    culprit, current = root, _first_failing_alone(children_of(root, verdicts), side, tolerance)
+    chain, current = [root], _first_failing_alone(children_of(root, verdicts), side, tolerance)
     while current is not None:
-        culprit, current = current, _first_failing_alone(children_of(current, verdicts), side,
-                                                        tolerance)
-    if culprit is not root and not _fails_on_torchs_inputs(culprit, side, tolerance):
-        culprit = root  # an amplifier: given torch's inputs, its output agrees
-    if culprit is root and side.flax_module is not None:
-        patched = culprit_by_patching(root, verdicts, side, tolerance, children_of)
+        chain.append(current)
+        current = _first_failing_alone(children_of(current, verdicts), side, tolerance)
+    found = len(chain)
+    while len(chain) > 1 and not _fails_on_torchs_inputs(chain[-1], side, tolerance):
+        chain.pop()  # an amplifier: given torch's inputs, its output agrees; its parent stands
+    culprit = chain[-1]
+    if (culprit is root or len(chain) < found) and side.flax_module is not None:
+        patched = culprit_by_patching(root, verdicts, side, tolerance, children_of,
+                                      start=culprit)
         if patched is not None:
             result.culprit, result.patched = patched.module, patched.margins
             result.own_code, result.between = _own_code(

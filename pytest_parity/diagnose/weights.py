@@ -37,7 +37,7 @@ def _equals_instead(path: str, flax_value: np.ndarray, expected: MappingType[str
     if untransformed is not None and untransformed.ndim == 2 and \
             _same(flax_value, np.ascontiguousarray(untransformed.T)):
         return "equals the torch tensor transposed"
-    if flax_value.size and np.all(flax_value == flax_value.flat[0]):
+    if flax_value.size > 1 and np.all(flax_value == flax_value.flat[0]):
         # A constant (a bias left at its zeros) equals every other constant of its shape:
         # naming one (MiniLM's zero pooler bias) would point at an unrelated key.
         return f"every value is {flax_value.flat[0]:.6g}"

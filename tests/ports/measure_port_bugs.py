@@ -1,6 +1,7 @@
-"""The table behind tests/ports/test_port_bugs_localized.py: every bug of tests/ports/port_bugs.py
-in float32 and bfloat16 (detected at what margin, the culprit named, the audit findings,
-localized or not), the totals, and what the diagnosis says of each correct pair.
+"""The table behind tests/ports/test_third_party_bugs_localized.py: every bug of
+tests/ports/port_bugs.py in float32 and bfloat16 (detected at what margin, the culprit
+named, the audit findings, localized or not), the totals, and what the diagnosis says of
+each correct pair.
 
     python tests/ports/measure_port_bugs.py [BUG ...]
 """

@@ -442,7 +442,7 @@ def within(name: str, prefixes: tuple[str, ...]) -> bool:
 
 def forward_findings(diagnosis: Any) -> list[Any]:
     """The settings findings that change the forward pass (not those marked training only)."""
-    return [finding for finding in diagnosis.settings if "training only" not in finding.what]
+    return [finding for finding in diagnosis.settings if finding.affects == "forward"]
 
 
 @dataclass

@@ -384,3 +384,28 @@ def test_arrays_one_side_keeps_at_batch_one_are_compared_broadcast():
     assert errors_between([ids], [np.repeat(ids, 3, 0)], None, {}).margin == 0.0
     assert errors_between([np.repeat(ids, 3, 0) + 1], [ids], None, {}).margin > 1
     assert errors_between([np.zeros((3, 7))], [ids], None, {}).margin == float("inf")
+
+
+def test_arguments_pair_by_name_and_the_rest_in_order():
+    """torch's `forward(x, mask)` and Flax's `__call__(inputs, mask)` share only `mask`:
+    before, `x` and `inputs` were never compared (paired by name alone)."""
+    from pytest_parity.diagnose.arguments import paired_inputs
+    from pytest_parity.diagnose.capture import Captured
+
+    flax = Captured([np.zeros(2), np.ones(2)], [], ["inputs", "mask"])
+    torch_call = Captured([np.zeros(2), np.ones(2)], [], ["x", "mask"])
+    assert paired_inputs(flax, torch_call) == [(0, 0), (1, 1)]
+    swapped = Captured([np.ones(2), np.zeros(2)], [], ["mask", "inputs"])
+    assert paired_inputs(swapped, torch_call) == [(0, 1), (1, 0)]
+
+
+def test_the_first_child_whose_outputs_fix_the_model_is_found_past_a_skip_connection():
+    """A later child that adds an earlier one's output back in (transformers' BertOutput)
+    does not fix what the earlier started: each child is tried in turn, not bisected."""
+    from pytest_parity.diagnose import patching
+
+    class Runs:
+        def margin(self, child, where):
+            return {"attention": 0.1, "intermediate": 3.0, "output": 0.2}[child]
+
+    assert patching._first_fixing(["attention", "intermediate", "output"], Runs()) == 0
