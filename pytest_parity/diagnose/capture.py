@@ -133,16 +133,40 @@ def _called(module: Any, inputs: Any) -> Any:
     return module(inputs)
 
 
+# What an interceptor of every module call gets: the module's path, the module, its call, the
+# call's arguments, and the function whose signature names them.
+OnCall = Callable[[str, Any, Callable[..., Any], Any, Any, Any], Any]
+
+
+def _run_intercepted(apply_module: Any, variables: Any, inputs: Any, on_call: OnCall) -> Any:
+    """The Flax module (Linen, or NNX behind NNXPort) applied to `inputs`, every module's
+    `__call__` going through `on_call`."""
+    import flax.linen as nn
+
+    if isinstance(apply_module, NNXPort):
+        module = apply_module.bound(variables)
+        with intercepted_calls(module, lambda path, sub, call, args, kwargs:
+                               on_call(path, sub, call, args, kwargs, call)):
+            return _called(module, inputs)
+
+    def record(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
+        if context.method_name != "__call__":
+            return next_fun(*args, **kwargs)
+        return on_call("/".join(context.module.path), context.module, next_fun, args, kwargs,
+                       context.module.__call__)
+
+    with nn.intercept_methods(record):
+        return _called(partial(linen_applied, apply_module, variables), inputs)
+
+
 def capture_flax(apply_module: Any, variables: Any, inputs: Any, paths: Iterable[str]
                  ) -> FlaxCapture:
     """Run the Flax module (Linen, or NNX behind NNXPort) once (jitted) on its placed input,
     capturing `paths`."""
-    import flax.linen as nn
     import jax
 
     wanted, capture = set(paths), FlaxCapture()
     found: dict[str, tuple[list[Any], list[Any]]] = {}
-
     names: dict[str, list[str | None]] = {}
 
     def keep(path: str, function: Any, args: Any, kwargs: Any, output: Any) -> None:
@@ -152,33 +176,21 @@ def capture_flax(apply_module: Any, variables: Any, inputs: Any, paths: Iterable
             capture.templates[path] = _template(args, kwargs)
             names[path] = argument_names(function, args, kwargs)
 
-    def run_linen(variables: Any, inputs: Any) -> Any:
-        def record(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
-            output = next_fun(*args, **kwargs)
-            path = "/".join(context.module.path)
-            if context.method_name == "__call__" and path in wanted and path not in found:
-                capture.modules[path] = context.module.unbind()[0]
-                keep(path, context.module.__call__, args, kwargs, output)
-            return output
-
-        with nn.intercept_methods(record):
-            _called(partial(linen_applied, apply_module, variables), inputs)
-        return found
-
-    def run_nnx(variables: Any, inputs: Any) -> Any:
-        def record(path: str, _module: Any, call: Callable[..., Any], args: Any,
-                   kwargs: Any) -> Any:
-            output = call(*args, **kwargs)
-            keep(path, call, args, kwargs, output)
-            return output
-
-        module = apply_module.bound(variables)
-        with intercepted_calls(module, record):
-            _called(module, inputs)
-        return found
-
     nnx = isinstance(apply_module, NNXPort)
-    ran = jax.jit(run_nnx if nnx else run_linen)(variables, inputs)
+
+    def record(path: str, module: Any, call: Callable[..., Any], args: Any, kwargs: Any,
+               named: Any) -> Any:
+        output = call(*args, **kwargs)
+        if path in wanted and path not in found and not nnx:
+            capture.modules[path] = module.unbind()[0]
+        keep(path, named, args, kwargs, output)
+        return output
+
+    def run(variables: Any, inputs: Any) -> Any:
+        _run_intercepted(apply_module, variables, inputs, record)
+        return found
+
+    ran = jax.jit(run)(variables, inputs)
     if nnx:  # the port's own modules: their settings as built, no tracers of the run
         built = submodules(apply_module.module)
         capture.modules = {path: built[path] for path in ran}
@@ -212,7 +224,6 @@ def run_flax_patched(apply_module: Any, variables: Any, inputs: Any, path: str, 
     Raises:
         ValueError: as many arrays as the call has are not given.
     """
-    import flax.linen as nn
     import jax
 
     def patched(call: Callable[..., Any], args: Any, kwargs: Any, given: list[Any]) -> Any:
@@ -226,26 +237,14 @@ def run_flax_patched(apply_module: Any, variables: Any, inputs: Any, path: str, 
     def run(variables: Any, inputs: Any, given: list[Any]) -> Any:
         done: list[bool] = []
 
-        def first_call(at: str, call: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        def first_call(at: str, _module: Any, call: Callable[..., Any], args: Any, kwargs: Any,
+                       _named: Any) -> Any:
             if at != path or done:
                 return call(*args, **kwargs)
             done.append(True)
             return patched(call, args, kwargs, given)
 
-        if isinstance(apply_module, NNXPort):
-            module = apply_module.bound(variables)
-            with intercepted_calls(module, lambda at, _module, call, args, kwargs:
-                                   first_call(at, call, args, kwargs)):
-                output = _called(module, inputs)
-        else:
-            def record(next_fun: Callable[..., Any], args: Any, kwargs: Any,
-                       context: Any) -> Any:
-                if context.method_name != "__call__":
-                    return next_fun(*args, **kwargs)
-                return first_call("/".join(context.module.path), next_fun, args, kwargs)
-
-            with nn.intercept_methods(record):
-                output = _called(partial(linen_applied, apply_module, variables), inputs)
+        output = _run_intercepted(apply_module, variables, inputs, first_call)
         if not done:
             raise ValueError(f"{path}: the module was not called")
         return [leaf for leaf in _leaves(output) if is_array(leaf)]

@@ -49,17 +49,24 @@ def flax_net(block_call, net_call):
     return Net()
 
 
-def _diagnosis(torch_call, block_call, net_call, **options):
+def _traced(torch_model, flax_module, mapping=MAPPING, flax_inputs=INPUTS, **options):
+    """The diagnosis of `torch_model()` (built after seeding torch) against `flax_module` on
+    its weights through `mapping`, on INPUTS (the Flax side on `flax_inputs`)."""
     import jax
 
     torch.manual_seed(0)
-    model = TorchNet(torch_call).eval()
-    arrays, _ = MAPPING.torch_to_canonical({k: v.numpy() for k, v in model.state_dict().items()})
-    variables = placed_variables(MAPPING.canonical_to_flax(arrays), "cpu", "float32")
-    return diagnose(mapping=MAPPING, torch_model=model, flax_module=flax_net(block_call, net_call),
+    model = torch_model()
+    arrays, _ = mapping.torch_to_canonical({k: v.numpy() for k, v in model.state_dict().items()})
+    variables = placed_variables(mapping.canonical_to_flax(arrays), "cpu", "float32")
+    return diagnose(mapping=mapping, torch_model=model, flax_module=flax_module,
                     flax_variables=variables, torch_inputs=torch.from_numpy(INPUTS),
-                    flax_inputs=jax.numpy.asarray(INPUTS), image_rank=None, tolerance={},
+                    flax_inputs=jax.numpy.asarray(flax_inputs), image_rank=None, tolerance={},
                     **options)
+
+
+def _diagnosis(torch_call, block_call, net_call, **options):
+    return _traced(lambda: TorchNet(torch_call).eval(), flax_net(block_call, net_call),
+                   **options)
 
 
 CALLS = {  # torch's call of the block, the Flax block's body (its bug: * 1.01), Flax's call
@@ -191,7 +198,6 @@ def test_arrays_are_paired_by_parameter_name_across_keyword_and_positional_calls
     """torch calls the block `blk(x, shift=s)`, the Flax side `blk(s, x)` to a `(shift, x)`
     signature: paired by position, x met s (inputs max abs ~10, the block run alone on
     swapped arrays); by name, the inputs agree and the block is blamed on its own."""
-    import jax
 
     class Block(nn.Module):
         @nn.compact
@@ -204,14 +210,8 @@ def test_arrays_are_paired_by_parameter_name_across_keyword_and_positional_calls
             stem = nn.Dense(16, name="stem")(x)
             return Block(name="blk")(stem * 0.5, stem)
 
-    torch.manual_seed(0)
-    model = TorchNet(lambda blk, x: blk(x, shift=x * 0.5)).eval()
-    arrays, _ = MAPPING.torch_to_canonical({k: v.numpy() for k, v in model.state_dict().items()})
-    variables = placed_variables(MAPPING.canonical_to_flax(arrays), "cpu", "float32")
-    diagnosis = diagnose(mapping=MAPPING, torch_model=model, flax_module=Net(),
-                         flax_variables=variables, torch_inputs=torch.from_numpy(INPUTS),
-                         flax_inputs=jax.numpy.asarray(INPUTS), image_rank=None, tolerance={},
-                         every_module_alone=True)
+    diagnosis = _traced(lambda: TorchNet(lambda blk, x: blk(x, shift=x * 0.5)).eval(), Net(),
+                        every_module_alone=True)
     block = next(v for v in diagnosis.trace.modules if v.pair.torch == "blk")
     assert block.input_margin <= 1.0, block
     assert diagnosis.trace.culprit is block and block.judged == "alone"
@@ -239,7 +239,6 @@ def test_a_normalizer_that_scales_up_a_blocks_small_error_is_not_blamed():
     the LayerNorm after it scales it up past the tolerance. Before: the LayerNorm, its inputs
     within tolerance, was blamed on its natural output; on torch's inputs it agrees, and
     with torch's outputs of the block the model does: the block is the culprit."""
-    import jax
 
     from pytest_parity.mapping.layer_rules import norm_rules
 
@@ -256,13 +255,7 @@ def test_a_normalizer_that_scales_up_a_blocks_small_error_is_not_blamed():
 
     mapping = Mapping("normed", (*linear_rules("stem", "stem"),
                                  *linear_rules("blk.fc", "blk/fc"), *norm_rules("norm", "norm")))
-    torch.manual_seed(0)
-    model = TorchNormed().eval()
-    arrays, _ = mapping.torch_to_canonical({k: v.numpy() for k, v in model.state_dict().items()})
-    variables = placed_variables(mapping.canonical_to_flax(arrays), "cpu", "float32")
-    diagnosis = diagnose(mapping=mapping, torch_model=model, flax_module=Net(),
-                         flax_variables=variables, torch_inputs=torch.from_numpy(INPUTS),
-                         flax_inputs=jax.numpy.asarray(INPUTS), image_rank=None, tolerance={})
+    diagnosis = _traced(lambda: TorchNormed().eval(), Net(), mapping)
     by_name = {v.pair.torch: v for v in diagnosis.trace.modules}
     assert by_name["blk"].output_margin <= 1.0 < by_name["norm"].output_margin, by_name
     assert diagnosis.trace.culprit.pair.torch == "blk", diagnosis.lines()
@@ -272,7 +265,6 @@ def test_a_flax_side_computing_batch_statistics_and_drawing_dropout_is_traced():
     """A Flax call that updates BatchNorm's statistics (train mode, as torch's) and draws
     dropout needs its collections mutable and a dropout key: before, the diagnosis failed
     with ModifyScopeVariableError. Its bug (* 1.01 after the norm) is found in its module."""
-    import jax
 
     from pytest_parity.mapping.layer_rules import batch_norm_rules
 
@@ -300,13 +292,7 @@ def test_a_flax_side_computing_batch_statistics_and_drawing_dropout_is_traced():
 
     mapping = Mapping("bn", (*linear_rules("stem", "stem"), *batch_norm_rules("bn", "bn"),
                              *linear_rules("blk.fc", "blk/fc")))
-    torch.manual_seed(0)
-    model = TorchNormNet().train()
-    arrays, _ = mapping.torch_to_canonical({k: v.numpy() for k, v in model.state_dict().items()})
-    variables = placed_variables(mapping.canonical_to_flax(arrays), "cpu", "float32")
-    diagnosis = diagnose(mapping=mapping, torch_model=model, flax_module=Net(),
-                         flax_variables=variables, torch_inputs=torch.from_numpy(INPUTS),
-                         flax_inputs=jax.numpy.asarray(INPUTS), image_rank=None, tolerance={})
+    diagnosis = _traced(lambda: TorchNormNet().train(), Net(), mapping)
     by_name = {v.pair.torch: v for v in diagnosis.trace.modules}
     assert by_name["bn"].output_margin <= 1.0  # batch statistics on both sides
     assert diagnosis.trace.culprit.pair.torch == "blk", diagnosis.lines()
@@ -316,18 +302,11 @@ def test_a_flax_side_computing_batch_statistics_and_drawing_dropout_is_traced():
 def test_an_input_pipeline_culprit_gives_both_differences(off_by):
     """A correct preprocessing (off by rounding-sized 0.0175) and a broken one (2.12) got the
     same line; now each says how far the inputs and the outputs are apart."""
-    import jax
 
     same = CALLS["array-keyword"]
-    torch.manual_seed(0)
-    model = TorchNet(same[0]).eval()
-    arrays, _ = MAPPING.torch_to_canonical({k: v.numpy() for k, v in model.state_dict().items()})
-    variables = placed_variables(MAPPING.canonical_to_flax(arrays), "cpu", "float32")
-    diagnosis = diagnose(mapping=MAPPING, torch_model=model,
-                         flax_module=flax_net(lambda fc, x, *, shift: fc(x) + shift, same[2]),
-                         flax_variables=variables, torch_inputs=torch.from_numpy(INPUTS),
-                         flax_inputs=jax.numpy.asarray(INPUTS + off_by), image_rank=None,
-                         tolerance={}, inputs_differ=True)
+    diagnosis = _traced(lambda: TorchNet(same[0]).eval(),
+                        flax_net(lambda fc, x, *, shift: fc(x) + shift, same[2]),
+                        flax_inputs=INPUTS + off_by, inputs_differ=True)
     line = next(line for line in diagnosis.lines() if "the inputs themselves" in line)
     assert f"inputs max abs {off_by:.2e}" in line, line
     assert "outputs max abs" in line and line.count("margin") == 2
@@ -343,7 +322,6 @@ class NewGELUActivation(torch.nn.Module):
 def test_a_transformers_gelu_against_the_other_approximation_is_named():
     """GPT-2's `NewGELUActivation` computes the tanh form; a Flax block computing the exact
     one (erf in its jaxpr) gets the settings finding (before: only torch's nn.GELU was read)."""
-    import jax
 
     class TorchMlp(torch.nn.Module):
         def __init__(self):
@@ -361,13 +339,7 @@ def test_a_transformers_gelu_against_the_other_approximation_is_named():
                                                     approximate=False))
 
     mapping = Mapping("mlp", (*linear_rules("fc", "fc"), *linear_rules("out", "out")))
-    torch.manual_seed(0)
-    model = TorchMlp().eval()
-    arrays, _ = mapping.torch_to_canonical({k: v.numpy() for k, v in model.state_dict().items()})
-    variables = placed_variables(mapping.canonical_to_flax(arrays), "cpu", "float32")
-    diagnosis = diagnose(mapping=mapping, torch_model=model, flax_module=Mlp(),
-                         flax_variables=variables, torch_inputs=torch.from_numpy(INPUTS),
-                         flax_inputs=jax.numpy.asarray(INPUTS), image_rank=None, tolerance={})
+    diagnosis = _traced(lambda: TorchMlp().eval(), Mlp(), mapping)
     assert diagnosis.trace.culprit.pair.torch == "", diagnosis.lines()
     assert [(f.what, f.torch, f.flax) for f in diagnosis.settings] == \
         [("GELU approximate (act)", "'tanh'", "'none'")], diagnosis.settings
