@@ -20,6 +20,14 @@ def test_measured(benchmark):
 """
 
 
+@pytest.fixture(autouse=True)
+def _inner_runs_outside_xdist(monkeypatch):
+    """Under xdist the inner runs inherit PYTEST_XDIST_WORKER, and pytest-benchmark then
+    disables every benchmark ("xdist plugin is active"): no gate would be measured."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def _run(pytester, factor, *options):
     pytester.makepyfile(test_timed=BENCHMARKS.replace("FACTOR", str(factor)))
     return pytester.runpytest_subprocess("--parity-bench-gate", "-p", "no:randomly", *options)
