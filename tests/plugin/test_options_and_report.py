@@ -227,14 +227,14 @@ def test_a_wrong_tree_reports_every_failing_leaf_worst_first(pytester):
     pytester.makepyfile("""
         import numpy as np
         import pytest
-        from pytest_parity import assert_trees_close
+        from pytest_parity import assert_close
 
         @pytest.mark.parity
         def test_tree():
             expected = {"a": np.zeros(4), "b": np.zeros(4), "c": np.zeros(4), "d": np.zeros(4)}
             actual = {"a": np.full(4, 1e-3), "b": np.zeros(4), "c": np.full(4, 1.0),
                       "d": np.full(4, 1e-5)}
-            assert_trees_close(actual, expected, rtol=0, atol=1e-6, name="outputs")
+            assert_close(actual, expected, rtol=0, atol=1e-6, name="outputs")
     """)
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(failed=1)
