@@ -21,6 +21,7 @@ from pytest_parity.fixtures import (  # noqa: F401 (pytest finds fixtures by mod
     parity_checkpoint,
     parity_device,
     parity_dtype,
+    parity_golden,
     parity_pair,
     parity_seed,
 )
