@@ -24,6 +24,11 @@ from pytest_parity.mapping import Transpose as Transpose
 from pytest_parity.mapping import automatic_mapping as automatic_mapping
 from pytest_parity.mapping import load_mapping as load_mapping
 from pytest_parity.mapping import save_mapping as save_mapping
+from pytest_parity.options import DeviceChoice as DeviceChoice
+from pytest_parity.options import DtypeName as DtypeName
+from pytest_parity.options import NumericsMode as NumericsMode
+from pytest_parity.options import TraceMode as TraceMode
+from pytest_parity.options import Verdict as Verdict
 from pytest_parity.registry import Pair as Pair
 from pytest_parity.registry import register as register
 from pytest_parity.run import LoadedPair as LoadedPair

@@ -19,6 +19,7 @@ import pytest
 
 from pytest_parity import options
 from pytest_parity.caches import XLA_DIR
+from pytest_parity.options import DeviceChoice, DtypeName, NumericsMode, TraceMode, Verdict
 
 if TYPE_CHECKING:  # a type only: the plugin loads without numpy
     from pytest_parity.compare.tolerance import Layer
@@ -62,14 +63,14 @@ DEPRECATED_INI = {"parity_devices": "parity_device", "parity_dtypes": "parity_dt
 
 @dataclass(frozen=True)
 class Settings:
-    device: str
-    dtypes: tuple[str, ...]
+    device: DeviceChoice
+    dtypes: tuple[DtypeName, ...]
     rtol: float | None
     atol: float | None
     seed: int
-    numerics: str
-    trace: str
-    verdict: str
+    numerics: NumericsMode
+    trace: TraceMode
+    verdict: Verdict
     update_golden: bool
     golden_dir: Path
     jax_cache: Path | None
@@ -152,13 +153,13 @@ class MarkerSpec:
     dtypes: tuple[str, ...] | None = None
     rtol: float | Mapping[str, float] | None = None
     atol: float | Mapping[str, float] | None = None
-    verdict: str | Mapping[str, str] | None = None
+    verdict: Verdict | Mapping[str, Verdict] | None = None
 
     def layer(self) -> Layer:
         return ("marker", self.rtol, self.atol)
 
 
-def case_verdict(run: str, spec: MarkerSpec) -> str | Mapping[str, str]:
+def case_verdict(run: Verdict, spec: MarkerSpec) -> Verdict | Mapping[str, Verdict]:
     """The case's verdict: the command line's (or ini's) where it chose one, else the
     marker's, else auto."""
     return run if run != "auto" or spec.verdict is None else spec.verdict
@@ -225,7 +226,7 @@ def _tolerance(value: Any, argument: str) -> float | dict[str, float] | None:
     return number
 
 
-def _verdict(value: Any) -> str | dict[str, str] | None:
+def _verdict(value: Any) -> Verdict | dict[str, Verdict] | None:
     if value is None:
         return None
     choices = options.VERDICT_CHOICES
