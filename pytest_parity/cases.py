@@ -19,53 +19,58 @@ import pytest
 
 from pytest_parity import options
 from pytest_parity.caches import XLA_DIR
+from pytest_parity.options import DeviceChoice, DtypeName, NumericsMode, TraceMode, Verdict
 
 if TYPE_CHECKING:  # a type only: the plugin loads without numpy
     from pytest_parity.compare.tolerance import Layer
 
 MARKER_DEVICES = ("cpu", "gpu")
 
-# option dest, ini name, parser, ini default, help (the ini's help names the option)
-OPTIONS: list[tuple[str, str, Callable[[str], Any], str, str]] = [
-    ("parity_device", "parity_devices", options.parse_device, "cpu",
+# option dest (also its ini name), parser, default, help (the ini's help names the option)
+OPTIONS: list[tuple[str, Callable[[str], Any], str, str]] = [
+    ("parity_device", options.parse_device, "cpu",
      "device of parity cases: cpu, gpu, all (cpu and gpu; gpu skipped where absent) or auto "
      "(gpu when torch and jax both see one). Default: cpu."),
-    ("parity_dtype", "parity_dtypes", options.parse_dtypes, "float32",
+    ("parity_dtype", options.parse_dtypes, "float32",
      "dtypes of parity cases, comma-separated: float32, bfloat16, float16, float64. "
      "Default: float32."),
-    ("parity_rtol", "parity_rtol", options.parse_tolerance, "",
+    ("parity_rtol", options.parse_tolerance, "",
      "relative tolerance of every comparison, over the pair's and the marker's."),
-    ("parity_atol", "parity_atol", options.parse_tolerance, "",
+    ("parity_atol", options.parse_tolerance, "",
      "absolute tolerance of every comparison, over the pair's and the marker's."),
-    ("parity_verdict", "parity_verdict", options.parse_verdict, "auto",
+    ("parity_verdict", options.parse_verdict, "auto",
      "how comparisons are judged: auto (bfloat16/float16 by their error budget: both sides "
      "also run in float32 and the cross error must stay within what torch's own rounding "
      "does; float32 by fixed tolerances), budget (float32 too, against float64) or fixed "
      "(the tolerance table everywhere). Default: auto."),
-    ("parity_seed", "parity_seed", options.parse_seed, "0",
+    ("parity_seed", options.parse_seed, "0",
      "seed of seeded checkpoints and of torch's generator in each case. Default: 0."),
-    ("parity_numerics", "parity_numerics", options.parse_numerics, "pinned",
+    ("parity_numerics", options.parse_numerics, "pinned",
      "pinned (jax matmul precision highest, torch TF32 off, deterministic algorithms) or "
      "default (the frameworks' fast defaults). Default: pinned."),
-    ("parity_trace", "parity_trace", options.parse_trace, "on-failure",
+    ("parity_trace", options.parse_trace, "on-failure",
      "when a failing pair comparison is diagnosed (weight and settings audits, the first "
      "divergent module): on-failure, always or off. Default: on-failure."),
-    ("parity_jax_cache", "parity_jax_cache", options.parse_jax_cache, "",
+    ("parity_jax_cache", options.parse_jax_cache, "",
      "directory of jax's persistent compilation cache, or none. Default: "
      ".pytest_cache/d/parity-xla."),
 ]
 
 
+# Old ini names, read for one release with a deprecation warning; the new name wins.
+DEPRECATED_INI = {"parity_devices": "parity_device", "parity_dtypes": "parity_dtype"}
+
+
 @dataclass(frozen=True)
 class Settings:
-    device: str
-    dtypes: tuple[str, ...]
+    device: DeviceChoice
+    dtypes: tuple[DtypeName, ...]
     rtol: float | None
     atol: float | None
     seed: int
-    numerics: str
-    trace: str
-    verdict: str
+    numerics: NumericsMode
+    trace: TraceMode
+    verdict: Verdict
     update_golden: bool
     golden_dir: Path
     jax_cache: Path | None
@@ -85,6 +90,22 @@ SETTINGS = pytest.StashKey[Settings]()
 DEVICES = pytest.StashKey[list[str]]()  # the run's devices, resolved once: ['cpu', 'gpu']
 
 
+def _ini_value(config: pytest.Config, dest: str, default: str) -> tuple[str, str]:
+    """The ini option that sets `dest` and its text: its own name, else a deprecated old name
+    (with a warning naming the new one), else the default ('' for none)."""
+    old = next((old for old, new in DEPRECATED_INI.items() if new == dest), None)
+    text = config.getini(dest)
+    if old is not None and config.getini(old) != "":
+        from pytest_parity.errors import ParityDeprecationWarning, deprecated
+
+        config.issue_config_time_warning(ParityDeprecationWarning(deprecated(
+            f"the ini option {old}", dest if text == "" else f"{dest} (set too; it wins)")),
+            stacklevel=2)
+        if text == "":
+            return old, config.getini(old)
+    return dest, text or default
+
+
 def read_settings(config: pytest.Config) -> Settings:
     """The command line's values, else the ini's (parsed by the same parsers).
 
@@ -92,11 +113,12 @@ def read_settings(config: pytest.Config) -> Settings:
         pytest.UsageError: an ini value does not parse; names the ini option.
     """
     values: dict[str, Any] = {}
-    for dest, ini, parse, _, _ in OPTIONS:
+    for dest, parse, default, _ in OPTIONS:
         value = config.getoption(dest)
-        if value is None and config.getini(ini) != "":
+        ini, text = _ini_value(config, dest, default)
+        if value is None and text != "":
             try:
-                value = parse(config.getini(ini))
+                value = parse(text)
             except argparse.ArgumentTypeError as error:
                 raise pytest.UsageError(f"ini option {ini}: {error}") from None
         values[dest] = value
@@ -131,13 +153,13 @@ class MarkerSpec:
     dtypes: tuple[str, ...] | None = None
     rtol: float | Mapping[str, float] | None = None
     atol: float | Mapping[str, float] | None = None
-    verdict: str | Mapping[str, str] | None = None
+    verdict: Verdict | Mapping[str, Verdict] | None = None
 
     def layer(self) -> Layer:
         return ("marker", self.rtol, self.atol)
 
 
-def case_verdict(run: str, spec: MarkerSpec) -> str | Mapping[str, str]:
+def case_verdict(run: Verdict, spec: MarkerSpec) -> Verdict | Mapping[str, Verdict]:
     """The case's verdict: the command line's (or ini's) where it chose one, else the
     marker's, else auto."""
     return run if run != "auto" or spec.verdict is None else spec.verdict
@@ -204,7 +226,7 @@ def _tolerance(value: Any, argument: str) -> float | dict[str, float] | None:
     return number
 
 
-def _verdict(value: Any) -> str | dict[str, str] | None:
+def _verdict(value: Any) -> Verdict | dict[str, Verdict] | None:
     if value is None:
         return None
     choices = options.VERDICT_CHOICES

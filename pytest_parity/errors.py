@@ -12,6 +12,16 @@ class ParityError(Exception):
     """Base of every error pytest-parity raises on bad input."""
 
 
+class ParityDeprecationWarning(DeprecationWarning):
+    """A public name or setting that still works for one release, then goes; the message
+    names its replacement."""
+
+
+def deprecated(old: str, new: str) -> str:
+    """The message of a ParityDeprecationWarning: `old` works for now, `new` is its name."""
+    return f"{PREFIX} {old} is deprecated and will be removed in the next release; use {new}"
+
+
 class CheckpointError(ParityError):
     """A checkpoint file cannot be read, or its contents are not what was expected.
 

@@ -7,7 +7,8 @@ what it needs when a test asks for it.
 - `parity_checkpoint("resnet50")`: the pair's canonical checkpoint for the seed.
 - `parity_pair("resnet50")`: both models loaded from that checkpoint onto the case's device
   and dtype (pytest_parity.run.loaded.LoadedPair), cached per session and per xdist worker.
-- `golden`: outputs held to golden files (pytest_parity.golden.fixture).
+- `parity_golden`: outputs held to golden files (pytest_parity.golden.fixture); `golden`, its
+  old name, still works for this release and warns (ParityDeprecationWarning).
 """
 
 from __future__ import annotations
@@ -15,12 +16,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_parity.caches import CHECKPOINTS_DIR, tmp_checkpoints_dir
 from pytest_parity.cases import SETTINGS, Settings
+
+if TYPE_CHECKING:  # types only: the plugin loads without numpy, torch or jax
+    from pytest_parity.checkpoint.format import Checkpoint
+    from pytest_parity.golden.fixture import GoldenFixture
+    from pytest_parity.registry import Pair
+    from pytest_parity.run.loaded import LoadedPair
 
 _pair_cache_key = pytest.StashKey[Any]()
 
@@ -93,12 +100,13 @@ def parity_seed(request: pytest.FixtureRequest) -> int:
 
 
 @pytest.fixture
-def parity_checkpoint(request: pytest.FixtureRequest, parity_seed: int) -> Callable[[str], Any]:
+def parity_checkpoint(request: pytest.FixtureRequest, parity_seed: int
+                      ) -> Callable[[str], Checkpoint]:
     """`parity_checkpoint(name)`: the registered pair's canonical checkpoint for the seed."""
     from pytest_parity import registry
     from pytest_parity.run.loading import checkpoint_for
 
-    def get(name: str) -> Any:
+    def get(name: str) -> Checkpoint:
         with _failing_cleanly():
             return checkpoint_for(registry.get(name), parity_seed, _cache_dir(request.config))
 
@@ -107,7 +115,7 @@ def parity_checkpoint(request: pytest.FixtureRequest, parity_seed: int) -> Calla
 
 @pytest.fixture
 def parity_pair(request: pytest.FixtureRequest, parity_device: str, parity_dtype: str,
-                parity_seed: int) -> Callable[[str], Any]:
+                parity_seed: int) -> Callable[[str | Pair], LoadedPair]:
     """`parity_pair(name)`: the registered pair's torch model and Flax apply with variables,
     on this case's device and dtype, from its canonical checkpoint (cached per session); a
     `Pair` not registered (`parity_pair(Pair(...))`) is loaded the same way."""
@@ -121,7 +129,7 @@ def parity_pair(request: pytest.FixtureRequest, parity_device: str, parity_dtype
         config.stash[_pair_cache_key] = PairCache(_cache_dir(config))
     cache: PairCache = config.stash[_pair_cache_key]
 
-    def get(name: str | registry.Pair) -> Any:
+    def get(name: str | registry.Pair) -> LoadedPair:
         with _failing_cleanly():
             pair = name if isinstance(name, registry.Pair) else registry.get(name)
             return cache.get(pair, parity_device, parity_dtype, parity_seed)
@@ -130,8 +138,9 @@ def parity_pair(request: pytest.FixtureRequest, parity_device: str, parity_dtype
 
 
 @pytest.fixture
-def golden(request: pytest.FixtureRequest) -> Any:
-    """Hold outputs to golden files: `golden.check(outputs, name=...)`; `golden.read(name)`."""
+def parity_golden(request: pytest.FixtureRequest) -> GoldenFixture:
+    """Hold outputs to golden files: `parity_golden.check(outputs, name=...)`;
+    `parity_golden.read(name)`."""
     from pytest_parity.golden.fixture import GoldenFixture
 
     settings = _settings(request.config)
@@ -142,3 +151,17 @@ def golden(request: pytest.FixtureRequest) -> Any:
                "dtype": params.get("parity_dtype", "float32")}
     return GoldenFixture(settings.golden_dir, request.node.nodeid, settings.update_golden,
                          context)
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest) -> GoldenFixture:
+    """Deprecated: `parity_golden` (the plugin's fixtures are named parity_*); warns, then
+    gives it."""
+    import warnings
+
+    from pytest_parity.errors import ParityDeprecationWarning, deprecated
+
+    warnings.warn(deprecated("the fixture 'golden'", "'parity_golden'"),
+                  ParityDeprecationWarning, stacklevel=1)
+    fixture: GoldenFixture = request.getfixturevalue("parity_golden")
+    return fixture

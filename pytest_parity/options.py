@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Literal, cast, get_args
 
-DEVICE_CHOICES = ("cpu", "gpu", "all", "auto")
-DTYPE_CHOICES = ("float32", "bfloat16", "float16", "float64")
-NUMERICS_CHOICES = ("pinned", "default")
-TRACE_MODES = ("on-failure", "always", "off")
+# The modes, as types (strings keep working: a Literal is its strings); exported at the top.
+DeviceChoice = Literal["cpu", "gpu", "all", "auto"]  # the run's; a case's is "cpu" or "gpu"
+DtypeName = Literal["float32", "bfloat16", "float16", "float64"]
+NumericsMode = Literal["pinned", "default"]
+TraceMode = Literal["on-failure", "always", "off"]
 # How a case is judged: auto (its error budget for bfloat16/float16, fixed tolerances for
 # float32/float64), budget (float32 too), fixed (the tolerance table everywhere).
-VERDICT_CHOICES = ("auto", "budget", "fixed")
+Verdict = Literal["auto", "budget", "fixed"]
+
+DEVICE_CHOICES: tuple[DeviceChoice, ...] = get_args(DeviceChoice)
+DTYPE_CHOICES: tuple[DtypeName, ...] = get_args(DtypeName)
+NUMERICS_CHOICES: tuple[NumericsMode, ...] = get_args(NumericsMode)
+TRACE_MODES: tuple[TraceMode, ...] = get_args(TraceMode)
+VERDICT_CHOICES: tuple[Verdict, ...] = get_args(Verdict)
 
 
 def _bad(value: object, expected: str, example: str) -> argparse.ArgumentTypeError:
@@ -23,7 +31,7 @@ def _bad(value: object, expected: str, example: str) -> argparse.ArgumentTypeErr
         f"Could not parse value: {value!r}. Expected {expected}, e.g. '{example}'.")
 
 
-def parse_device(value: str) -> str:
+def parse_device(value: str) -> DeviceChoice:
     """`--parity-device`: one of cpu, gpu, all, auto."""
     device = value.strip().lower()
     if device not in DEVICE_CHOICES:
@@ -31,13 +39,13 @@ def parse_device(value: str) -> str:
     return device
 
 
-def parse_dtypes(value: str) -> tuple[str, ...]:
+def parse_dtypes(value: str) -> tuple[DtypeName, ...]:
     """`--parity-dtype`: a comma-separated list of float32, bfloat16, float16, float64."""
     names = [name.strip().lower() for name in value.split(",")]
     if not names or any(name not in DTYPE_CHOICES for name in names):
         raise _bad(value, f"a comma-separated list of {', '.join(DTYPE_CHOICES)}",
                    "--parity-dtype=float32,bfloat16")
-    return tuple(dict.fromkeys(names))  # in the order given, without repeats
+    return cast(tuple[DtypeName, ...], tuple(dict.fromkeys(names)))  # in order, no repeats
 
 
 def parse_tolerance(value: str) -> float:
@@ -62,7 +70,7 @@ def parse_seed(value: str) -> int:
     return seed
 
 
-def parse_numerics(value: str) -> str:
+def parse_numerics(value: str) -> NumericsMode:
     """`--parity-numerics`: pinned (reproducible settings) or default (the frameworks' own)."""
     numerics = value.strip().lower()
     if numerics not in NUMERICS_CHOICES:
@@ -78,7 +86,7 @@ def parse_jax_cache(value: str) -> str:
     return "none" if path.lower() == "none" else path
 
 
-def parse_trace(value: str) -> str:
+def parse_trace(value: str) -> TraceMode:
     """`--parity-trace`: when a pair comparison is diagnosed (on-failure, always, off)."""
     mode = value.strip().lower()
     if mode not in TRACE_MODES:
@@ -86,7 +94,7 @@ def parse_trace(value: str) -> str:
     return mode
 
 
-def parse_verdict(value: str) -> str:
+def parse_verdict(value: str) -> Verdict:
     """`--parity-verdict`: auto, budget or fixed (pytest_parity.compare.budget)."""
     verdict = value.strip().lower()
     if verdict not in VERDICT_CHOICES:

@@ -21,6 +21,7 @@ from pytest_parity.fixtures import (  # noqa: F401 (pytest finds fixtures by mod
     parity_checkpoint,
     parity_device,
     parity_dtype,
+    parity_golden,
     parity_pair,
     parity_seed,
 )
@@ -32,11 +33,14 @@ METAVARS = {"parity_dtype": "DTYPES", "parity_numerics": "MODE", "parity_trace":
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("parity", "numerical parity between torch and jax/flax")
-    for dest, ini, parse, default, text in cases.OPTIONS:
+    for dest, parse, _, text in cases.OPTIONS:
         metavar = METAVARS.get(dest, dest.removeprefix("parity_").upper())
         group.addoption(f"--{dest.replace('_', '-')}", dest=dest, metavar=metavar, type=parse,
-                        default=None, help=f"{text} ini: {ini}.")
-        parser.addini(ini, f"default for --{dest.replace('_', '-')}", default=default)
+                        default=None, help=f"{text} ini: {dest}.")
+        # Unset is '': the default applies in cases.read_settings, after any old ini name.
+        parser.addini(dest, f"default for --{dest.replace('_', '-')}", default="")
+    for old, new in cases.DEPRECATED_INI.items():  # registered, or --strict-config rejects it
+        parser.addini(old, f"deprecated: use {new}", default="")
     group.addoption(
         "--parity-report", metavar="FILE", default=None,
         help="write every parity comparison of the run to FILE as JSON. Default: none.",

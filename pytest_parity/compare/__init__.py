@@ -1,7 +1,7 @@
 """Comparing: arrays and trees under one tolerance policy, verdicts, failure reports, records.
 
     closeness.py        compare, compared (recorded even when the trees cannot be compared),
-                        assert_close, assert_trees_close
+                        assert_close (assert_trees_close: its deprecated old name)
     verdict.py          ParityResult (one leaf), Comparison (a tree), problem_record
     failure.py          the failure message: every failing leaf, worst first
     tolerance.py        the default table and the layers of the policy

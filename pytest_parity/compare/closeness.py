@@ -3,6 +3,7 @@ differ: every failing leaf, worst first (the message format is in pytest_parity.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from pytest_parity.compare.verdict import (
     ParityResult,
     problem_record,
 )
+from pytest_parity.errors import ParityDeprecationWarning, deprecated
 
 WORST_SHOWN = 5
 
@@ -202,5 +204,9 @@ def assert_close(actual: Any, expected: Any, *, rtol: float | None = None,
     return comparison
 
 
-# The same check, named for what it is given: trees of arrays (Flax variables, outputs).
-assert_trees_close = assert_close
+def assert_trees_close(actual: Any, expected: Any, **options: Any) -> Comparison:
+    """Deprecated: `assert_close`, which takes trees as well; warns, then runs it."""
+    __tracebackhide__ = True
+    warnings.warn(deprecated("assert_trees_close", "assert_close (the same check)"),
+                  ParityDeprecationWarning, stacklevel=2)
+    return assert_close(actual, expected, **options)

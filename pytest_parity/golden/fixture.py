@@ -1,6 +1,7 @@
-"""The `golden` fixture: outputs held to golden files with pytest-regressions' review semantics.
+"""The `parity_golden` fixture: outputs held to golden files with pytest-regressions' review
+semantics.
 
-`golden.check(outputs, name=...)` compares against `<golden dir>/<name>.npz` (+ `.json`
+`parity_golden.check(outputs, name=...)` compares against `<golden dir>/<name>.npz` (+ `.json`
 manifest, see pytest_parity.golden.files):
 - a missing file (or output key) is written and the test fails, so a person reviews it;
 - a mismatch fails with the parity report and saves the obtained outputs beside the expected

@@ -1,4 +1,4 @@
-"""The `golden` fixture's review semantics, as pytest-regressions has them."""
+"""The `parity_golden` fixture's review semantics, as pytest-regressions has them."""
 
 import json
 
@@ -8,8 +8,8 @@ import pytest
 TEST = """
 import numpy as np
 
-def test_logits(golden):
-    golden.check({"logits": np.array([1.0, 2.0, 3.0]) * SCALE}, name="net")
+def test_logits(parity_golden):
+    parity_golden.check({"logits": np.array([1.0, 2.0, 3.0]) * SCALE}, name="net")
 """
 
 
@@ -90,8 +90,8 @@ def test_concurrent_writers_of_one_golden_file_keep_every_output(pytester):
         import pytest
 
         @pytest.mark.parametrize("key", [f"k{i}" for i in range(12)])
-        def test_key(golden, key):
-            golden.check({key: np.full(3, float(key[1:]))}, name="shared")
+        def test_key(parity_golden, key):
+            parity_golden.check({key: np.full(3, float(key[1:]))}, name="shared")
     """)
     pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly").assert_outcomes(failed=12)
     with np.load(pytester.path / "reference_outputs" / "shared.npz") as npz:
@@ -104,9 +104,9 @@ def test_concurrent_writers_of_one_golden_file_keep_every_output(pytester):
 PROVENANCE_TEST = """
 import numpy as np
 
-def test_logits(golden):
+def test_logits(parity_golden):
     manifest = {"checkpoint": {"digest": "DIGEST"}}
-    golden.check({"logits": np.ones(3)}, name="net", manifest=manifest)
+    parity_golden.check({"logits": np.ones(3)}, name="net", manifest=manifest)
 """
 
 
@@ -179,3 +179,20 @@ def test_a_damaged_golden_file_is_a_clean_error(pytester, monkeypatch, ci):
     _clean_failure(_run(pytester, 1, "--parity-update-golden"),
                    "*reference_outputs/net.npz: unreadable golden outputs (BadZipFile: *")
     assert len(arrays.read_bytes()) == 100  # not rewritten: a damaged file is for a person
+
+
+def test_the_old_fixture_name_golden_still_works_and_warns(pytester):
+    pytester.makepyfile(test_old_name="""
+        import numpy as np
+
+        def test_logits(golden):
+            golden.check({"logits": np.ones(3)}, name="net")
+    """)
+    pytester.runpytest().assert_outcomes(failed=1)  # written for review, as parity_golden does
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*ParityDeprecationWarning: [[]parity[]] the fixture 'golden' is "
+                                 "deprecated and will be removed in the next release; use "
+                                 "'parity_golden'"])
+    strict = pytester.runpytest("-W", "error::DeprecationWarning")
+    strict.assert_outcomes(errors=1)

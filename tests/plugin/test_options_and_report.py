@@ -35,8 +35,8 @@ def test_help_lists_the_parity_group_as_pinned(pytester, monkeypatch):
     pinned = (Path(__file__).parent / "pinned" / "help.txt").read_text()
     assert block[:len(pinned)] == pinned, "the options' help changed: update pinned/help.txt"
     result.stdout.fnmatch_lines([
-        "  parity_devices (string):", "*default for --parity-device",
-        "  parity_dtypes (string):", "*default for --parity-dtype",
+        "  parity_device (string):", "*default for --parity-device",
+        "  parity_dtype (string):", "*default for --parity-dtype",
         "  parity_rtol (string): default for --parity-rtol",
         "  parity_atol (string): default for --parity-atol",
         "  parity_seed (string): default for --parity-seed",
@@ -74,17 +74,17 @@ def test_bad_values_fail_before_any_test_runs_with_an_example(pytester, option, 
 
 def test_bad_ini_value_is_a_usage_error_naming_the_ini_option(pytester):
     pytester.makepyfile(CASES)
-    pytester.makeini("[pytest]\nparity_dtypes = float32,fp8\n")
+    pytester.makeini("[pytest]\nparity_dtype = float32,fp8\n")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "ini option parity_dtypes: Could not parse value: 'float32,fp8'" in \
+    assert "ini option parity_dtype: Could not parse value: 'float32,fp8'" in \
         "\n".join(result.errlines)
 
 
 @needs_frameworks
 def test_ini_sets_the_defaults_and_the_command_line_wins(pytester):
     pytester.makepyfile(CASES)
-    pytester.makeini("[pytest]\nparity_dtypes = bfloat16,float32\nparity_seed = 7\n")
+    pytester.makeini("[pytest]\nparity_dtype = bfloat16,float32\nparity_seed = 7\n")
     result = pytester.runpytest("-v", "--parity-report=r.json")
     result.stdout.fnmatch_lines(["*test_device_case[[]cpu[]] PASSED*"])
     assert json.loads((pytester.path / "r.json").read_text())["settings"]["seed"] == 7
@@ -94,6 +94,31 @@ def test_ini_sets_the_defaults_and_the_command_line_wins(pytester):
                                  "*test_dtype[[]float32[]] PASSED*"])
     result = pytester.runpytest("-v", "test_dtypes.py", "--parity-dtype=float16")
     result.stdout.fnmatch_lines(["*test_dtype[[]float16[]] PASSED*", "*1 passed*"])
+
+
+def test_old_ini_names_still_read_and_warn_naming_the_new_one(pytester):
+    pytester.makepyfile(test_dtypes="def test_dtype(parity_dtype): pass")
+    pytester.makeini("[pytest]\nparity_dtypes = float16\nparity_devices = cpu\n")
+    result = pytester.runpytest("-v", "--strict-config", "-p", "no:randomly")
+    result.stdout.fnmatch_lines([
+        "*test_dtype[[]float16[]]*", "*1 passed*",
+    ])
+    result.stdout.fnmatch_lines([
+        "*ParityDeprecationWarning: [[]parity[]] the ini option parity_dtypes is deprecated "
+        "and will be removed in the next release; use parity_dtype"])
+    result.stdout.fnmatch_lines(["*the ini option parity_devices is deprecated*; use "
+                                 "parity_device"])
+    strict = pytester.runpytest("-W", "error::DeprecationWarning")
+    assert strict.ret != pytest.ExitCode.OK
+
+
+def test_the_new_ini_name_wins_over_the_old(pytester):
+    pytester.makepyfile(test_dtypes="def test_dtype(parity_dtype): pass")
+    pytester.makeini("[pytest]\nparity_dtypes = float16\nparity_dtype = float64\n")
+    result = pytester.runpytest("-v", "--strict-config")
+    result.stdout.fnmatch_lines(["*test_dtype[[]float64[]]*", "*1 passed*"])
+    result.stdout.fnmatch_lines(["*the ini option parity_dtypes is deprecated*; use "
+                                 "parity_dtype (set too; it wins)"])
 
 
 def test_bad_device_fails_before_any_test_runs(pytester):
@@ -227,14 +252,14 @@ def test_a_wrong_tree_reports_every_failing_leaf_worst_first(pytester):
     pytester.makepyfile("""
         import numpy as np
         import pytest
-        from pytest_parity import assert_trees_close
+        from pytest_parity import assert_close
 
         @pytest.mark.parity
         def test_tree():
             expected = {"a": np.zeros(4), "b": np.zeros(4), "c": np.zeros(4), "d": np.zeros(4)}
             actual = {"a": np.full(4, 1e-3), "b": np.zeros(4), "c": np.full(4, 1.0),
                       "d": np.full(4, 1e-5)}
-            assert_trees_close(actual, expected, rtol=0, atol=1e-6, name="outputs")
+            assert_close(actual, expected, rtol=0, atol=1e-6, name="outputs")
     """)
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(failed=1)

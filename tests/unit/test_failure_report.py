@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pytest_parity import assert_close, assert_trees_close
+from pytest_parity import assert_close
 
 
 def _failure(*args, **kwargs):
@@ -69,10 +69,23 @@ def test_the_header_and_the_table_are_the_same_elements_in_the_compared_dtype():
 
 def test_structure_is_checked_before_values():
     with pytest.raises(AssertionError) as failure:
-        assert_trees_close({"a": np.zeros(2), "b": np.zeros((2, 2))},
-                           {"a": np.ones(3), "c": np.zeros(1)}, name="params")
+        assert_close({"a": np.zeros(2), "b": np.zeros((2, 2))},
+                     {"a": np.ones(3), "c": np.zeros(1)}, name="params")
     assert str(failure.value) == """\
 [parity] params: structures differ (3 problems)
   params/c: missing in actual (expected has it)
   params/b: unexpected in actual (expected has no such leaf)
   params/a: shape (2,) (float64) does not match expected shape (3,) (float64)"""
+
+
+def test_assert_trees_close_still_checks_and_warns_that_it_is_deprecated():
+    from pytest_parity import assert_trees_close
+    from pytest_parity.errors import ParityDeprecationWarning
+
+    with pytest.warns(ParityDeprecationWarning, match=r"^\[parity\] assert_trees_close is "
+                      r"deprecated .*; use assert_close") as warned:
+        comparison = assert_trees_close({"a": np.zeros(2)}, {"a": np.zeros(2)}, name="params")
+    assert comparison.passed and issubclass(warned[0].category, DeprecationWarning)
+    assert warned[0].filename == __file__  # the warning points at the caller
+    with pytest.warns(ParityDeprecationWarning), pytest.raises(AssertionError, match="params/a"):
+        assert_trees_close({"a": np.zeros(2)}, {"a": np.ones(2)}, name="params")

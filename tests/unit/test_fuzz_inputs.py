@@ -92,7 +92,7 @@ OPTION_TEXT = st.one_of(
 
 @pytest.mark.parametrize("option", [row[0] for row in cases.OPTIONS])
 def test_option_values_parse_or_say_what_is_expected(request, option):
-    parse = next(row[2] for row in cases.OPTIONS if row[0] == option)
+    parse = next(row[1] for row in cases.OPTIONS if row[0] == option)
 
     @given(text=OPTION_TEXT)
     def parsed(text):

@@ -66,14 +66,14 @@ def test_similar_sentences_are_closer_than_unrelated_ones(parity_pair):
 
 
 @pytest.mark.parity(devices=["cpu"], dtypes=["float32"])  # the golden is float32 CPU
-def test_torch_and_flax_sentence_embeddings_match_the_golden(parity_pair, golden):
+def test_torch_and_flax_sentence_embeddings_match_the_golden(parity_pair, parity_golden):
     """The original pipeline (torch) through the golden fixture's review semantics, and the
     Flax port held to the stored embeddings at the float32 defaults. Measured: Flax vs golden
     max abs 1.6e-7 (embeddings of norm 1)."""
     pair = parity_pair(NAME)
     outputs, manifest = original_outputs(pair.torch_model, pair.checkpoint)
-    golden.check(outputs, name=NAME, manifest=manifest)
-    expected = golden.read(NAME)
+    parity_golden.check(outputs, name=NAME, manifest=manifest)
+    expected = parity_golden.read(NAME)
     assert expected.manifest["outputs"]["sentences"]["sentences"] == list(SENTENCES)
     assert_close(_sentence_embeddings_of(pair), expected.outputs["sentences"],
                  name=f"{NAME} sentence embeddings: flax vs golden")

@@ -50,7 +50,7 @@ def test_torch_and_nnx_logits_agree(parity_pair, parity_dtype, random_images, na
 
 @pytest.mark.parity(devices=["cpu"], dtypes=["float32"])  # the goldens are float32 CPU logits
 @pytest.mark.parametrize("name", RUN)
-def test_nnx_logits_match_the_twins_golden_logits(parity_pair, parity_seed, golden, name):
+def test_nnx_logits_match_the_twins_golden_logits(parity_pair, parity_seed, parity_golden, name):
     """torchvision's golden logits of the twin (reference_outputs/<twin>.npz), which
     test_zoo_golden.py keeps; the NNX port is only ever compared with them."""
     if parity_seed != CHECKPOINT_SEED:
@@ -58,7 +58,7 @@ def test_nnx_logits_match_the_twins_golden_logits(parity_pair, parity_seed, gold
                     f"this run uses --parity-seed={parity_seed}")
     twin = NNX_TWINS[name]
     pair = parity_pair(name)
-    expected = golden.read(twin)
+    expected = parity_golden.read(twin)
     assert expected.manifest["checkpoint"]["digest"] == pair.checkpoint.digest()
     for key, (images, _) in golden_inputs(twin).items():
         logits = pair.flax_forward(images)
@@ -165,7 +165,7 @@ def test_nnx_ports_have_the_linen_tree_and_the_pinned_parameter_count(name):
 
 
 def test_the_twins_checkpoint_restores_into_the_nnx_port_through_parity_convert(
-        parity_checkpoint, parity_seed, golden, tmp_path):
+        parity_checkpoint, parity_seed, parity_golden, tmp_path):
     """resnet18's seeded checkpoint, which resnet18_nnx reuses, through `parity convert` to an
     NNX state file, restored as Flax's NNX checkpointing guide restores one (an abstract model,
     nnx.replace_by_pure_dict, nnx.merge) and run: torchvision's golden logits; and back to a
@@ -189,7 +189,7 @@ def test_the_twins_checkpoint_restores_into_the_nnx_port_through_parity_convert(
     model = nnx.merge(graphdef, state)
     images, _ = golden_inputs("resnet18")["random"]
     logits = nnx.jit(lambda module, x: module(x))(model, np.moveaxis(images, 1, -1))
-    np.testing.assert_allclose(np.asarray(logits), golden.read("resnet18").outputs["random"],
+    np.testing.assert_allclose(np.asarray(logits), parity_golden.read("resnet18").outputs["random"],
                                rtol=1.3e-6, atol=1e-5)  # the float32 defaults
 
     assert main(["convert", str(tmp_path / "r18.nnx.msgpack"), str(tmp_path / "back.h5"),
