@@ -11,6 +11,7 @@ from pytest_parity.errors import ParityDeprecationWarning as ParityDeprecationWa
 from pytest_parity.errors import ParityError as ParityError
 from pytest_parity.golden.fixture import GoldenFixture as GoldenFixture
 from pytest_parity.inputs import Input as Input
+from pytest_parity.layouts import Layout as Layout
 from pytest_parity.mapping import Chain as Chain
 from pytest_parity.mapping import Flip as Flip
 from pytest_parity.mapping import Identity as Identity
