@@ -185,7 +185,7 @@ def _dataset_problem(key: str, dataset: h5py.h5d.DatasetID, dtype_name: str, fil
         return f"{key}: an empty dataset (no dataspace), not a tensor"
     n_bytes = dtype.itemsize * math.prod(space.shape)
     offset = dataset.get_offset()  # only contiguous data in this file has one
-    plist = dataset.get_create_plist() if offset is None else None  # ~20 us: other layouts only
+    plist: Any = dataset.get_create_plist() if offset is None else None  # ~20 us: rare layouts
     layout = h5py.h5d.CONTIGUOUS if plist is None else plist.get_layout()
     room = file_size if layout != h5py.h5d.CHUNKED else dataset.get_storage_size() * (
         1032 if plist.get_nfilters() else 1)  # a compressed copy: deflate's ratio at most
