@@ -34,8 +34,7 @@ if TYPE_CHECKING:
         load_mapping,
         save_mapping,
     )
-    from pytest_parity.run import ParityTestResult, parity_test
-    from pytest_parity.run.live import pair_of
+    from pytest_parity.run import ParityTestResult, pair_of, parity_test
 
 __version__ = "0.1.0"
 

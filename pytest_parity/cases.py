@@ -21,7 +21,7 @@ from pytest_parity import options
 from pytest_parity.caches import XLA_DIR
 
 if TYPE_CHECKING:  # a type only: the plugin loads without numpy
-    from pytest_parity.compare.tolerance import Layer
+    from pytest_parity.compare import Layer
 
 MARKER_DEVICES = ("cpu", "gpu")
 

@@ -96,7 +96,7 @@ def parity_seed(request: pytest.FixtureRequest) -> int:
 def parity_checkpoint(request: pytest.FixtureRequest, parity_seed: int) -> Callable[[str], Any]:
     """`parity_checkpoint(name)`: the registered pair's canonical checkpoint for the seed."""
     from pytest_parity import registry
-    from pytest_parity.run.loading import checkpoint_for
+    from pytest_parity.run import checkpoint_for
 
     def get(name: str) -> Any:
         with _failing_cleanly():
@@ -114,7 +114,7 @@ def parity_pair(request: pytest.FixtureRequest, parity_device: str, parity_dtype
     for module in ("torch", "jax", "flax"):
         pytest.importorskip(module)
     from pytest_parity import registry
-    from pytest_parity.run.loading import PairCache
+    from pytest_parity.run import PairCache
 
     config = request.config
     if _pair_cache_key not in config.stash:
@@ -132,7 +132,7 @@ def parity_pair(request: pytest.FixtureRequest, parity_device: str, parity_dtype
 @pytest.fixture
 def golden(request: pytest.FixtureRequest) -> Any:
     """Hold outputs to golden files: `golden.check(outputs, name=...)`; `golden.read(name)`."""
-    from pytest_parity.golden.fixture import GoldenFixture
+    from pytest_parity.golden import GoldenFixture
 
     settings = _settings(request.config)
     callspec = getattr(request.node, "callspec", None)

@@ -25,7 +25,7 @@ from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.inputs import Input, check_inputs, examples, mask_of
 from pytest_parity.inputs import to_flax as inputs_to_flax
 from pytest_parity.layouts import Layout
-from pytest_parity.mapping.rules import Mapping
+from pytest_parity.mapping import Mapping
 from pytest_parity.nnx_bridge import port
 from pytest_parity.project import parity_table
 
