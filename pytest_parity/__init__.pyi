@@ -9,7 +9,7 @@ from pytest_parity.compare import assert_close as assert_close
 from pytest_parity.compare import assert_trees_close as assert_trees_close  # deprecated
 from pytest_parity.errors import ParityDeprecationWarning as ParityDeprecationWarning
 from pytest_parity.errors import ParityError as ParityError
-from pytest_parity.golden.fixture import GoldenFixture as GoldenFixture
+from pytest_parity.golden import GoldenFixture as GoldenFixture
 from pytest_parity.inputs import Input as Input
 from pytest_parity.layouts import Layout as Layout
 from pytest_parity.mapping import Chain as Chain
@@ -35,7 +35,7 @@ from pytest_parity.registry import register as register
 from pytest_parity.run import LoadedPair as LoadedPair
 from pytest_parity.run import ParityTestResult as ParityTestResult
 from pytest_parity.run import parity_test as parity_test
-from pytest_parity.run.live import pair_of as pair_of
+from pytest_parity.run import pair_of as pair_of
 from pytest_parity.strategies import Batch as Batch
 from pytest_parity.strategies import declared_inputs as declared_inputs
 from pytest_parity.strategies import feature_batches as feature_batches

@@ -22,7 +22,7 @@ from pytest_parity.caches import XLA_DIR
 from pytest_parity.options import DeviceChoice, DtypeName, NumericsMode, TraceMode, Verdict
 
 if TYPE_CHECKING:  # a type only: the plugin loads without numpy
-    from pytest_parity.compare.tolerance import Layer
+    from pytest_parity.compare import Layer
 
 MARKER_DEVICES = ("cpu", "gpu")
 

@@ -21,7 +21,7 @@ def _canonical(path: str, verb: str) -> Any:
     """The canonical checkpoint at `path`; another kind of file is told how to convert it."""
     from pathlib import Path
 
-    from pytest_parity.checkpoint.format import load
+    from pytest_parity.checkpoint import load
 
     suffix = Path(path).suffix
     if suffix in (".pt", ".pth", ".bin", ".safetensors", ".msgpack", ".npz", ".json"):
@@ -33,7 +33,7 @@ def _canonical(path: str, verb: str) -> Any:
 
 
 def _inspect(arguments: argparse.Namespace) -> int:
-    from pytest_parity.checkpoint.inspection import describe_tree, list_keys
+    from pytest_parity.checkpoint import describe_tree, list_keys
 
     checkpoint = _canonical(arguments.file, "inspect")
     print("\n".join(list_keys(checkpoint) if arguments.keys else describe_tree(checkpoint)))
@@ -41,7 +41,7 @@ def _inspect(arguments: argparse.Namespace) -> int:
 
 
 def _diff(arguments: argparse.Namespace) -> int:
-    from pytest_parity.checkpoint.inspection import diff_lines
+    from pytest_parity.checkpoint import diff_lines
 
     lines, differ = diff_lines(_canonical(arguments.a, "diff"), _canonical(arguments.b, "diff"))
     print("\n".join(lines))
@@ -49,7 +49,7 @@ def _diff(arguments: argparse.Namespace) -> int:
 
 
 def _convert(arguments: argparse.Namespace) -> int:
-    from pytest_parity.checkpoint.convert_file import convert_file, read_key_list
+    from pytest_parity.checkpoint import convert_file, read_key_list
 
     keys = read_key_list(arguments.keys) if arguments.keys else None
     print(convert_file(arguments.source, arguments.target, architecture=arguments.arch,

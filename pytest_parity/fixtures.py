@@ -24,10 +24,10 @@ from pytest_parity.caches import CHECKPOINTS_DIR, tmp_checkpoints_dir
 from pytest_parity.cases import SETTINGS, Settings
 
 if TYPE_CHECKING:  # types only: the plugin loads without numpy, torch or jax
-    from pytest_parity.checkpoint.format import Checkpoint
-    from pytest_parity.golden.fixture import GoldenFixture
+    from pytest_parity.checkpoint import Checkpoint
+    from pytest_parity.golden import GoldenFixture
     from pytest_parity.registry import Pair
-    from pytest_parity.run.loaded import LoadedPair
+    from pytest_parity.run import LoadedPair
 
 _pair_cache_key = pytest.StashKey[Any]()
 
@@ -104,7 +104,7 @@ def parity_checkpoint(request: pytest.FixtureRequest, parity_seed: int
                       ) -> Callable[[str], Checkpoint]:
     """`parity_checkpoint(name)`: the registered pair's canonical checkpoint for the seed."""
     from pytest_parity import registry
-    from pytest_parity.run.loading import checkpoint_for
+    from pytest_parity.run import checkpoint_for
 
     def get(name: str) -> Checkpoint:
         with _failing_cleanly():
@@ -122,7 +122,7 @@ def parity_pair(request: pytest.FixtureRequest, parity_device: str, parity_dtype
     for module in ("torch", "jax", "flax"):
         pytest.importorskip(module)
     from pytest_parity import registry
-    from pytest_parity.run.loading import PairCache
+    from pytest_parity.run import PairCache
 
     config = request.config
     if _pair_cache_key not in config.stash:
@@ -141,7 +141,7 @@ def parity_pair(request: pytest.FixtureRequest, parity_device: str, parity_dtype
 def parity_golden(request: pytest.FixtureRequest) -> GoldenFixture:
     """Hold outputs to golden files: `parity_golden.check(outputs, name=...)`;
     `parity_golden.read(name)`."""
-    from pytest_parity.golden.fixture import GoldenFixture
+    from pytest_parity.golden import GoldenFixture
 
     settings = _settings(request.config)
     callspec = getattr(request.node, "callspec", None)

@@ -268,7 +268,7 @@ def _draw_traces(report: Path, found: list[dict[str, Any]]) -> list[str]:
 
     if find_spec("matplotlib") is None:
         return [f"no trace pictures: matplotlib is not installed ({len(traced)} traced)"]
-    from pytest_parity.diagnose.picture import draw_trace, picture_path
+    from pytest_parity.diagnose import draw_trace, picture_path
 
     taken: set[Path] = set()
     return [f"trace picture written to "

@@ -25,7 +25,7 @@ from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.inputs import Input, check_inputs, examples, mask_of
 from pytest_parity.inputs import to_flax as inputs_to_flax
 from pytest_parity.layouts import Layout
-from pytest_parity.mapping.rules import Mapping
+from pytest_parity.mapping import Mapping
 from pytest_parity.nnx_bridge import port
 from pytest_parity.project import parity_table
 
@@ -84,8 +84,10 @@ class Pair:
             raise ParityError(f"{PREFIX} Pair({self.name!r}): give either input_shape (one "
                               "positional batch) or inputs=(Input(...), ...) (named inputs), "
                               "not both and not neither")
-        if len({d.name for d in self.inputs}) != len(self.inputs):
-            raise ParityError(f"{PREFIX} Pair({self.name!r}): two inputs share a name")
+        names = [d.name for d in self.inputs]
+        if repeated := sorted({name for name in names if names.count(name) > 1}):
+            raise ParityError(f"{PREFIX} Pair({self.name!r}): two inputs are named "
+                              f"{repeated[0]!r}; each name is a keyword both models take once")
         if callable(self.mapping) and not isinstance(self.mapping, Mapping):
             object.__setattr__(self, "mapping", LazyMapping(self.mapping, self.name))
         if self.output_layout is not None and self.inputs:

@@ -8,7 +8,21 @@ each side's backward taken through another run's branches.
     report.py         what a verdict says of them (Branches), and its warning
 """
 
-from pytest_parity.branches.choices import Choice, Flip, flips_between
-from pytest_parity.branches.report import Branches, ParityBranchWarning
+from pytest_parity.branches.choices import Choice, Flip, check_aligned, flips_between
+from pytest_parity.branches.jax_choices import Seen, pinned, recorded
+from pytest_parity.branches.report import Branches, ParityBranchWarning, drifted_apart
+from pytest_parity.branches.torch_choices import TorchChoices
 
-__all__ = ["Branches", "Choice", "Flip", "ParityBranchWarning", "flips_between"]
+__all__ = [
+    "Branches",
+    "Choice",
+    "Flip",
+    "ParityBranchWarning",
+    "Seen",
+    "TorchChoices",
+    "check_aligned",
+    "drifted_apart",
+    "flips_between",
+    "pinned",
+    "recorded",
+]

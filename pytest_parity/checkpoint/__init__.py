@@ -19,12 +19,14 @@ from pytest_parity.checkpoint.convert import (
     checkpoint_from_torch,
     checkpoint_to_flax,
     checkpoint_to_torch,
+    meta_model,
 )
-from pytest_parity.checkpoint.convert_file import convert_file
+from pytest_parity.checkpoint.convert_file import convert_file, read_key_list
 from pytest_parity.checkpoint.digest import content_digest
 from pytest_parity.checkpoint.exports import export
 from pytest_parity.checkpoint.flax_files import read_variables, write_variables
 from pytest_parity.checkpoint.format import Checkpoint, load, save
+from pytest_parity.checkpoint.inspection import describe_tree, diff_lines, list_keys
 from pytest_parity.checkpoint.torch_files import read_state_dict, write_state_dict
 from pytest_parity.checkpoint.verify import NonFiniteWarning, TensorSpec, verify
 
@@ -38,8 +40,13 @@ __all__ = [
     "checkpoint_to_torch",
     "content_digest",
     "convert_file",
+    "describe_tree",
+    "diff_lines",
     "export",
+    "list_keys",
     "load",
+    "meta_model",
+    "read_key_list",
     "read_state_dict",
     "read_variables",
     "save",

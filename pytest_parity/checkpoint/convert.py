@@ -20,7 +20,7 @@ from pytest_parity.checkpoint import shape_cache
 from pytest_parity.checkpoint.format import Checkpoint
 from pytest_parity.checkpoint.verify import TensorSpec, verify
 from pytest_parity.errors import PREFIX, CheckpointError
-from pytest_parity.mapping.rules import MappingError, flatten, unflatten
+from pytest_parity.mapping import MappingError, flatten, unflatten
 from pytest_parity.registry import Pair, flax_module_of
 
 MEMORY = "<memory>"

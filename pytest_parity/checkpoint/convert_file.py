@@ -82,7 +82,7 @@ def _linen_variables(state: dict[object, object], pair: Pair, source: Path) -> d
     """An NNX state's pure dict as Linen-style variables: each path in the collection its
     mapping rule names (the variable type the NNX model gives it)."""
     from pytest_parity.checkpoint.flax_files import nnx_state_paths
-    from pytest_parity.mapping.rules import unflatten
+    from pytest_parity.mapping import unflatten
 
     flat, unknown = {}, []
     for path, value in nnx_state_paths(state).items():

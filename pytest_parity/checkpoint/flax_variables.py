@@ -14,7 +14,7 @@ import numpy as np
 
 from pytest_parity.checkpoint.verify import TensorSpec
 from pytest_parity.errors import PREFIX, ParityError
-from pytest_parity.mapping.rules import Mapping, flatten, unflatten
+from pytest_parity.mapping import Mapping, flatten, unflatten
 from pytest_parity.user_frames import user_frame
 
 

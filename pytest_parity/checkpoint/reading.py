@@ -26,8 +26,9 @@ STORED_AS = {"bfloat16": "uint16"}  # HDF5 has no bfloat16: its raw bits are sto
 # ValueError and its UnicodeDecodeError, TypeError); RecursionError is a RuntimeError.
 HDF5_FAILURES = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 _STRINGS = ("format", "architecture", "source", "written_by", "tensors", "digest")
-_LAYOUT_NAMES = {h5py.h5d.CONTIGUOUS: "contiguous", h5py.h5d.COMPACT: "compact",
-                 h5py.h5d.CHUNKED: "chunked", h5py.h5d.VIRTUAL: "virtual"}
+_READ_LAYOUTS = (h5py.h5d.CONTIGUOUS, h5py.h5d.COMPACT, h5py.h5d.CHUNKED)
+_DECODED = {h5py.h5z.FILTER_DEFLATE: "gzip", h5py.h5z.FILTER_SHUFFLE: "shuffle",  # lossless
+            h5py.h5z.FILTER_FLETCHER32: "fletcher32", 32000: "lzf"}  # lzf: h5py's own
 _LINK_NAMES = {h5py.h5l.TYPE_SOFT: "a soft link", h5py.h5l.TYPE_EXTERNAL: "an external link"}
 _OBJECT_NAMES = {h5py.h5o.TYPE_GROUP: "a group", h5py.h5o.TYPE_DATASET: "a dataset",
                  h5py.h5o.TYPE_NAMED_DATATYPE: "a named datatype"}
@@ -183,20 +184,27 @@ def _dataset_problem(key: str, dataset: h5py.h5d.DatasetID, dtype_name: str, fil
     if space.get_simple_extent_type() == h5py.h5s.NULL:
         return f"{key}: an empty dataset (no dataspace), not a tensor"
     n_bytes = dtype.itemsize * math.prod(space.shape)
-    if n_bytes > file_size:  # checked before anything is allocated
+    offset = dataset.get_offset()  # only contiguous data in this file has one
+    plist: Any = dataset.get_create_plist() if offset is None else None  # ~20 us: rare layouts
+    layout = h5py.h5d.CONTIGUOUS if plist is None else plist.get_layout()
+    room = file_size if layout != h5py.h5d.CHUNKED else dataset.get_storage_size() * (
+        1032 if plist.get_nfilters() else 1)  # a compressed copy: deflate's ratio at most
+    if n_bytes > room:  # checked before anything is allocated
         return f"{key}: shape {space.shape} of {dtype} ({n_bytes:,} bytes) does not fit in " \
                f"the file ({file_size:,} bytes)"
-    offset = dataset.get_offset()  # only contiguous data in this file has one
     if offset is not None:
         return None if offset + n_bytes <= file_size else \
             f"{key}: its {n_bytes:,} bytes at offset {offset} lie beyond the end of the " \
             f"file ({file_size:,} bytes)"
-    plist = dataset.get_create_plist()  # ~20 us: only for what the writer rarely makes
-    layout = plist.get_layout()
-    if plist.get_external_count() or layout not in (h5py.h5d.CONTIGUOUS, h5py.h5d.COMPACT):
-        where = "in external files" if plist.get_external_count() else \
-            f"in {_LAYOUT_NAMES.get(layout, 'an unknown')} storage"
+    if plist.get_external_count() or layout not in _READ_LAYOUTS:
+        where = "in external files" if plist.get_external_count() else "in virtual storage"
         return f"{key}: stored {where}, which the writer never does (refused unread)"
+    unread = [(code, name.decode(errors="replace") or "unnamed") for code, _, _, name in map(
+        plist.get_filter, range(plist.get_nfilters())) if code not in _DECODED
+        or not h5py.h5z.filter_avail(code)]  # only a chunked dataset has filters
+    if unread:
+        return f"{key}: compressed with HDF5 filter {unread[0][0]} ({unread[0][1]}), which is " \
+               f"not read (only {', '.join(_DECODED.values())} are; refused unread)"
     if layout == h5py.h5d.CONTIGUOUS and n_bytes:
         return f"{key}: its {n_bytes:,} bytes were never written (no storage in the file)"
     return None

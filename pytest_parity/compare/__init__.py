@@ -11,10 +11,17 @@
     records.py          where comparisons wait for the plugin's report
 """
 
+from pytest_parity.compare.budget import GRADIENT_BUDGET, REFERENCE_DTYPES, element_tolerance
 from pytest_parity.compare.closeness import assert_close, assert_trees_close, compare, compared
 from pytest_parity.compare.failure import format_failure
-from pytest_parity.compare.tolerance import DEFAULT_TOLERANCES, Tolerance, default_tolerance
-from pytest_parity.compare.trees import StructureMismatch
+from pytest_parity.compare.tolerance import (
+    DEFAULT_TOLERANCES,
+    Layer,
+    Tolerance,
+    default_tolerance,
+    resolve_layers,
+)
+from pytest_parity.compare.trees import StructureMismatch, leaves
 from pytest_parity.compare.verdict import (
     Comparison,
     Element,
@@ -25,8 +32,11 @@ from pytest_parity.compare.verdict import (
 
 __all__ = [
     "DEFAULT_TOLERANCES",
+    "GRADIENT_BUDGET",
+    "REFERENCE_DTYPES",
     "Comparison",
     "Element",
+    "Layer",
     "PaddingNote",
     "ParityResult",
     "StructureMismatch",
@@ -36,6 +46,9 @@ __all__ = [
     "compare",
     "compared",
     "default_tolerance",
+    "element_tolerance",
     "format_failure",
+    "leaves",
     "problem_record",
+    "resolve_layers",
 ]

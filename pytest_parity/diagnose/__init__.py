@@ -18,7 +18,9 @@ that finds the first divergent module.
 from pytest_parity.diagnose.diagnosis import Diagnosis, diagnose
 from pytest_parity.diagnose.findings import Finding
 from pytest_parity.diagnose.modules import ModulePair, aligned_modules
+from pytest_parity.diagnose.picture import draw_trace, picture_path
 from pytest_parity.diagnose.trace import ModuleVerdict, Trace
+from pytest_parity.diagnose.weights import audit_weights, converter_finding
 
 __all__ = [
     "Diagnosis",
@@ -27,5 +29,9 @@ __all__ = [
     "ModuleVerdict",
     "Trace",
     "aligned_modules",
+    "audit_weights",
+    "converter_finding",
     "diagnose",
+    "draw_trace",
+    "picture_path",
 ]

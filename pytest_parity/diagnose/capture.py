@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.arrays import to_numpy
-from pytest_parity.compare.trees import leaves
+from pytest_parity.compare import leaves
 from pytest_parity.diagnose.arguments import argument_names, is_array
-from pytest_parity.mapping.nnx_calls import intercepted_calls, submodules
+from pytest_parity.mapping import intercepted_calls, submodules
 from pytest_parity.nnx_bridge import NNXPort, is_nnx_module
 
 

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pytest_parity.compare import case_tolerances
-from pytest_parity.compare.tolerance import resolve_layers
+from pytest_parity.compare import case_tolerances, resolve_layers
 
 
 def in_layout(array: np.ndarray, shape: tuple[int, ...], image_rank: int | None,

@@ -26,8 +26,7 @@ import pytest
 
 from pytest_parity.arrays import to_numpy
 from pytest_parity.atomic import write_atomically
-from pytest_parity.compare import Comparison, assert_close
-from pytest_parity.compare.trees import leaves
+from pytest_parity.compare import Comparison, assert_close, leaves
 from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.golden import files as golden_files
 from pytest_parity.golden.lock import locked

@@ -17,6 +17,7 @@
 
 from pytest_parity.mapping.automatic import automatic_mapping
 from pytest_parity.mapping.files import load_mapping, save_mapping
+from pytest_parity.mapping.nnx_calls import intercepted_calls, submodules
 from pytest_parity.mapping.rule import MappingError, ParityMappingWarning, Rule
 from pytest_parity.mapping.rules import Mapping, flatten, unflatten
 from pytest_parity.mapping.transforms import Chain, Flip, Identity, Reshape, Split, Transpose
@@ -34,7 +35,9 @@ __all__ = [
     "Transpose",
     "automatic_mapping",
     "flatten",
+    "intercepted_calls",
     "load_mapping",
     "save_mapping",
+    "submodules",
     "unflatten",
 ]

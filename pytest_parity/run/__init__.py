@@ -11,6 +11,7 @@
 from pytest_parity.run.decorator import check_parity, parity_test
 from pytest_parity.run.gradients import GradientResult
 from pytest_parity.run.layer_case import ParityTestResult
+from pytest_parity.run.live import pair_of
 from pytest_parity.run.loaded import LoadedPair, PairResult
 from pytest_parity.run.loading import PairCache, checkpoint_for, load_pair
 from pytest_parity.run.sides import placed_variables, run_flax, run_torch
@@ -24,6 +25,7 @@ __all__ = [
     "check_parity",
     "checkpoint_for",
     "load_pair",
+    "pair_of",
     "parity_test",
     "placed_variables",
     "run_flax",

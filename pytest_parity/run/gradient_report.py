@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pytest_parity.branches import Branches, ParityBranchWarning
-from pytest_parity.compare import Comparison, detail
-from pytest_parity.compare.budget import REFERENCE_DTYPES
+from pytest_parity.compare import REFERENCE_DTYPES, Comparison, detail
 from pytest_parity.errors import PREFIX
 from pytest_parity.mapping import Mapping
 from pytest_parity.run.diagnosed import concluded

@@ -20,19 +20,24 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity.branches.choices import Choice, Flip, check_aligned, flips_between
-from pytest_parity.branches.report import Branches, drifted_apart
-from pytest_parity.branches.torch_choices import TorchChoices
-from pytest_parity.compare import Comparison, compared
-from pytest_parity.compare.budget import GRADIENT_BUDGET, REFERENCE_DTYPES
-from pytest_parity.compare.case_tolerances import verdict
+from pytest_parity.branches import (
+    Branches,
+    Choice,
+    Flip,
+    TorchChoices,
+    check_aligned,
+    drifted_apart,
+    flips_between,
+)
+from pytest_parity.compare import GRADIENT_BUDGET, Comparison, compared
 from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.layouts import Layout
 from pytest_parity.mapping import Mapping
 from pytest_parity.run.gradient_report import concluded_with_branches, parting_lines
-from pytest_parity.run.reference import ReferenceSides, precision, rounded_inputs
+from pytest_parity.run.reference import ReferenceSides, precision, rounded_inputs, wanted
 from pytest_parity.run.sides import called, flax_input, torch_input
 from pytest_parity.train import (
+    LOW_PRECISION,
     FlaxGradients,
     Gradients,
     flax_projection_loss,
@@ -42,7 +47,6 @@ from pytest_parity.train import (
     torch_gradients,
     torch_projection_loss,
 )
-from pytest_parity.train.gradients import LOW_PRECISION
 
 # A user's loss: one function per side, each of that side's outputs (in its own layout).
 Losses = tuple[Callable[[Any], Any], Callable[[Any], Any]]
@@ -65,7 +69,7 @@ class GradientResult:
 def budget_wanted(dtype: str) -> bool:
     """Whether the running case judges gradients in `dtype` by their budget (so both sides
     also compute them in the reference precision)."""
-    return dtype in REFERENCE_DTYPES and verdict(dtype, GRADIENT_BUDGET) == "budget"
+    return wanted(dtype, GRADIENT_BUDGET)
 
 
 def checked_losses(loss: Any) -> Losses | None:

@@ -15,9 +15,14 @@ from typing import Any
 
 from pytest_parity.arrays import to_numpy
 from pytest_parity.branches import ParityBranchWarning
-from pytest_parity.compare import Comparison, StructureMismatch, compare, format_failure
-from pytest_parity.compare.budget import REFERENCE_DTYPES
-from pytest_parity.compare.trees import leaves
+from pytest_parity.compare import (
+    REFERENCE_DTYPES,
+    Comparison,
+    StructureMismatch,
+    compare,
+    format_failure,
+    leaves,
+)
 from pytest_parity.diagnose import Diagnosis
 from pytest_parity.errors import PREFIX
 from pytest_parity.mapping import Mapping, Rule, automatic_mapping

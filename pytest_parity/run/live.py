@@ -25,7 +25,7 @@ from typing import Any, cast
 import numpy as np
 
 from pytest_parity.calls import wrapped_module
-from pytest_parity.checkpoint.convert import checkpoint_from_torch
+from pytest_parity.checkpoint import checkpoint_from_torch
 from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.inputs import Input
 from pytest_parity.layouts import Layout

@@ -17,7 +17,7 @@ import numpy as np
 
 from pytest_parity import progress
 from pytest_parity.calls import outputs_both_return
-from pytest_parity.checkpoint.format import Checkpoint
+from pytest_parity.checkpoint import Checkpoint
 from pytest_parity.compare import Comparison, compared
 from pytest_parity.diagnose import Diagnosis
 from pytest_parity.errors import PREFIX

@@ -12,14 +12,14 @@ from typing import Any, TypeVar
 
 from pytest_parity import progress
 from pytest_parity.calls import flax_called_with, plain_outputs, torch_called_with
-from pytest_parity.checkpoint import shape_cache
-from pytest_parity.checkpoint.convert import (
+from pytest_parity.checkpoint import (
+    Checkpoint,
     checkpoint_from_torch,
     checkpoint_to_flax,
     checkpoint_to_torch,
     meta_model,
+    shape_cache,
 )
-from pytest_parity.checkpoint.format import Checkpoint
 from pytest_parity.registry import Pair, flax_module_of
 from pytest_parity.run.loaded import LoadedPair
 from pytest_parity.run.sides import flax_module_in, placed_variables, run_torch, torch_model_on

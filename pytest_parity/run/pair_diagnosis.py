@@ -11,9 +11,7 @@ import numpy as np
 
 from pytest_parity.arrays import to_numpy
 from pytest_parity.compare import compare
-from pytest_parity.diagnose import Diagnosis, mode
-from pytest_parity.diagnose.findings import Finding
-from pytest_parity.diagnose.weights import audit_weights, converter_finding
+from pytest_parity.diagnose import Diagnosis, Finding, audit_weights, converter_finding, mode
 from pytest_parity.errors import PREFIX
 from pytest_parity.layouts import Layout
 from pytest_parity.run.diagnosed import diagnosis_of

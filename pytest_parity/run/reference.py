@@ -17,9 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity.compare import case_tolerances
-from pytest_parity.compare.budget import REFERENCE_DTYPES, element_tolerance
-from pytest_parity.compare.trees import leaves
+from pytest_parity.compare import REFERENCE_DTYPES, case_tolerances, element_tolerance, leaves
 from pytest_parity.layouts import Layout
 from pytest_parity.run.sides import (
     flax_module_in,
@@ -31,9 +29,11 @@ from pytest_parity.run.sides import (
 )
 
 
-def wanted(dtype: str) -> bool:
-    """Whether the running case judges `dtype` by its budget (so the references must run)."""
-    return dtype in REFERENCE_DTYPES and case_tolerances.verdict(dtype) == "budget"
+def wanted(dtype: str, *budget_by_default: tuple[str, ...]) -> bool:
+    """Whether the running case judges `dtype` by its budget (so the references must run);
+    `budget_by_default` as case_tolerances.verdict takes it."""
+    return dtype in REFERENCE_DTYPES and case_tolerances.verdict(dtype, *budget_by_default) \
+        == "budget"
 
 
 @contextlib.contextmanager

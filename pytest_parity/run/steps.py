@@ -20,10 +20,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_parity.branches import Branches
-from pytest_parity.branches.report import drifted_apart
-from pytest_parity.compare import Comparison, compared
-from pytest_parity.compare.budget import GRADIENT_BUDGET, REFERENCE_DTYPES
+from pytest_parity.branches import Branches, drifted_apart
+from pytest_parity.compare import GRADIENT_BUDGET, REFERENCE_DTYPES, Comparison, compared
 from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.run.gradient_report import concluded_with_branches, parting_lines
 from pytest_parity.run.gradients import (

@@ -7,8 +7,7 @@ from collections import Counter
 from typing import Any
 
 from pytest_parity.branches import Flip, flips_between
-from pytest_parity.compare import Comparison, compared, records
-from pytest_parity.compare.budget import GRADIENT_BUDGET
+from pytest_parity.compare import GRADIENT_BUDGET, Comparison, compared, records
 from pytest_parity.errors import PREFIX
 from pytest_parity.mapping import Mapping
 from pytest_parity.run.gradient_report import parting_lines

@@ -9,6 +9,7 @@
 
 from pytest_parity.train.descent import assert_loss_decreases
 from pytest_parity.train.gradients import (
+    LOW_PRECISION,
     FlaxGradients,
     Gradients,
     flax_projection_loss,
@@ -28,6 +29,7 @@ from pytest_parity.train.steps import Trained, flax_steps, torch_steps, training
 
 __all__ = [
     "EQUIVALENCES",
+    "LOW_PRECISION",
     "Equivalence",
     "FlaxGradients",
     "Gradients",

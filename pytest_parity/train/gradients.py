@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.arrays import to_numpy
-from pytest_parity.branches.choices import Choice
-from pytest_parity.branches.jax_choices import Seen, pinned, recorded
+from pytest_parity.branches import Choice, Seen, pinned, recorded
 from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.layouts import Layout
 from pytest_parity.mapping import Mapping as WeightMapping

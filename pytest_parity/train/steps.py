@@ -22,9 +22,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.arrays import to_numpy
-from pytest_parity.branches.choices import Choice
-from pytest_parity.branches.jax_choices import Seen, pinned, recorded
-from pytest_parity.branches.torch_choices import TorchChoices
+from pytest_parity.branches import Choice, Seen, TorchChoices, pinned, recorded
 from pytest_parity.mapping import Mapping as WeightMapping
 from pytest_parity.train.gradients import scalar_loss
 from pytest_parity.train.optimizers import optax_field

@@ -92,15 +92,23 @@ def test_forward_alternately(benchmark, pairs):
     torch_images = torch.from_numpy(images)
     flax_images = jax.numpy.asarray(images.transpose(0, 2, 3, 1))
 
+    outputs = {}  # each side's last output, checked once the timing is done
+
     def torch_forward():
         with torch.no_grad():
-            return loaded.torch_model(torch_images)
+            outputs["torch"] = loaded.torch_model(torch_images)
+        return outputs["torch"]
 
     def flax_forward():
-        return loaded.flax_apply(loaded.flax_variables, flax_images).block_until_ready()
+        outputs["flax"] = loaded.flax_apply(loaded.flax_variables, flax_images)
+        return outputs["flax"].block_until_ready()
 
     benchmark.group = "forward resnet50 b8 float32, alternating"
     seconds = seconds_alternately(benchmark, {"torch": torch_forward, "flax": flax_forward}, 11)
+    logits = {side: np.asarray(output) for side, output in outputs.items()}
+    assert {side: array.shape for side, array in logits.items()} == {
+        "torch": (8, 1000), "flax": (8, 1000)}
+    assert all(np.isfinite(array).all() for array in logits.values())
     medians = {side: float(np.median(times)) * 1e3 for side, times in seconds.items()}
     benchmark.extra_info.update(torch_median_ms=medians["torch"], flax_median_ms=medians["flax"],
                                 flax_over_torch=medians["flax"] / medians["torch"])
@@ -119,4 +127,6 @@ def test_xla_compile(benchmark, pairs, name):
             loaded.flax_variables, images),), {}
 
     benchmark.group = "xla compile"
-    benchmark.pedantic(lambda lowering: lowering.compile(), setup=lowered, rounds=ROUNDS)
+    compiled = benchmark.pedantic(lambda lowering: lowering.compile(), setup=lowered,
+                                  rounds=ROUNDS)
+    assert compiled.out_info.shape == (8, 1000)  # the last round's program: the logits

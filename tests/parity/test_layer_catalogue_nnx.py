@@ -1,12 +1,13 @@
 """The layer catalogue again, with Flax NNX on the Flax side: each test of
-tests/parity/test_layer_catalogue.py, same name, same torch layer, same strategy, examples and
-tolerances, against the NNX layer (`flax.nnx`, built abstractly by the plugin, weights copied by
-the automatic mapping), in float32 and bfloat16.
+tests/parity/test_layer_catalogue.py but the activations and pooling, same name, same torch
+layer, same strategy, examples and tolerances, against the NNX layer (`flax.nnx`, built
+abstractly by the plugin, weights copied by the automatic mapping), in float32 and bfloat16.
 
 NNX defaults that differ from torch's are set to torch's: LayerNorm and GroupNorm epsilon (NNX
 1e-6, torch 1e-5), BatchNorm momentum (NNX 0.99; torch's 0.1 is 0.9 in Flax's convention; unused
 in eval, set so the layer is torch's). Activations and pooling are the same functions in both
-APIs (`nnx.relu is nn.relu`). One test more than the Linen file: LayerNorm's epsilon on inputs
+APIs (`nnx.relu is nn.relu`): their cases are the Linen file's alone, and a test here asserts
+that they are the same. One test more than the Linen file: LayerNorm's epsilon on inputs
 of small variance, where a wrong epsilon shows.
 
 The torch sides, `with_random_statistics` and the measured tolerances are imported from the
@@ -22,7 +23,6 @@ from pytest_parity import parity_test
 from pytest_parity.strategies import image_batches, sequence_batches, token_batches
 from tests.parity.test_layer_catalogue import (
     DTYPES,
-    WIDE,
     TorchPatchEmbedding,
     TorchSelfAttention,
     _torch_bottleneck,
@@ -169,61 +169,14 @@ def test_embedding(result):
 
 # Activations and pooling ----------------------------------------------------------------
 
-@parity_case(torch=torch.nn.ReLU, flax=lambda x: nnx.relu(x), inputs=WIDE)
-def test_relu(result):
-    pass
-
-
-@parity_case(torch=torch.nn.GELU, flax=lambda x: nnx.gelu(x, approximate=False), inputs=WIDE)
-def test_gelu_exact(result):
-    pass
-
-
-@parity_case(torch=lambda: torch.nn.GELU(approximate="tanh"),
-             flax=lambda x: nnx.gelu(x, approximate=True), inputs=WIDE)
-def test_gelu_tanh(result):
-    pass
-
-
-@parity_case(torch=torch.nn.SiLU, flax=lambda x: nnx.silu(x), inputs=WIDE)
-def test_silu(result):
-    pass
-
-
-@parity_case(torch=lambda: torch.nn.MaxPool2d(3, stride=2, padding=1),
-             flax=lambda x: nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1))),
-             inputs=WIDE)
-def test_max_pool_padded(result):
-    pass
-
-
-@parity_case(torch=lambda: torch.nn.MaxPool2d(3, stride=2, ceil_mode=True),
-             flax=lambda x: nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((0, 1), (0, 1))),
-             inputs=WIDE)
-def test_max_pool_ceil_mode(result):
-    pass
-
-
-# Pooled in float32 and rounded once, as torch's kernel does: nnx.avg_pool sums a bfloat16
-# window in bfloat16 (measured: 2.6x torch's drift from float32, the cross error 2.8x, rms).
-@parity_case(torch=lambda: torch.nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=True),
-             flax=lambda x: nnx.avg_pool(x.astype("float32"), (3, 3), strides=(2, 2),
-                                         padding=((1, 1), (1, 1)), count_include_pad=True
-                                         ).astype(x.dtype),
-             inputs=WIDE)
-def test_avg_pool_counting_padding(result):
-    pass
-
-
-# nnx.avg_pool is Linen's: float32 out for a bfloat16 input without count_include_pad; pooled
-# in float32 and cast back, as above.
-@parity_case(torch=lambda: torch.nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
-             flax=lambda x: nnx.avg_pool(x.astype("float32"), (3, 3), strides=(2, 2),
-                                         padding=((1, 1), (1, 1)), count_include_pad=False
-                                         ).astype(x.dtype),
-             inputs=WIDE)
-def test_avg_pool_not_counting_padding(result):
-    pass
+# NNX's activations and pooling are Linen's own functions, so the Linen catalogue's cases
+# (test_relu, test_gelu_exact, test_gelu_tanh, test_silu, the max and avg pools) already run
+# them; repeating those 8 cases here would time the same function twice. Should Flax ever give
+# NNX its own, this fails and the cases come back.
+@pytest.mark.parametrize("name", ["relu", "gelu", "silu", "max_pool", "avg_pool"])
+def test_activations_and_pooling_are_linens(name):
+    linen = pytest.importorskip("flax.linen")
+    assert getattr(nnx, name) is getattr(linen, name)
 
 
 # Attention and blocks -------------------------------------------------------------------

@@ -153,8 +153,9 @@ STRUCTURE = [
     ("huge-shape", _replace("fc/bias", shape=(10**12,), dtype="f4", chunks=(1000,)),
      "fc/bias: shape (1000000000000,) of float32 (4,000,000,000,000 bytes) does not fit in "
      "the file"),  # MemoryError
-    ("compressed", _replace("fc/bias", data=np.zeros(10, "f4"), compression="gzip"),
-     "fc/bias: stored in chunked storage, which the writer never does (refused unread)"),
+    ("huge-compressed", _replace("fc/bias", shape=(10**9,), dtype="f4", chunks=(10**6,),
+                                 compression="gzip"),  # no chunk written: nothing to inflate
+     "fc/bias: shape (1000000000,) of float32 (4,000,000,000 bytes) does not fit in the file"),
     ("external-storage", _replace("fc/bias", shape=(10,), dtype="f4",
                                   external=[("/etc/hostname", 0, 40)]),  # read it
      "fc/bias: stored in external files, which the writer never does (refused unread)"),

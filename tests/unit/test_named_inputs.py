@@ -77,6 +77,13 @@ def test_a_pair_declares_one_batch_or_named_inputs():
         Input("attention_mask", (2, 6), "float32", mask=True)
 
 
+def test_two_inputs_of_one_name_are_refused_naming_the_pair_and_the_name():
+    twice = (*INPUTS, Input(INPUTS[0].name, (2, 6), "int64"))
+    with pytest.raises(ParityError, match=r"^\[parity\] Pair\('twice'\): two inputs are named "
+                                          f"'{INPUTS[0].name}'"):
+        Pair("twice", torch_tinytext, flax_tinytext, MAPPING, inputs=twice)
+
+
 def test_a_flax_module_that_cannot_take_the_declared_inputs_is_named_not_a_traceback():
     from pytest_parity.checkpoint.convert import flax_spec
 

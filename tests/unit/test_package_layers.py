@@ -1,4 +1,5 @@
-"""The package's rooms: each module in a layer, imports only downward, no import circles.
+"""The package's rooms: each module in a layer, imports only downward, no import circles;
+other rooms import a room's face, not its modules; docs/architecture.md names every module.
 
 Every import of a pytest_parity module counts, at module level or inside a function (a lazy
 import is still a dependency). A new module must be placed in LAYERS, on purpose.
@@ -31,6 +32,18 @@ LAYERS = [
     ("faces", {"__init__", "cases", "fixtures", "plugin", "cli"}),
 ]
 WINGS = [name for _, rooms in LAYERS for name in rooms if (PACKAGE / name).is_dir()]
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+
+# The modules that other rooms import whole, past the face (`from pytest_parity.compare import
+# records`): each holds the run's state behind a few functions, called through the module's name.
+NAMESPACES = {
+    "pytest_parity.compare.records": "where comparisons wait for the report: collecting(), emit()",
+    "pytest_parity.compare.detail": "the run's verbosity for long failures: applied(), full()",
+    "pytest_parity.compare.case_tolerances": "the running case's layers: applied(), current(), "
+                                             "verdict() (a name the face's verdict.py would hide)",
+    "pytest_parity.diagnose.mode": "the run's --parity-trace mode: applied(), wanted()",
+    "pytest_parity.checkpoint.shape_cache": "where traced Flax shapes are kept: keep_in()",
+}
 
 
 def _module_name(path: Path) -> str:
@@ -111,6 +124,60 @@ def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
         if module not in index:
             visit(module)
     return circles
+
+
+def _face_names(wing: str) -> set[str]:
+    tree = ast.parse((PACKAGE / wing / "__init__.py").read_text())
+    return next(set(ast.literal_eval(node.value)) for node in tree.body
+                if isinstance(node, ast.Assign) and node.targets[0].id == "__all__")
+
+
+def _past_the_face(path: Path) -> list[str]:
+    """Imports of another room's module (`pytest_parity.<room>.<module>`, or a module taken
+    from the room's package that its face does not export) outside NAMESPACES."""
+    module = _module_name(path)
+    own = module.split(".")[1] if "." in module else ""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            named = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pytest_parity"):
+            wing = node.module.split(".")[1] if "." in node.module else ""
+            named = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names
+                                    if _is_module(f"{node.module}.{alias.name}") and not (
+                                        wing in WINGS and alias.name in _face_names(wing)))]
+        else:
+            continue
+        found += [f"{module} (line {node.lineno}) imports {name}" for name in named
+                  if len(parts := name.split(".")) > 2 and parts[0] == "pytest_parity"
+                  and parts[1] in WINGS and parts[1] != own and name not in NAMESPACES]
+    return found
+
+
+def test_other_rooms_import_the_face():
+    """Outside a room, `from pytest_parity.compare import compare`, never
+    `from pytest_parity.compare.closeness import compare`: a room's modules can move within
+    it, its face says what it offers."""
+    deep = [line for path in sorted(PACKAGE.rglob("*.py")) for line in _past_the_face(path)]
+    assert not deep, "import these from the room's face (its __init__):\n" + "\n".join(deep)
+
+
+def test_every_module_is_named_in_the_architecture_doc():
+    """Each room's modules in its row of the map (`compare/  closeness.py ...`), the rest in
+    any row: a module the doc leaves out is one a reader cannot place."""
+    text = ARCHITECTURE.read_text()
+    block = text.split("```")[1]
+    rows: dict[str, str] = {}
+    room = ""
+    for line in block.splitlines():
+        if line and not line[0].isspace():
+            room = line.split()[0]
+        rows[room] = rows.get(room, "") + line
+    missing = [str(path.relative_to(PACKAGE)) for path in sorted(PACKAGE.rglob("*.py"))
+               if path.name != "__init__.py" or path.parent == PACKAGE
+               if path.name not in (rows.get(f"{path.parent.name}/", "")
+                                    if path.parent != PACKAGE else block)]
+    assert not missing, f"name these modules in docs/architecture.md's map: {missing}"
 
 
 def test_no_import_circles():
