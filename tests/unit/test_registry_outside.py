@@ -139,3 +139,18 @@ def test_the_cli_converts_with_only_the_named_pairs_module(two_modules):
         env={**os.environ, "PYTHONPATH": str(repository)}, check=False)
     assert done.returncode == 0, done.stderr
     assert "tensors of light: light.pt -> light.h5" in done.stdout
+
+
+def test_an_installed_packages_pair_entry_point_imports_only_its_module(two_modules,
+                                                                        monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    (two_modules / "pyproject.toml").write_text("")
+    installed = [EntryPoint("light", "light_pairs_lazy", registry.PAIRS_ENTRY_POINT_GROUP),
+                 EntryPoint("heavy", "heavy_pairs_lazy", registry.PAIRS_ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(registry, "entry_points", lambda group: [
+        entry for entry in installed if entry.group == group])
+    monkeypatch.syspath_prepend(str(two_modules))
+    assert registry.registered_names() == ["heavy", "light"]
+    assert registry.get("light").name == "light"
+    assert "heavy_pairs_lazy" not in sys.modules
