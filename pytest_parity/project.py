@@ -30,3 +30,23 @@ def parity_table(start: Path) -> tuple[Path | None, dict[str, Any]]:
                                   f"{type(table).__name__}, not a table")
             return directory, table
     return None, {}
+
+
+def declared_pairs(start: Path) -> tuple[Path | None, dict[str, tuple[str, str]]]:
+    """The project's pair table, `[tool.parity.pairs]` (`name = "module"`), read without
+    importing anything: each pair's name -> (the module that registers it, where it is said).
+
+    Raises:
+        ParityError: the pyproject.toml is unreadable, or the table is not names to modules.
+    """
+    root, table = parity_table(start)
+    pairs = table.get("pairs", {})
+    where = f"{root / 'pyproject.toml'} [tool.parity.pairs]" if root is not None else ""
+    if not isinstance(pairs, dict):
+        raise ParityError(f"{PREFIX} {where} is a {type(pairs).__name__}; expected a table of "
+                          'pair names to modules, e.g. resnet18 = "mypackage.pairs"')
+    for name, module in pairs.items():
+        if not isinstance(module, str) or not module:
+            raise ParityError(f"{PREFIX} {where}: {name} = {module!r}; expected the name of "
+                              f'the module that registers it, e.g. {name} = "mypackage.pairs"')
+    return root, {name: (module, where) for name, module in pairs.items()}

@@ -1,9 +1,17 @@
 """Registered pairs: an architecture's name -> its torch model, Flax model, mapping, input.
 
-A repository registers its pairs with `register(Pair(...))` in a module named by its
-pyproject (`[tool.parity] zoo = ["models.registry"]`) or by an entry point in the
-`pytest_parity.zoo` group; `get(name)` imports those modules the first time a name is not
-yet known. Factories are called lazily, so registering imports neither torch nor jax.
+A repository names where each pair is registered, and looking a pair up (`get(name)`) imports
+only that module: its pyproject's name table, `[tool.parity.pairs]`, a line a pair (`resnet18
+= "mypackage.vision_pairs"`), or, for an installed package, an entry point a pair in the
+`pytest_parity.pairs` group (PAIRS_ENTRY_POINT_GROUP) named as the pair, the pyproject winning.
+Both are read without importing anything, so `names()` and `registered_names()` (the CLI's
+listings, the report picture's rows) import nothing. A module the table names must
+`register(Pair(name, ...))` that name, else `get` says so, naming the table's line.
+
+The older ways still work, importing every module they name the first time a name is not
+otherwise known: `[tool.parity] zoo = ["mypackage.pairs"]` and entry points in the
+`pytest_parity.zoo` group (ENTRY_POINT_GROUP). Factories are called lazily, so registering
+imports neither torch nor jax.
 """
 
 from __future__ import annotations
@@ -25,11 +33,12 @@ from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.inputs import Input, check_inputs, examples, mask_of
 from pytest_parity.inputs import to_flax as inputs_to_flax
 from pytest_parity.layouts import Layout
-from pytest_parity.mapping import Mapping
+from pytest_parity.mapping import LazyMapping, Mapping
 from pytest_parity.nnx_bridge import port
-from pytest_parity.project import parity_table
+from pytest_parity.project import declared_pairs, parity_table
 
-ENTRY_POINT_GROUP = "pytest_parity.zoo"
+ENTRY_POINT_GROUP = "pytest_parity.zoo"  # modules, each imported: the older way
+PAIRS_ENTRY_POINT_GROUP = "pytest_parity.pairs"  # one a pair, named as the pair
 
 
 class UnknownArchitecture(ParityError):
@@ -154,34 +163,6 @@ class Pair:
         return mask_of(self.inputs, given)
 
 
-class LazyMapping:
-    """A pair's mapping built the first time the pair uses it (`Pair(mapping=lambda:
-    automatic_mapping(...))`), so that registering pairs traces no model and a mapping's
-    warnings come when it is used, not in every run that imports the pairs module."""
-
-    def __init__(self, build: Callable[[], Mapping], owner: str) -> None:
-        self._build, self._owner = build, owner
-        self._built: Mapping | None = None
-
-    def built(self) -> Mapping:
-        if self._built is None:
-            try:
-                mapping = self._build()
-            except AttributeError as error:  # not to be taken for a missing attribute
-                raise ParityError(f"{PREFIX} Pair({self._owner!r}): its mapping function "
-                                  f"raised AttributeError: {error}") from error
-            if not isinstance(mapping, Mapping):
-                raise ParityError(f"{PREFIX} Pair({self._owner!r}): its mapping function "
-                                  f"returned {type(mapping).__name__}, not a Mapping")
-            self._built = mapping
-        return self._built
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):  # its own state (copy and pickle ask before __init__ ran)
-            raise AttributeError(name)
-        return getattr(self.built(), name)
-
-
 @functools.cache
 def flax_module_of(pair: Pair) -> Any:
     """The pair's Flax module as the plugin uses it, built once per process: a Linen module as
@@ -192,13 +173,19 @@ def flax_module_of(pair: Pair) -> Any:
 
 
 _PAIRS: dict[str, Pair] = {}
-# Whether the zoo modules were imported, and where they were looked for (for the message).
+# Whether the zoo modules were imported, and where they were looked for (for the message);
+# the name table (read once per working directory): name -> (module, where it is said).
 _state: dict[str, Any] = {"zoo_loaded": False, "searched": []}
 
 
 def register(pair: Pair) -> Pair:
     _PAIRS[pair.name] = pair
     return pair
+
+
+def _on_path(root: Path | None) -> None:
+    if root is not None and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
 
 
 def _import(module: str, where: str) -> None:
@@ -209,6 +196,28 @@ def _import(module: str, where: str) -> None:
                           f"({type(error).__name__}: {error})") from None
 
 
+def _table() -> dict[str, tuple[str, str]]:
+    """Every declared pair's name -> (its module, where that is said), importing nothing:
+    the `pytest_parity.pairs` entry points, then the project's [tool.parity.pairs]."""
+    cwd = Path.cwd().resolve()
+    if _state.get("table_of") != cwd:
+        table = {entry.name: (entry.module, f"entry point {entry.name} = {entry.value} "
+                                            f"({PAIRS_ENTRY_POINT_GROUP})")
+                 for entry in entry_points(group=PAIRS_ENTRY_POINT_GROUP)}
+        root, declared = declared_pairs(cwd)
+        _state.update(table={**table, **declared}, table_of=cwd, root=root)
+    return dict(_state["table"])
+
+
+def _load_declared(name: str, module: str, where: str) -> Pair:
+    """Import the one module the table names for `name`; it must register that name."""
+    _on_path(_state.get("root"))
+    _import(module, f"{where} {name}")
+    if name not in _PAIRS:
+        raise ParityError(f"{PREFIX} {where}: {name} = {module!r}, but importing {module!r} "
+                          f"registered no pair {name!r}; register(Pair({name!r}, ...)) there, "
+                          "or name the module that does")
+    return _PAIRS[name]
 def _load_entry_points() -> list[str]:
     loaded = []
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
@@ -237,8 +246,8 @@ def load_zoo(start: Path | None = None) -> None:
     if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
         raise ParityError(f"{PREFIX} {pyproject}: [tool.parity] zoo = {modules!r}; expected a "
                           'list of module names, e.g. zoo = ["mypackage.pairs"]')
-    if root is not None and modules and str(root) not in sys.path:
-        sys.path.insert(0, str(root))
+    if modules:
+        _on_path(root)
     for module in modules:
         _import(module, f"{pyproject} [tool.parity] zoo")
     searched.append(f"no pyproject.toml at or above {start}" if pyproject is None else
@@ -248,32 +257,43 @@ def load_zoo(start: Path | None = None) -> None:
 
 
 def get(name: str) -> Pair:
-    """The pair registered under `name`.
+    """The pair registered under `name`, importing only the module the name table gives for
+    it; a name the table lacks imports the older `zoo` list and entry points.
 
     Raises:
+        ParityError: the table's module does not import, or registers no pair of that name.
         UnknownArchitecture: naming the registered architectures and where pairs were
             looked for.
     """
-    if name not in _PAIRS and not _state["zoo_loaded"]:
+    if name in _PAIRS:
+        return _PAIRS[name]
+    table = _table()
+    if name in table:
+        return _load_declared(name, *table[name])
+    if not _state["zoo_loaded"]:
         load_zoo()
     if name not in _PAIRS:
-        known = ", ".join(sorted(_PAIRS)) or "none"
+        known = ", ".join(sorted({*_PAIRS, *table})) or "none"
         raise UnknownArchitecture(
             f"{PREFIX} unknown architecture {name!r}; registered: {known} (looked in: "
             f"{'; '.join(_state['searched'])}). A project registers its pairs "
-            "(pytest_parity.registry.register(Pair(...))) in a module listed under "
-            f"[tool.parity] zoo in its pyproject.toml, or in the {ENTRY_POINT_GROUP!r} entry "
-            "point group; pytest-parity's own zoo (resnet*, vit_*) is registered only inside "
-            "its repository.")
+            "(pytest_parity.registry.register(Pair(...))) in modules it names under "
+            '[tool.parity.pairs] (name = "module", imported when that name is looked up) or '
+            f"[tool.parity] zoo in its pyproject.toml, or in the {PAIRS_ENTRY_POINT_GROUP!r} "
+            f"or {ENTRY_POINT_GROUP!r} entry point groups; pytest-parity's own zoo (resnet*, "
+            "vit_*) is registered only inside its repository.")
     return _PAIRS[name]
 
 
 def names() -> list[str]:
+    """Every pair's name: the name table's, read without importing, and those the older
+    `zoo` list and entry points register (imported)."""
     if not _state["zoo_loaded"]:
         load_zoo()
-    return sorted(_PAIRS)
+    return sorted({*_PAIRS, *_table()})
 
 
 def registered_names() -> list[str]:
-    """The names registered so far, loading nothing (for naming what a report compared)."""
-    return sorted(_PAIRS)
+    """The names registered so far and those the name table declares, importing nothing (for
+    naming what a report compared)."""
+    return sorted({*_PAIRS, *_table()})

@@ -23,10 +23,14 @@ def picture_path(report: Path) -> Path:
 
 
 def model_of(record: dict[str, Any], known_models: Iterable[str] = ()) -> str:
-    """The model a record compares: the longest known model (a registered pair) that its test's
-    parameters or its comparison's name give; else the test's own parameter that the
-    comparison's name starts with (a zoo test parametrized by model, under pytest-xdist where
-    the controller registered nothing); else its test file's name (a layer catalogue)."""
+    """The model a record compares: the pair it names (`pair`: a loaded pair's comparisons, an
+    NNX twin's apart from its Linen twin's); else the longest known model (a registered pair)
+    that its test's parameters or its comparison's name give; else the test's own parameter
+    that the comparison's name starts with (a zoo test parametrized by model, under
+    pytest-xdist where the controller registered nothing); else its test file's name (a layer
+    catalogue)."""
+    if record.get("pair"):
+        return str(record["pair"])
     tokens = record["test"].partition("[")[2].removesuffix("]").split("-")
     name = record["name"]
     named = [model for model in known_models if model in tokens or names_first(name, model)]

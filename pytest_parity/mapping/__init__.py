@@ -13,10 +13,12 @@
     inferred.py     tensors of no known kind paired by name, shape and order (inferred rules)
     nnx_calls.py    an NNX module's submodule calls intercepted in order (matcher, trace)
     files.py        a Mapping as a JSON file (save_mapping, load_mapping)
+    lazy.py         LazyMapping: a pair's mapping built when the pair first uses it
 """
 
 from pytest_parity.mapping.automatic import automatic_mapping
 from pytest_parity.mapping.files import load_mapping, save_mapping
+from pytest_parity.mapping.lazy import LazyMapping
 from pytest_parity.mapping.nnx_calls import intercepted_calls, submodules
 from pytest_parity.mapping.rule import MappingError, ParityMappingWarning, Rule
 from pytest_parity.mapping.rules import Mapping, flatten, unflatten
@@ -26,6 +28,7 @@ __all__ = [
     "Chain",
     "Flip",
     "Identity",
+    "LazyMapping",
     "Mapping",
     "MappingError",
     "ParityMappingWarning",

@@ -277,7 +277,7 @@ def steps_parity(pair: Any, batches: Any, *, optimizer: Any, steps: int | None =
                                             label, pair.pair.mapping, comparison)
     losses = [f"{PREFIX} loss per step: torch {listed(torch_side.losses)}, "
               f"Flax {listed(flax_side.losses)}"]
-    record = {**comparison.to_record(),
+    record = {**comparison.to_record(), "pair": pair.name,
               "losses": {"torch": torch_side.losses.tolist(), "flax": flax_side.losses.tolist()}}
     concluded_with_branches(comparison, branches, pair.dtype, "steps", [*losses, *(
         [] if cause else parting_lines(comparison, pair.pair.mapping, "parameters"))], record,

@@ -238,3 +238,27 @@ def test_the_picture_marks_the_culprit(tmp_path):
     path = picture_path(tmp_path / "report.json", record["test"], record["name"])
     assert path.name == "report.t.py_test_cpu-float32_.logits.png"
     assert draw_trace(record, path).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_pictures_x_axis_names_the_modules(tmp_path):
+    """Issue 29: the ticks were indices 0-5; each is now the torch module's name, a long
+    one shortened to its last parts, rotated to stay readable."""
+    pytest.importorskip("matplotlib")
+    from matplotlib import pyplot as plt
+
+    from pytest_parity.diagnose.picture import trace_figure
+
+    names = ["", "conv1", "layer1.0.bn1",
+             "encoder.layers.encoder_layer_11.mlp.3", "averylongmodulenamewithoutanydots_at_all"]
+    modules = [{"torch": name, "output_margin": 0.5, "alone_margin": None} for name in names]
+    record = {"test": "t.py::test[cpu-float32]", "name": "logits",
+              "diagnosis": {"modules": modules, "culprit": None}}
+    figure = trace_figure(record)
+    try:
+        ticks = figure.axes[0].get_xticklabels()
+        assert [tick.get_text() for tick in ticks] == [
+            "(root)", "conv1", "layer1.0.bn1", "…encoder_layer_11.mlp.3",
+            "…" + names[4][-23:]]
+        assert {tick.get_rotation() for tick in ticks} == {90.0}
+    finally:
+        plt.close(figure)

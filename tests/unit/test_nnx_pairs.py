@@ -131,3 +131,14 @@ def test_an_nnx_state_file_with_a_path_no_rule_knows_is_named(tmp_path):
     assert error.value.problems == [
         "head/kernel: no rule of tinynet_nnx gives a Flax variable this path",
         "layers/0/w: no rule of tinynet_nnx gives a Flax variable this path"]
+
+
+def test_a_loaded_pairs_records_name_their_pair():
+    """Issue 29: the report picture gives each pair its row by the record's `pair`."""
+    from pytest_parity.compare import records
+
+    with records.collecting() as found:
+        _loaded(TINYNET_NNX).assert_close(_images())
+        _loaded(TINYNET).assert_close(_images())
+    assert [record["pair"] for record in found] == [TINYNET_NNX.name, TINYNET.name]
+    assert TINYNET_NNX.name != TINYNET.name

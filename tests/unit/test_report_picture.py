@@ -5,7 +5,7 @@ from functools import partial
 
 import pytest
 
-from pytest_parity.report_picture import axis_range, draw, model_of, picture_path
+from pytest_parity.report_picture import _groups, axis_range, draw, model_of, picture_path
 
 ZOO = ["resnet18", "resnet18_nnx", "minilm_l6"]
 
@@ -58,3 +58,16 @@ def test_the_picture_is_a_png_beside_the_report(tmp_path):
     assert path == tmp_path / "report.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["report.png"]  # no temporary left behind
+
+
+def test_a_registered_pairs_records_get_a_row_of_their_own_per_dtype():
+    """Issue 29: a test parametrized by the Linen name put its NNX twin's comparisons in the
+    Linen row; records that name their pair are grouped by it, the others as before."""
+    test = "tests/zoo/test_twins.py::test_both_ports[cpu-float32-resnet18]"
+    records = [{**_record(test, "logits"), "pair": "resnet18"},
+               {**_record(test, "logits"), "pair": "resnet18_nnx"},
+               {**_record(test, "logits", dtype="bfloat16"), "pair": "resnet18_nnx"},
+               _record(test, "logits")]  # no pair: placed by the test's parameters
+    groups = _groups(records, partial(model_of, known_models=ZOO))
+    assert {row: len(members) for row, members in groups.items()} == {
+        "resnet18_nnx, float32": 1, "resnet18_nnx, bfloat16": 1, "resnet18, float32": 2}
