@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pytest_parity import cases, jax_cache, numerics, progress
+from pytest_parity import case_context, cases, jax_cache, numerics, progress
 from pytest_parity import report as parity_report
 from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.fixtures import (  # noqa: F401 (pytest finds fixtures by module attribute)
@@ -165,16 +165,15 @@ def pytest_runtest_setup(item: pytest.Item):
 def pytest_runtest_call(item: pytest.Item):
     if not is_parity_case(item):
         return (yield)
-    from pytest_parity.compare import case_tolerances, detail, records
-    from pytest_parity.diagnose import mode
-
     settings = item.config.stash[cases.SETTINGS]
     spec = cases.read_marker(item.get_closest_marker("parity"))
-    layers = [spec.layer(), *settings.layers()]
-    verdict = cases.case_verdict(settings.verdict, spec)
-    with numerics.applied(settings.numerics, settings.seed), mode.applied(settings.trace), \
-            case_tolerances.applied(layers, verdict), records.collecting() as found, \
-            detail.applied(item.config.get_verbosity() > 0):
+    found: list[dict[str, Any]] = []
+    running = case_context.CaseContext(
+        layers=(spec.layer(), *settings.layers()),
+        verdict=cases.case_verdict(settings.verdict, spec), trace=settings.trace,
+        detail=item.config.get_verbosity() > 0, records=found)
+    with numerics.applied(settings.numerics, settings.seed) as pinned, \
+            case_context.entered(running, numerics=pinned):
         try:
             return (yield)
         finally:
