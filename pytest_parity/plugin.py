@@ -24,6 +24,7 @@ from pytest_parity.fixtures import (  # noqa: F401 (pytest finds fixtures by mod
     parity_pair,
     parity_seed,
 )
+from pytest_parity.parity_record import ParityRecord
 
 RECORDS_PROPERTY = "parity_records"
 METAVARS = {"parity_dtype": "DTYPES", "parity_numerics": "MODE", "parity_trace": "WHEN",
@@ -167,7 +168,7 @@ def pytest_runtest_call(item: pytest.Item):
         return (yield)
     settings = item.config.stash[cases.SETTINGS]
     spec = cases.read_marker(item.get_closest_marker("parity"))
-    found: list[dict[str, Any]] = []
+    found: list[ParityRecord] = []
     running = case_context.CaseContext(
         layers=(spec.layer(), *settings.layers()),
         verdict=cases.case_verdict(settings.verdict, spec), trace=settings.trace,
@@ -180,11 +181,12 @@ def pytest_runtest_call(item: pytest.Item):
             if found:
                 params = getattr(item, "callspec", None)
                 case = params.params if params else {}
-                for record in found:
-                    record.update(device=case.get("parity_device"),
-                                  dtype=case.get("parity_dtype"))
-                # user_properties travel with the report, also from xdist workers.
-                item.user_properties.append((RECORDS_PROPERTY, found))
+                placed = [record.with_fields(device=case.get("parity_device"),
+                                             dtype=case.get("parity_dtype")).to_dict()
+                          for record in found]
+                # user_properties travel with the report, also from xdist workers: as the
+                # plain dicts xdist can send.
+                item.user_properties.append((RECORDS_PROPERTY, placed))
 
 
 class ReportCollector:
@@ -192,7 +194,7 @@ class ReportCollector:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.records: list[dict[str, Any]] = []
+        self.records: list[ParityRecord] = []
         self.written: list[str] = []  # what writing the JSON report said
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -201,7 +203,8 @@ class ReportCollector:
         for name, value in report.user_properties:
             if name == RECORDS_PROPERTY:
                 found: list[dict[str, Any]] = value  # type: ignore[assignment]
-                self.records.extend({**record, "test": report.nodeid} for record in found)
+                self.records.extend(ParityRecord.from_dict(record).with_fields(test=report.nodeid)
+                                    for record in found)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Write the JSON report (and the trace pictures) while the exit status can still
@@ -237,7 +240,7 @@ class ReportCollector:
             terminalreporter.write_line(line, red=line.startswith(PREFIX))
 
 
-def _draw_report(report: Path, found: list[dict[str, Any]]) -> list[str]:
+def _draw_report(report: Path, found: list[ParityRecord]) -> list[str]:
     """The report's picture beside it: every comparison's margin, by model and dtype."""
     from importlib.util import find_spec
 
@@ -254,9 +257,9 @@ def _draw_report(report: Path, found: list[dict[str, Any]]) -> list[str]:
     return [f"parity picture written to {draw(found, picture_path(report), group_of)}"]
 
 
-def _draw_traces(report: Path, found: list[dict[str, Any]]) -> list[str]:
+def _draw_traces(report: Path, found: list[ParityRecord]) -> list[str]:
     """A PNG beside the JSON report for each diagnosed failure."""
-    traced = [r for r in found if not r["passed"] and r.get("diagnosis")]
+    traced = [r for r in found if not r.passed and r.diagnosis]
     if not traced:
         return []
     from importlib.util import find_spec
@@ -267,5 +270,5 @@ def _draw_traces(report: Path, found: list[dict[str, Any]]) -> list[str]:
 
     taken: set[Path] = set()
     return [f"trace picture written to "
-            f"{draw_trace(record, picture_path(report, record['test'], record['name'], taken))}"
+            f"{draw_trace(record, picture_path(report, record.test or '', record.name, taken))}"
             for record in traced]

@@ -19,6 +19,7 @@ from pytest_parity.compare.verdict import (
     Comparison,
     Element,
     PaddingNote,
+    ParityRecord,
     ParityResult,
     problem_record,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "Comparison",
     "Element",
     "PaddingNote",
+    "ParityRecord",
     "ParityResult",
     "StructureMismatch",
     "Tolerance",

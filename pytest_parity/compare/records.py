@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from pytest_parity import case_context
+from pytest_parity.parity_record import ParityRecord
 
 
-def emit(record: dict[str, Any]) -> None:
+def emit(record: ParityRecord) -> None:
     """Keep one comparison's record if a test is being run by the plugin."""
     found = case_context.current().records
     if found is not None:
@@ -23,8 +23,8 @@ def emit(record: dict[str, Any]) -> None:
 
 
 @contextmanager
-def collecting() -> Iterator[list[dict[str, Any]]]:
+def collecting() -> Iterator[list[ParityRecord]]:
     """Collect the records emitted inside the block (the innermost block collects)."""
-    found: list[dict[str, Any]] = []
+    found: list[ParityRecord] = []
     with case_context.entered(records=found):
         yield found

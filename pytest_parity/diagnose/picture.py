@@ -4,6 +4,7 @@ and the culprit, as a PNG beside the JSON report (matplotlib, imported when draw
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def picture_path(report: Path, test: str, name: str, taken: set[Path] | None = N
     return path
 
 
-def draw_trace(record: dict[str, Any], path: Path) -> Path:
+def draw_trace(record: Mapping[str, Any], path: Path) -> Path:
     """Draw the record's trace (its `diagnosis`) to `path`, atomically.
 
     The y axis is the margin (error / allowed error) on a log scale, so that one line, at 1,

@@ -163,7 +163,7 @@ class LoadedPair:
                               **self.tolerance(rtol, atol))
         concluded(comparison, lambda: self.diagnose(inputs, flax_inputs=flax_inputs,
                                                     rtol=rtol, atol=atol),
-                  record={**comparison.to_record(), "torch_only": self.torch_only})
+                  record=comparison.to_record().with_fields(torch_only=self.torch_only))
         return PairResult(comparison, torch_out, flax_out)
 
     def assert_grads_close(self, inputs: Any, *, flax_inputs: Any = None, loss: Any = None,

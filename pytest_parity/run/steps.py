@@ -279,8 +279,8 @@ def steps_parity(pair: Any, batches: Any, *, optimizer: Any, steps: int | None =
                                             label, pair.pair.mapping, comparison)
     losses = [f"{PREFIX} loss per step: torch {listed(torch_side.losses)}, "
               f"Flax {listed(flax_side.losses)}"]
-    record = {**comparison.to_record(),
-              "losses": {"torch": torch_side.losses.tolist(), "flax": flax_side.losses.tolist()}}
+    record = comparison.to_record().with_fields(
+        losses={"torch": torch_side.losses.tolist(), "flax": flax_side.losses.tolist()})
     concluded_with_branches(comparison, branches, pair.dtype, "steps", [*losses, *(
         [] if cause else parting_lines(comparison, pair.pair.mapping, "parameters"))], record,
                             cause)

@@ -120,13 +120,11 @@ def assert_loss_decreases(model: Any, batch: Any, *, loss: Callable[[Any], Any] 
                                             apply_kwargs or {})
     first, last = losses[0], losses[-1]
     passed = math.isfinite(last) and last < first
-    record = problem_record(name, "")
-    del record["problem"]
-    record.update(kind="loss_down", losses=losses, passed=passed, leaves=1, size=len(losses),
-                  max_abs=abs(last - first), max_rel=abs(last - first) / max(abs(first), 1e-30),
-                  margin=1.0 + (last - first) / max(abs(first), 1e-30), tolerance_from="-",
-                  n_failing=0 if passed else 1)
-    records.emit(record)
+    records.emit(problem_record(name, "").without("problem").with_fields(
+        kind="loss_down", losses=losses, passed=passed, leaves=1, size=len(losses),
+        max_abs=abs(last - first), max_rel=abs(last - first) / max(abs(first), 1e-30),
+        margin=1.0 + (last - first) / max(abs(first), 1e-30), tolerance_from="-",
+        n_failing=0 if passed else 1))
     if not passed:
         why = "" if got_gradient else (" No parameter got a gradient: the loss does not "
                                        "depend on any parameter (a detached output, a "
