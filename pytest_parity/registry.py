@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.calls import flax_called_with, wrapped_module
-from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.errors import ParityError
 from pytest_parity.inputs import Input, check_inputs, examples, mask_of
 from pytest_parity.inputs import to_flax as inputs_to_flax
 from pytest_parity.layouts import Layout
@@ -81,19 +81,19 @@ class Pair:
 
     def __post_init__(self) -> None:
         if bool(self.inputs) == bool(self.input_shape):
-            raise ParityError(f"{PREFIX} Pair({self.name!r}): give either input_shape (one "
+            raise ParityError(f"Pair({self.name!r}): give either input_shape (one "
                               "positional batch) or inputs=(Input(...), ...) (named inputs), "
                               "not both and not neither")
         if len({d.name for d in self.inputs}) != len(self.inputs):
-            raise ParityError(f"{PREFIX} Pair({self.name!r}): two inputs share a name")
+            raise ParityError(f"Pair({self.name!r}): two inputs share a name")
         if callable(self.mapping) and not isinstance(self.mapping, Mapping):
             object.__setattr__(self, "mapping", LazyMapping(self.mapping, self.name))
         if self.output_layout is not None and self.inputs:
-            raise ParityError(f"{PREFIX} Pair({self.name!r}): output_layout applies to a pair "
+            raise ParityError(f"Pair({self.name!r}): output_layout applies to a pair "
                               "of one positional batch (input_shape); named inputs' outputs "
                               "are compared as they are")
         if self.outputs not in ("all", "common"):
-            raise ParityError(f"{PREFIX} Pair({self.name!r}): outputs={self.outputs!r}; "
+            raise ParityError(f"Pair({self.name!r}): outputs={self.outputs!r}; "
                               "'all' (every output, the default) or 'common' (those both "
                               "sides return)")
 
@@ -166,10 +166,10 @@ class LazyMapping:
             try:
                 mapping = self._build()
             except AttributeError as error:  # not to be taken for a missing attribute
-                raise ParityError(f"{PREFIX} Pair({self._owner!r}): its mapping function "
+                raise ParityError(f"Pair({self._owner!r}): its mapping function "
                                   f"raised AttributeError: {error}") from error
             if not isinstance(mapping, Mapping):
-                raise ParityError(f"{PREFIX} Pair({self._owner!r}): its mapping function "
+                raise ParityError(f"Pair({self._owner!r}): its mapping function "
                                   f"returned {type(mapping).__name__}, not a Mapping")
             self._built = mapping
         return self._built
@@ -203,7 +203,7 @@ def _import(module: str, where: str) -> None:
     try:
         importlib.import_module(module)
     except ImportError as error:  # the module's own errors keep their traceback
-        raise ParityError(f"{PREFIX} {where}: zoo module {module!r} does not import "
+        raise ParityError(f"{where}: zoo module {module!r} does not import "
                           f"({type(error).__name__}: {error})") from None
 
 
@@ -214,7 +214,7 @@ def _load_entry_points() -> list[str]:
         try:
             entry_point.load()
         except ImportError as error:
-            raise ParityError(f"{PREFIX} {where}: does not import ({type(error).__name__}: "
+            raise ParityError(f"{where}: does not import ({type(error).__name__}: "
                               f"{error})") from None
         loaded.append(where)
     return loaded
@@ -233,7 +233,7 @@ def load_zoo(start: Path | None = None) -> None:
     modules = table.get("zoo", [])
     pyproject = root / "pyproject.toml" if root is not None else None
     if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
-        raise ParityError(f"{PREFIX} {pyproject}: [tool.parity] zoo = {modules!r}; expected a "
+        raise ParityError(f"{pyproject}: [tool.parity] zoo = {modules!r}; expected a "
                           'list of module names, e.g. zoo = ["mypackage.pairs"]')
     if root is not None and modules and str(root) not in sys.path:
         sys.path.insert(0, str(root))
@@ -257,7 +257,7 @@ def get(name: str) -> Pair:
     if name not in _PAIRS:
         known = ", ".join(sorted(_PAIRS)) or "none"
         raise UnknownArchitecture(
-            f"{PREFIX} unknown architecture {name!r}; registered: {known} (looked in: "
+            f"unknown architecture {name!r}; registered: {known} (looked in: "
             f"{'; '.join(_state['searched'])}). A project registers its pairs "
             "(pytest_parity.registry.register(Pair(...))) in a module listed under "
             f"[tool.parity] zoo in its pyproject.toml, or in the {ENTRY_POINT_GROUP!r} entry "

@@ -35,7 +35,7 @@ from pytest_parity.compare import (
     problem_record,
     records,
 )
-from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.errors import ParityError
 from pytest_parity.mapping import Mapping, Rule
 from pytest_parity.run.diagnosed import concluded, recorded
 from pytest_parity.run.gradients import checked_losses
@@ -91,8 +91,8 @@ def parity_test(*, torch: Any, flax: Any, inputs: Any = None,
                     hints=hints, extra_rules=extra_rules, name=test.__name__, grads=grads,
                     loss=losses, seed=fixtures["parity_seed"])
             except ParityError as error:  # models that cannot be paired, inputs that cannot
-                records.emit(problem_record(test.__name__, str(error).removeprefix(PREFIX)
-                                            .strip()))  # be drawn: a message, no traceback
+                records.emit(problem_record(test.__name__, error.message.strip()))
+                # be drawn: a message, no traceback
                 pytest.fail(str(error), pytrace=False)
             kept = {name: fixtures[name] for name in (p.name for p in wanted)}
             return test(**kept, result=result) if passes_result else test(**kept)

@@ -20,7 +20,6 @@ from pytest_parity.calls import outputs_both_return
 from pytest_parity.checkpoint.format import Checkpoint
 from pytest_parity.compare import Comparison, compared
 from pytest_parity.diagnose import Diagnosis
-from pytest_parity.errors import PREFIX
 from pytest_parity.inputs import InputError
 from pytest_parity.layouts import Layout
 from pytest_parity.registry import Pair
@@ -92,8 +91,8 @@ class LoadedPair:
         try:
             return run_torch(self.torch_model, inputs, self.device, self.dtype)
         except InputError as error:
-            raise InputError(f"{PREFIX} pair {self.name!r}, torch side: "
-                             f"{str(error).removeprefix(PREFIX + ' ')}") from None
+            raise InputError(f"pair {self.name!r}, torch side: "
+                             f"{error.message}") from None
 
     def flax_forward(self, inputs: Any) -> Any:
         """The Flax model's output on the same torch-layout batch (given to Flax in its own

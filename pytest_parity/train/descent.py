@@ -108,13 +108,13 @@ def assert_loss_decreases(model: Any, batch: Any, *, loss: Callable[[Any], Any] 
     """
     __tracebackhide__ = True
     if steps < 2:
-        raise ParityError(f"{PREFIX} steps={steps}: the loss needs 2 steps or more to fall")
+        raise ParityError(f"steps={steps}: the loss needs 2 steps or more to fall")
     loss = loss or _default_loss
     if hasattr(model, "parameters") and callable(model.parameters):
         losses, got_gradient = _torch_losses(model, batch, loss, optimizer, steps)
     else:
         if variables is None:
-            raise ParityError(f"{PREFIX} {type(model).__name__}: a Flax module needs its "
+            raise ParityError(f"{type(model).__name__}: a Flax module needs its "
                               "variables= to be trained")
         losses, got_gradient = _flax_losses(model, variables, batch, loss, optimizer, steps,
                                             apply_kwargs or {})
