@@ -34,8 +34,8 @@ from pytest_parity.registry import Pair as Pair
 from pytest_parity.registry import register as register
 from pytest_parity.run import LoadedPair as LoadedPair
 from pytest_parity.run import ParityTestResult as ParityTestResult
-from pytest_parity.run import parity_test as parity_test
 from pytest_parity.run import pair_of as pair_of
+from pytest_parity.run import parity_test as parity_test
 from pytest_parity.strategies import Batch as Batch
 from pytest_parity.strategies import declared_inputs as declared_inputs
 from pytest_parity.strategies import feature_batches as feature_batches

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_parity.errors import PREFIX, CheckpointError, ParityError
+from pytest_parity.errors import CheckpointError, ParityError
 
 _EXISTS = "the file exists; pass overwrite=True (CLI: --overwrite) to replace it"
 _NAME_KEPT = 40  # characters of the target's name in a temporary's: 40 x 4 UTF-8 bytes fit
@@ -32,7 +32,7 @@ class WriteError(ParityError):
     def __init__(self, path: str | Path, reason: str) -> None:
         self.path = Path(path)
         self.reason = reason
-        super().__init__(f"{PREFIX} {self.path}: cannot write it: {reason}")
+        super().__init__(f"{self.path}: cannot write it: {reason}")
 
 
 def _umask() -> int:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.errors import ParityError
 
 # Directories in pytest's cache (`config.cache.mkdir(...)`: ROOT/.pytest_cache/d/NAME).
 CHECKPOINTS_DIR = "parity-checkpoints"
@@ -78,7 +78,7 @@ def select(caches: list[Cache], name: str | None) -> list[Cache]:
     chosen = [cache for cache in caches if name in (None, cache.name)]
     if not chosen:
         known = ", ".join(cache.name for cache in caches)
-        raise ParityError(f"{PREFIX} no cache named {name!r}; the caches are: {known}")
+        raise ParityError(f"no cache named {name!r}; the caches are: {known}")
     return chosen
 
 
@@ -168,7 +168,7 @@ def _refuse_broad(path: Path, root: Path) -> None:
     broad = {home, *home.parents, project, *project.parents,
              Path(tempfile.gettempdir()).resolve()}
     if resolved in broad:
-        raise ParityError(f"{PREFIX} {path}: refused to clear, it is {resolved}, which holds "
+        raise ParityError(f"{path}: refused to clear, it is {resolved}, which holds "
                           "more than the plugin's cache; set PYTEST_PARITY_CACHE to a "
                           "directory of its own")
 

@@ -29,7 +29,7 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.errors import ParityError
 from pytest_parity.layouts import Layout
 from pytest_parity.nnx_bridge import NNXPort
 
@@ -112,7 +112,7 @@ def _moved_channels_last(output: Any, layouts: Mapping[str, Layout], rank: int) 
              dict(enumerate(output)) if isinstance(output, tuple) else {"": output})
     unknown = sorted(set(layouts) - {"*"} - {str(key) for key in named})
     if unknown:
-        raise ParityError(f"{PREFIX} output_layout names {', '.join(map(repr, unknown))}, "
+        raise ParityError(f"output_layout names {', '.join(map(repr, unknown))}, "
                           "which the Flax side does not return (its outputs: "
                           f"{', '.join(repr(str(key)) for key in named) or 'one array'})")
     if isinstance(output, Mapping):
@@ -222,6 +222,6 @@ def outputs_both_return(flax_out: Any, torch_out: Any, outputs: str, owner: str
              if key not in flax_out]
     lines += [_one_sided_line(str(key), "flax", "torch") for key in flax_out
               if key not in torch_out]
-    raise OneSidedOutputs(f"{PREFIX} {owner}: the two sides return different outputs\n  "
+    raise OneSidedOutputs(f"{owner}: the two sides return different outputs\n  "
                           + "\n  ".join(lines) + "\n  or compare only the outputs both "
                           "return: Pair(outputs='common')")

@@ -26,7 +26,7 @@ def _canonical(path: str, verb: str) -> Any:
     suffix = Path(path).suffix
     if suffix in (".pt", ".pth", ".bin", ".safetensors", ".msgpack", ".npz", ".json"):
         raise ParityError(
-            f"{PREFIX} {path}: `parity {verb}` reads canonical .h5 checkpoints, not {suffix} "
+            f"{path}: `parity {verb}` reads canonical .h5 checkpoints, not {suffix} "
             f"files; convert it first: parity convert {path} {Path(path).with_suffix('.h5')} "
             "--arch NAME (NAME: a registered architecture)")
     return load(path)
@@ -65,7 +65,7 @@ def _golden(arguments: argparse.Namespace) -> int:
     for name in names:
         pair = registry.get(name)
         if pair.golden is None:
-            raise ParityError(f"{PREFIX} {name}: its pair registers no golden factory")
+            raise ParityError(f"{name}: its pair registers no golden factory")
         outputs, manifest = pair.golden()
         for path in golden.write(arguments.dir, name, outputs, manifest,
                                  update=arguments.update):
@@ -79,7 +79,7 @@ def _photo_batch(pair: Any) -> Any:
     from PIL import Image
 
     if pair.preprocess is None or pair.named_inputs:
-        raise ParityError(f"{PREFIX} {pair.name}: its pair registers no preprocess for a "
+        raise ParityError(f"{pair.name}: its pair registers no preprocess for a "
                           "photo; use --input random")
     with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as image:
         return pair.preprocess(image.convert("RGB"))
@@ -97,7 +97,7 @@ def _trace(arguments: argparse.Namespace) -> int:
     if not problems and devices.dtype_problem(arguments.device, arguments.dtype):
         problems = [str(devices.dtype_problem(arguments.device, arguments.dtype))]
     if problems:
-        raise ParityError(f"{PREFIX} parity trace on {arguments.device}: {'; '.join(problems)}")
+        raise ParityError(f"parity trace on {arguments.device}: {'; '.join(problems)}")
     pair = registry.get(arguments.arch)
     checkpoint = (load(arguments.checkpoint, architecture=pair.name) if arguments.checkpoint
                   else checkpoint_for(pair, arguments.seed, tmp_checkpoints_dir()))
@@ -108,7 +108,7 @@ def _trace(arguments: argparse.Namespace) -> int:
         try:
             diagnosis = loaded.diagnose(inputs)
         except Exception as error:  # said in one line, exit status 2: never "found something"
-            raise ParityError(f"{PREFIX} {pair.name}: no diagnosis: it failed with "
+            raise ParityError(f"{pair.name}: no diagnosis: it failed with "
                               f"{type(error).__name__}: {error}") from None
     culprit = diagnosis.trace.culprit
     print(f"{pair.name} on {arguments.device} in {arguments.dtype}, input {arguments.input}: "
@@ -123,7 +123,7 @@ def _cache(arguments: argparse.Namespace) -> int:
     from pytest_parity import caches
 
     if arguments.rootdir is not None and not Path(arguments.rootdir).is_dir():
-        raise ParityError(f"{PREFIX} --rootdir {arguments.rootdir}: not a directory")
+        raise ParityError(f"--rootdir {arguments.rootdir}: not a directory")
     root = (Path(arguments.rootdir).absolute() if arguments.rootdir is not None
             else caches.project_root(Path.cwd()))
     if arguments.clear is None:

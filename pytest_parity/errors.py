@@ -8,7 +8,21 @@ from pathlib import Path
 PREFIX = "[parity]"  # every message of the plugin starts with it
 
 
-class ParityError(Exception):
+class Prefixed:
+    """An exception whose message starts with PREFIX, once: raised without it, it is added
+    (a message that already has it keeps the one)."""
+
+    @property
+    def message(self) -> str:
+        """The message without the prefix."""
+        text = Exception.__str__(self)  # type: ignore[arg-type]
+        return text.removeprefix(PREFIX).lstrip(" ") if text.startswith(PREFIX) else text
+
+    def __str__(self) -> str:
+        return f"{PREFIX} {self.message}"
+
+
+class ParityError(Prefixed, Exception):
     """Base of every error pytest-parity raises on bad input."""
 
 
@@ -32,5 +46,5 @@ class CheckpointError(ParityError):
         self.path = Path(path)
         self.problems = list(problems)
         count = f"{len(self.problems)} problems" if len(self.problems) > 1 else "1 problem"
-        lines = [f"{PREFIX} {self.path}: {count}"] + [f"  - {p}" for p in self.problems]
+        lines = [f"{self.path}: {count}"] + [f"  - {p}" for p in self.problems]
         super().__init__("\n".join(lines))

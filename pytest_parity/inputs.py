@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.errors import ParityError
 from pytest_parity.layouts import Layout
 
 
@@ -47,7 +47,7 @@ class Input:
     def __post_init__(self) -> None:
         problem = _declaration_problem(self)
         if problem:
-            raise InputError(f"{PREFIX} Input({self.name!r}): {problem}")
+            raise InputError(f"Input({self.name!r}): {problem}")
 
     @property
     def integer(self) -> bool:
@@ -122,7 +122,7 @@ def check_inputs(declared: Sequence[Input], given: Any, owner: str) -> None:
     """
     if not isinstance(given, Mapping):
         names = ", ".join(d.name for d in declared)
-        raise InputError(f"{PREFIX} {owner} takes named inputs ({names}): pass a dict of "
+        raise InputError(f"{owner} takes named inputs ({names}): pass a dict of "
                          f"arrays by name, not {type(given).__name__}")
     by_name = {d.name: d for d in declared}
     problems = [f"{name}: missing (declared {d.describe()})"
@@ -144,7 +144,7 @@ def check_inputs(declared: Sequence[Input], given: Any, owner: str) -> None:
             problems.append(f"{d.name}: {problem}")
     problems += _shared_dimension_problems(declared, shapes)
     if problems:
-        raise InputError(f"{PREFIX} {owner}: inputs do not fit its declaration:\n"
+        raise InputError(f"{owner}: inputs do not fit its declaration:\n"
                          + "\n".join(f"  - {p}" for p in problems))
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.errors import ParityError
 
 # The NNX variable types a mapping addresses, as the Linen collection of the same role.
 COLLECTION_OF = {"Param": "params", "BatchStat": "batch_stats"}
@@ -108,7 +108,7 @@ class NNXPort:
             node: Any = variables.get(collection, {})
             for part in path:
                 if not isinstance(node, Mapping) or str(part) not in node:
-                    raise ParityError(f"{PREFIX} {self.name}: no value for the NNX variable "
+                    raise ParityError(f"{self.name}: no value for the NNX variable "
                                       f"{collection}/{_path_text(path)}")
                 node = node[str(part)]
             return node

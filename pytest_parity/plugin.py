@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pytest_parity import cases, jax_cache, numerics, progress
+from pytest_parity import case_context, cases, jax_cache, numerics, progress
 from pytest_parity import report as parity_report
 from pytest_parity.errors import PREFIX, ParityError
 from pytest_parity.fixtures import (  # noqa: F401 (pytest finds fixtures by module attribute)
@@ -25,6 +25,7 @@ from pytest_parity.fixtures import (  # noqa: F401 (pytest finds fixtures by mod
     parity_pair,
     parity_seed,
 )
+from pytest_parity.parity_record import ParityRecord
 
 RECORDS_PROPERTY = "parity_records"
 METAVARS = {"parity_dtype": "DTYPES", "parity_numerics": "MODE", "parity_trace": "WHEN",
@@ -169,27 +170,27 @@ def pytest_runtest_setup(item: pytest.Item):
 def pytest_runtest_call(item: pytest.Item):
     if not is_parity_case(item):
         return (yield)
-    from pytest_parity.compare import case_tolerances, detail, records
-    from pytest_parity.diagnose import mode
-
     settings = item.config.stash[cases.SETTINGS]
     spec = cases.read_marker(item.get_closest_marker("parity"))
-    layers = [spec.layer(), *settings.layers()]
-    verdict = cases.case_verdict(settings.verdict, spec)
-    with numerics.applied(settings.numerics, settings.seed), mode.applied(settings.trace), \
-            case_tolerances.applied(layers, verdict), records.collecting() as found, \
-            detail.applied(item.config.get_verbosity() > 0):
+    found: list[ParityRecord] = []
+    running = case_context.CaseContext(
+        layers=(spec.layer(), *settings.layers()),
+        verdict=cases.case_verdict(settings.verdict, spec), trace=settings.trace,
+        detail=item.config.get_verbosity() > 0, records=found)
+    with numerics.applied(settings.numerics, settings.seed) as pinned, \
+            case_context.entered(running, numerics=pinned):
         try:
             return (yield)
         finally:
             if found:
                 params = getattr(item, "callspec", None)
                 case = params.params if params else {}
-                for record in found:
-                    record.update(device=case.get("parity_device"),
-                                  dtype=case.get("parity_dtype"))
-                # user_properties travel with the report, also from xdist workers.
-                item.user_properties.append((RECORDS_PROPERTY, found))
+                placed = [record.with_fields(device=case.get("parity_device"),
+                                             dtype=case.get("parity_dtype")).to_dict()
+                          for record in found]
+                # user_properties travel with the report, also from xdist workers: as the
+                # plain dicts xdist can send.
+                item.user_properties.append((RECORDS_PROPERTY, placed))
 
 
 class ReportCollector:
@@ -197,7 +198,7 @@ class ReportCollector:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.records: list[dict[str, Any]] = []
+        self.records: list[ParityRecord] = []
         self.written: list[str] = []  # what writing the JSON report said
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -206,7 +207,8 @@ class ReportCollector:
         for name, value in report.user_properties:
             if name == RECORDS_PROPERTY:
                 found: list[dict[str, Any]] = value  # type: ignore[assignment]
-                self.records.extend({**record, "test": report.nodeid} for record in found)
+                self.records.extend(ParityRecord.from_dict(record).with_fields(test=report.nodeid)
+                                    for record in found)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Write the JSON report (and the trace pictures) while the exit status can still
@@ -242,7 +244,7 @@ class ReportCollector:
             terminalreporter.write_line(line, red=line.startswith(PREFIX))
 
 
-def _draw_report(report: Path, found: list[dict[str, Any]]) -> list[str]:
+def _draw_report(report: Path, found: list[ParityRecord]) -> list[str]:
     """The report's picture beside it: every comparison's margin, by model and dtype."""
     from importlib.util import find_spec
 
@@ -259,9 +261,9 @@ def _draw_report(report: Path, found: list[dict[str, Any]]) -> list[str]:
     return [f"parity picture written to {draw(found, picture_path(report), group_of)}"]
 
 
-def _draw_traces(report: Path, found: list[dict[str, Any]]) -> list[str]:
+def _draw_traces(report: Path, found: list[ParityRecord]) -> list[str]:
     """A PNG beside the JSON report for each diagnosed failure."""
-    traced = [r for r in found if not r["passed"] and r.get("diagnosis")]
+    traced = [r for r in found if not r.passed and r.diagnosis]
     if not traced:
         return []
     from importlib.util import find_spec
@@ -272,5 +274,5 @@ def _draw_traces(report: Path, found: list[dict[str, Any]]) -> list[str]:
 
     taken: set[Path] = set()
     return [f"trace picture written to "
-            f"{draw_trace(record, picture_path(report, record['test'], record['name'], taken))}"
+            f"{draw_trace(record, picture_path(report, record.test or '', record.name, taken))}"
             for record in traced]

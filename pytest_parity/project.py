@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.errors import ParityError
 
 
 def parity_table(start: Path) -> tuple[Path | None, dict[str, Any]]:
@@ -23,10 +23,10 @@ def parity_table(start: Path) -> tuple[Path | None, dict[str, Any]]:
                     table = tomllib.load(handle).get("tool", {}).get("parity", {})
             except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError, AttributeError
                     ) as error:
-                raise ParityError(f"{PREFIX} {pyproject}: not readable as TOML with a "
+                raise ParityError(f"{pyproject}: not readable as TOML with a "
                                   f"[tool] table ({type(error).__name__}: {error})") from None
             if not isinstance(table, dict):
-                raise ParityError(f"{PREFIX} {pyproject}: [tool.parity] is a "
+                raise ParityError(f"{pyproject}: [tool.parity] is a "
                                   f"{type(table).__name__}, not a table")
             return directory, table
     return None, {}
@@ -43,10 +43,10 @@ def declared_pairs(start: Path) -> tuple[Path | None, dict[str, tuple[str, str]]
     pairs = table.get("pairs", {})
     where = f"{root / 'pyproject.toml'} [tool.parity.pairs]" if root is not None else ""
     if not isinstance(pairs, dict):
-        raise ParityError(f"{PREFIX} {where} is a {type(pairs).__name__}; expected a table of "
+        raise ParityError(f"{where} is a {type(pairs).__name__}; expected a table of "
                           'pair names to modules, e.g. resnet18 = "mypackage.pairs"')
     for name, module in pairs.items():
         if not isinstance(module, str) or not module:
-            raise ParityError(f"{PREFIX} {where}: {name} = {module!r}; expected the name of "
+            raise ParityError(f"{where}: {name} = {module!r}; expected the name of "
                               f'the module that registers it, e.g. {name} = "mypackage.pairs"')
     return root, {name: (module, where) for name, module in pairs.items()}

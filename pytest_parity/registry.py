@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.calls import flax_called_with, wrapped_module
-from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.errors import ParityError
 from pytest_parity.inputs import Input, check_inputs, examples, mask_of
 from pytest_parity.inputs import to_flax as inputs_to_flax
 from pytest_parity.layouts import Layout
@@ -90,21 +90,21 @@ class Pair:
 
     def __post_init__(self) -> None:
         if bool(self.inputs) == bool(self.input_shape):
-            raise ParityError(f"{PREFIX} Pair({self.name!r}): give either input_shape (one "
+            raise ParityError(f"Pair({self.name!r}): give either input_shape (one "
                               "positional batch) or inputs=(Input(...), ...) (named inputs), "
                               "not both and not neither")
         names = [d.name for d in self.inputs]
         if repeated := sorted({name for name in names if names.count(name) > 1}):
-            raise ParityError(f"{PREFIX} Pair({self.name!r}): two inputs are named "
+            raise ParityError(f"Pair({self.name!r}): two inputs are named "
                               f"{repeated[0]!r}; each name is a keyword both models take once")
         if callable(self.mapping) and not isinstance(self.mapping, Mapping):
             object.__setattr__(self, "mapping", LazyMapping(self.mapping, self.name))
         if self.output_layout is not None and self.inputs:
-            raise ParityError(f"{PREFIX} Pair({self.name!r}): output_layout applies to a pair "
+            raise ParityError(f"Pair({self.name!r}): output_layout applies to a pair "
                               "of one positional batch (input_shape); named inputs' outputs "
                               "are compared as they are")
         if self.outputs not in ("all", "common"):
-            raise ParityError(f"{PREFIX} Pair({self.name!r}): outputs={self.outputs!r}; "
+            raise ParityError(f"Pair({self.name!r}): outputs={self.outputs!r}; "
                               "'all' (every output, the default) or 'common' (those both "
                               "sides return)")
 
@@ -192,7 +192,7 @@ def _import(module: str, where: str) -> None:
     try:
         importlib.import_module(module)
     except ImportError as error:  # the module's own errors keep their traceback
-        raise ParityError(f"{PREFIX} {where}: zoo module {module!r} does not import "
+        raise ParityError(f"{where}: zoo module {module!r} does not import "
                           f"({type(error).__name__}: {error})") from None
 
 
@@ -214,7 +214,7 @@ def _load_declared(name: str, module: str, where: str) -> Pair:
     _on_path(_state.get("root"))
     _import(module, f"{where} {name}")
     if name not in _PAIRS:
-        raise ParityError(f"{PREFIX} {where}: {name} = {module!r}, but importing {module!r} "
+        raise ParityError(f"{where}: {name} = {module!r}, but importing {module!r} "
                           f"registered no pair {name!r}; register(Pair({name!r}, ...)) there, "
                           "or name the module that does")
     return _PAIRS[name]
@@ -225,7 +225,7 @@ def _load_entry_points() -> list[str]:
         try:
             entry_point.load()
         except ImportError as error:
-            raise ParityError(f"{PREFIX} {where}: does not import ({type(error).__name__}: "
+            raise ParityError(f"{where}: does not import ({type(error).__name__}: "
                               f"{error})") from None
         loaded.append(where)
     return loaded
@@ -244,7 +244,7 @@ def load_zoo(start: Path | None = None) -> None:
     modules = table.get("zoo", [])
     pyproject = root / "pyproject.toml" if root is not None else None
     if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
-        raise ParityError(f"{PREFIX} {pyproject}: [tool.parity] zoo = {modules!r}; expected a "
+        raise ParityError(f"{pyproject}: [tool.parity] zoo = {modules!r}; expected a "
                           'list of module names, e.g. zoo = ["mypackage.pairs"]')
     if modules:
         _on_path(root)
@@ -275,7 +275,7 @@ def get(name: str) -> Pair:
     if name not in _PAIRS:
         known = ", ".join(sorted({*_PAIRS, *table})) or "none"
         raise UnknownArchitecture(
-            f"{PREFIX} unknown architecture {name!r}; registered: {known} (looked in: "
+            f"unknown architecture {name!r}; registered: {known} (looked in: "
             f"{'; '.join(_state['searched'])}). A project registers its pairs "
             "(pytest_parity.registry.register(Pair(...))) in modules it names under "
             '[tool.parity.pairs] (name = "module", imported when that name is looked up) or '

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def _figure(value: float, digits: str = ".2e") -> str:
     return "0" if value == 0 else _compact(format(value, digits))
 
 
-def own_parameters(record: dict[str, Any]) -> str:
+def own_parameters(record: Mapping[str, Any]) -> str:
     """The test's parameters without the device and dtype ones ('' where none are left)."""
     parameters = record["test"].partition("[")[2].removesuffix("]")
     shown = {record.get("device"), record.get("dtype")}
@@ -65,7 +66,7 @@ def names_first(name: str, word: str) -> bool:
     return bool(word) and name.startswith((f"{word} ", f"{word}:"))
 
 
-def short_test(record: dict[str, Any]) -> tuple[str, str]:
+def short_test(record: Mapping[str, Any]) -> tuple[str, str]:
     """(the test's file, the test's name in it) with the device and dtype parameters left out:
     the table shows them in their own columns."""
     file, _, rest = record["test"].partition("::")
@@ -74,7 +75,7 @@ def short_test(record: dict[str, Any]) -> tuple[str, str]:
     return file, f"{function}[{kept}]" if kept else function
 
 
-def label_parts(record: dict[str, Any]) -> tuple[str, str]:
+def label_parts(record: Mapping[str, Any]) -> tuple[str, str]:
     """(the test's short name, the comparison's own name without what the test's already
     says): `@parity_test` names repeat the function, zoo names the model parameter."""
     _, test = short_test(record)
@@ -86,7 +87,7 @@ def label_parts(record: dict[str, Any]) -> tuple[str, str]:
     return test, "" if name in ("output", function) else name
 
 
-def label(record: dict[str, Any], width: int | None = None, under: str = "") -> str:
+def label(record: Mapping[str, Any], width: int | None = None, under: str = "") -> str:
     """'test::comparison' in `width` characters (`under` a heading that names the test
     function: without it). The comparison's name is cut at its end; the test's in its middle
     only where the test alone leaves the comparison too little room."""
@@ -102,14 +103,14 @@ def label(record: dict[str, Any], width: int | None = None, under: str = "") -> 
     return _fitted(f"{test}::{name}", width)
 
 
-def _tolerance(record: dict[str, Any]) -> str:
+def _tolerance(record: Mapping[str, Any]) -> str:
     if record.get("tolerance_from") == "budget":
         return "budget"
     rtol, atol = (_figure(record[which], ".2g") for which in ("rtol", "atol"))
     return f"{rtol}/{atol}"
 
 
-def _cells(record: dict[str, Any], with_device: bool) -> list[str]:
+def _cells(record: Mapping[str, Any], with_device: bool) -> list[str]:
     compared = "problem" not in record  # no values were compared
     return [*([record["device"] or "-"] if with_device else []),
             record["dtype"] or record["actual_dtype"] or "-",
@@ -130,13 +131,13 @@ def _middle_cut(text: str, width: int) -> str:
     return f"{text[:head]}…{text[len(text) - (width - 1 - head):]}"
 
 
-Group = tuple[str, str, list[dict[str, Any]]]  # heading, the function it names or "", rows
+Group = tuple[str, str, list[Mapping[str, Any]]]  # heading, the function it names or "", rows
 
 
-def _groups(records: list[dict[str, Any]]) -> list[Group]:
+def _groups(records: Sequence[Mapping[str, Any]]) -> list[Group]:
     """The records by test file, worst margin first; a function with `OWN_HEADING` rows or
     more under a 'file::function' heading of its own, so that its rows need not repeat it."""
-    by_file: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    by_file: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
     for record in sorted(records, key=lambda r: -r["margin"]):
         file, test = short_test(record)
         by_file.setdefault(file, {}).setdefault(test.partition("[")[0], []).append(record)
@@ -150,7 +151,7 @@ def _groups(records: list[dict[str, Any]]) -> list[Group]:
     return groups
 
 
-def format_table(report_records: list[dict[str, Any]], width: int | None = WIDTH
+def format_table(report_records: Sequence[Mapping[str, Any]], width: int | None = WIDTH
                  ) -> list[tuple[str, bool]]:
     """The terminal table, as (line, is_failure) pairs: the failures first, then the passes,
     under their test file's name (worst margin first), then a one-line total and what margin
@@ -189,7 +190,7 @@ def format_table(report_records: list[dict[str, Any]], width: int | None = WIDTH
     return lines
 
 
-def total_line(report_records: list[dict[str, Any]], width: int | None = WIDTH) -> str:
+def total_line(report_records: Sequence[Mapping[str, Any]], width: int | None = WIDTH) -> str:
     """N comparisons, how many failed, the worst margin and where (its name cut to fit)."""
     failed = sum(not record["passed"] for record in report_records)
     worst = max(report_records, key=lambda record: record["margin"])
@@ -213,10 +214,10 @@ def _strict(value: Any) -> Any:
     return value
 
 
-def write_json(path: Path, report_records: list[dict[str, Any]],
+def write_json(path: Path, report_records: Sequence[Mapping[str, Any]],
                settings: dict[str, Any] | None = None) -> None:
     """Write the report atomically: a temporary file beside it, then a rename."""
-    ordered = sorted(report_records, key=lambda r: (r["test"], r["name"]))
+    ordered = sorted((dict(r) for r in report_records), key=lambda r: (r["test"], r["name"]))
     document = {"schema": SCHEMA, "versions": installed_versions(), "settings": settings or {},
                 "records": ordered}
     text = json.dumps(_strict(document), indent=1, allow_nan=False)

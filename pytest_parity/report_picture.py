@@ -7,7 +7,7 @@ read. matplotlib is imported only here, and only when a picture is drawn.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ def picture_path(report: Path) -> Path:
     return report.with_suffix(".png")
 
 
-def model_of(record: dict[str, Any], known_models: Iterable[str] = ()) -> str:
+def model_of(record: Mapping[str, Any], known_models: Iterable[str] = ()) -> str:
     """The model a record compares: the pair it names (`pair`: a loaded pair's comparisons, an
     NNX twin's apart from its Linen twin's); else the longest known model (a registered pair)
     that its test's parameters or its comparison's name give; else the test's own parameter
@@ -42,11 +42,11 @@ def model_of(record: dict[str, Any], known_models: Iterable[str] = ()) -> str:
     return Path(short_test(record)[0]).stem.removeprefix("test_")
 
 
-def _groups(records: list[dict[str, Any]], group_of: Callable[[dict[str, Any]], str]
-            ) -> dict[str, list[dict[str, Any]]]:
+def _groups(records: Sequence[Mapping[str, Any]], group_of: Callable[[Mapping[str, Any]], str]
+            ) -> dict[str, list[Mapping[str, Any]]]:
     """Records by 'model, dtype', in alphabetical order from the bottom up (the picture
     reads top-down: see `draw`)."""
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, list[Mapping[str, Any]]] = {}
     for record in records:
         dtype = record.get("dtype") or record.get("actual_dtype") or "-"
         groups.setdefault(f"{group_of(record)}, {dtype}", []).append(record)
@@ -70,8 +70,8 @@ def _place(margin: float, low: float, high: float) -> tuple[float, str]:
     return (low, "<") if margin <= 0 else (margin, "o")
 
 
-def draw(records: list[dict[str, Any]], path: Path,
-         group_of: Callable[[dict[str, Any]], str]) -> Path:
+def draw(records: Sequence[Mapping[str, Any]], path: Path,
+         group_of: Callable[[Mapping[str, Any]], str]) -> Path:
     """Draw the records' margins into the PNG at `path` (written atomically)."""
     import matplotlib
 

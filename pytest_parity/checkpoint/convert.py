@@ -19,7 +19,7 @@ from pytest_parity.arrays import to_numpy, torch_tensor_problem
 from pytest_parity.checkpoint import shape_cache
 from pytest_parity.checkpoint.format import Checkpoint
 from pytest_parity.checkpoint.verify import TensorSpec, verify
-from pytest_parity.errors import PREFIX, CheckpointError
+from pytest_parity.errors import CheckpointError
 from pytest_parity.mapping import MappingError, flatten, unflatten
 from pytest_parity.registry import Pair, flax_module_of
 
@@ -125,7 +125,7 @@ def _mapped(path: str | Path, convert: Callable[[], Result]) -> Result:
     try:
         return convert()
     except MappingError as error:
-        raise CheckpointError(path, [str(error).removeprefix(f"{PREFIX} ")]) from None
+        raise CheckpointError(path, [error.message]) from None
 
 
 def checkpoint_from_torch(state: MappingType[str, Any], pair: Pair, *, source: str = "torch",

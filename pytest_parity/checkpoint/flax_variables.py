@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.checkpoint.verify import TensorSpec
-from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.errors import ParityError
 from pytest_parity.mapping import Mapping, flatten, unflatten
 from pytest_parity.user_frames import user_frame
 
@@ -38,7 +38,7 @@ def expected_variables(module: Any, args: tuple[Any, ...], kwargs: MappingType[s
         given = ", ".join([*(f"{a.shape} {a.dtype}" for a in args),
                            *(f"{n}={a.shape} {a.dtype}" for n, a in kwargs.items())])
         where = user_frame(error)
-        raise ParityError(f"{PREFIX} {owner}: {type(module).__name__}.init cannot run on the "
+        raise ParityError(f"{owner}: {type(module).__name__}.init cannot run on the "
                           f"declared inputs ({given}): {type(error).__name__}: "
                           f"{str(error).splitlines()[0] if str(error) else ''}"
                           + (f"\n  raised at {where}" if where else "")) from error

@@ -16,7 +16,7 @@ import numpy as np
 
 from pytest_parity.arrays import to_numpy, to_torch, torch_tensor_problem
 from pytest_parity.atomic import write_atomically
-from pytest_parity.errors import PREFIX, CheckpointError, ParityError
+from pytest_parity.errors import CheckpointError, ParityError
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -210,7 +210,7 @@ def meta_build(model_factory: Any) -> Any:
             model = model_factory()
         except Exception as error:
             raise ParityError(
-                f"{PREFIX} torch model factory {_factory_name(model_factory)}: it raised "
+                f"torch model factory {_factory_name(model_factory)}: it raised "
                 f"{_first_line(error)} (on the meta device: {_first_line(meta_error)})"
             ) from error
     return model.to("meta")

@@ -26,6 +26,7 @@ from pytest_parity.compare.verdict import (
     Comparison,
     Element,
     PaddingNote,
+    ParityRecord,
     ParityResult,
     problem_record,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "Element",
     "Layer",
     "PaddingNote",
+    "ParityRecord",
     "ParityResult",
     "StructureMismatch",
     "Tolerance",

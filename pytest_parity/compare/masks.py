@@ -30,7 +30,6 @@ import numpy as np
 
 from pytest_parity.arrays import to_numpy
 from pytest_parity.compare.trees import StructureMismatch, leaves
-from pytest_parity.errors import PREFIX
 
 NAMES_SHOWN = 10
 
@@ -171,9 +170,9 @@ def masks_by_path(mask: Any, expected: Any, shapes: Mapping[str, tuple[int, ...]
                          f"a prefix of nor broadcasts to the leaf's shape {shapes[leaf]}"
                          for leaf in covered]
     if len(problems) == 1:
-        raise StructureMismatch(f"{PREFIX} {problems[0].strip()}")
+        raise StructureMismatch(problems[0].strip())
     if problems:
-        raise StructureMismatch("\n".join([f"{PREFIX} {name}: the {what} does not fit the "
+        raise StructureMismatch("\n".join([f"{name}: the {what} does not fit the "
                                            f"output ({len(problems)} problems)", *problems]))
     return fitted
 

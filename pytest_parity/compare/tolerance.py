@@ -32,6 +32,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from pytest_parity.case_context import Layer as Layer  # the policy's layers, named there
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -71,9 +73,6 @@ def default_tolerance(*dtype_names: str) -> Tolerance:
     return DEFAULT_TOLERANCES[dtype] if dtype else EXACT
 
 
-# A layer of the policy: its name, and its rtol and atol (None where it says nothing; a
-# {dtype: value} mapping where it differs by dtype).
-Layer = tuple[str, "float | Mapping[str, float] | None", "float | Mapping[str, float] | None"]
 
 
 def _for_dtype(value: float | Mapping[str, float] | None, dtype: str) -> float | None:

@@ -13,15 +13,15 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.arrays import dtype_name, to_numpy
-from pytest_parity.errors import PREFIX
+from pytest_parity.errors import Prefixed
 
 
-class StructureMismatch(AssertionError):
+class StructureMismatch(Prefixed, AssertionError):
     """The trees cannot be compared value by value: leaves missing, shapes or masks differ."""
 
     def summary(self) -> str:
         """The message on one line, without the prefix (for the report's record)."""
-        return "; ".join(line.strip() for line in str(self).removeprefix(PREFIX).splitlines())
+        return "; ".join(line.strip() for line in self.message.splitlines())
 
 
 def leaves(tree: Any, path: str = "") -> dict[str, Any]:
@@ -63,7 +63,7 @@ def arrays_by_path(actual: Any, expected: Any, name: str) -> dict[str, tuple[np.
                             f"match expected shape {e.shape} ({dtype_name(e)})")
         pairs[path] = (a, e)
     if problems:
-        raise StructureMismatch("\n".join([f"{PREFIX} {name}: structures differ "
+        raise StructureMismatch("\n".join([f"{name}: structures differ "
                                         f"({len(problems)} problems)", *problems]))
     return pairs
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
 from pytest_parity.compare.budget import Budget
+from pytest_parity.parity_record import ParityRecord as ParityRecord  # the compare face's
 
 
 @dataclass(frozen=True)
@@ -117,10 +116,10 @@ class Comparison:
     def n_failing(self) -> int:
         return sum(leaf.n_failing for leaf in self.leaves)
 
-    def to_record(self) -> dict[str, Any]:
+    def to_record(self) -> ParityRecord:
         """The report's record: the worst leaf's figures, with counts over every leaf."""
         worst = self.worst_leaf
-        return {
+        return ParityRecord.from_dict({
             "name": self.name, "leaves": len(self.leaves),
             "failing_leaves": [leaf.path for leaf in self.failing],
             "worst_leaf": worst.path, "shape": list(worst.shape),
@@ -136,16 +135,10 @@ class Comparison:
             "n_masked_positions": sum(leaf.n_masked_positions for leaf in self.leaves),
             "margin": self.margin, "passed": self.passed,
             "budget": worst.budget.to_record() if worst.budget else None,
-        }
+        })
 
 
-def problem_record(name: str, problem: str) -> dict[str, Any]:
+def problem_record(name: str, problem: str) -> ParityRecord:
     """The record of a comparison that never reached the values (structures, shapes or dtypes
     differ; the models could not be paired): a failure whose figures are unbounded."""
-    return {
-        "name": name, "leaves": 0, "failing_leaves": [], "worst_leaf": "", "shape": [],
-        "actual_dtype": "", "expected_dtype": "", "max_abs": math.inf, "max_rel": math.inf,
-        "worst_index": [], "rtol": 0.0, "atol": 0.0, "tolerance_from": "-", "n_failing": 0,
-        "size": 0, "n_masked": 0, "n_valid": 0, "n_masked_positions": 0, "margin": math.inf,
-        "passed": False, "budget": None, "problem": problem,
-    }
+    return ParityRecord(name=name, extra={"problem": problem})

@@ -1,7 +1,7 @@
 """When a failing pair comparison is diagnosed: the running case's `--parity-trace` mode.
 
-The plugin applies the run's mode around each parity case's call; outside a pytest run the
-default applies (on failure).
+The plugin applies the run's mode around each parity case's call (pytest_parity.case_context);
+outside a pytest run the default applies (on failure).
 """
 
 from __future__ import annotations
@@ -9,15 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pytest_parity import case_context
+from pytest_parity.case_context import TRACE_DEFAULT
 from pytest_parity.options import TRACE_MODES
 
-DEFAULT = "on-failure"
-_applied: list[str] = []
+DEFAULT = TRACE_DEFAULT
 
 
 def current() -> str:
     """'on-failure', 'always' or 'off'."""
-    return _applied[-1] if _applied else DEFAULT
+    return case_context.current().trace
 
 
 def wanted(passed: bool) -> bool:
@@ -26,12 +27,14 @@ def wanted(passed: bool) -> bool:
     return mode == "always" or (mode == "on-failure" and not passed)
 
 
-@contextmanager
-def applied(mode: str) -> Iterator[None]:
+def checked(mode: str) -> str:
+    """`mode`, once it is known to be one of the trace modes."""
     if mode not in TRACE_MODES:
         raise ValueError(f"trace mode {mode!r} is not one of {', '.join(TRACE_MODES)}")
-    _applied.append(mode)
-    try:
+    return mode
+
+
+@contextmanager
+def applied(mode: str) -> Iterator[None]:
+    with case_context.entered(trace=checked(mode)):
         yield
-    finally:
-        _applied.pop()

@@ -4,6 +4,7 @@ and the culprit, as a PNG beside the JSON report (matplotlib, imported when draw
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ def picture_path(report: Path, test: str, name: str, taken: set[Path] | None = N
     return path
 
 
-def module_labels(modules: list[dict[str, Any]], width: int = LABEL_WIDTH) -> list[str]:
+def module_labels(modules: Sequence[Mapping[str, Any]], width: int = LABEL_WIDTH) -> list[str]:
     """The x axis' labels: each module's torch name ("(root)" for the model itself), a long one
     kept to its last dotted parts within `width` characters after an ellipsis."""
     labels = []
@@ -47,7 +48,7 @@ def module_labels(modules: list[dict[str, Any]], width: int = LABEL_WIDTH) -> li
     return labels
 
 
-def trace_figure(record: dict[str, Any]) -> Any:
+def trace_figure(record: Mapping[str, Any]) -> Any:
     """The record's trace (its `diagnosis`) as a matplotlib figure, one tick a module, labelled
     with its name.
 
@@ -91,7 +92,7 @@ def trace_figure(record: dict[str, Any]) -> Any:
     return figure
 
 
-def draw_trace(record: dict[str, Any], path: Path) -> Path:
+def draw_trace(record: Mapping[str, Any], path: Path) -> Path:
     """Draw the record's trace (`trace_figure`) to `path`, atomically."""
     from matplotlib import pyplot as plt
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from pytest_parity.arrays import c_order_bytes
 from pytest_parity.atomic import write_together
-from pytest_parity.errors import PREFIX, CheckpointError
+from pytest_parity.errors import CheckpointError
 from pytest_parity.golden.stored import GOLDEN_FORMAT, GoldenError, read_arrays, read_manifest
 
 __all__ = ["GOLDEN_FORMAT", "Golden", "GoldenError", "array_digest", "paths",
@@ -51,7 +51,7 @@ def paths(directory: str | Path, name: str) -> tuple[Path, Path]:
         GoldenError: `name` is not a plain file name (empty, a path, '.' or '..').
     """
     if not name or name in (".", "..") or "/" in name or "\0" in name:
-        raise GoldenError(f"{PREFIX} {Path(directory)}: {name!r} is not a golden file name "
+        raise GoldenError(f"{Path(directory)}: {name!r} is not a golden file name "
                           "(a name without '/' or NUL)")
     return Path(directory) / f"{name}.npz", Path(directory) / f"{name}.json"
 
@@ -67,11 +67,11 @@ def write(directory: str | Path, name: str, outputs: Mapping[str, np.ndarray],
     """
     arrays_path, manifest_path = paths(directory, name)
     if os.environ.get("CI") == "true":
-        raise GoldenError(f"{PREFIX} {arrays_path}: refusing to write golden outputs under "
+        raise GoldenError(f"{arrays_path}: refusing to write golden outputs under "
                           "CI=true; regenerate them on a workstation and commit them")
     existing = [str(path) for path in (arrays_path, manifest_path) if os.path.lexists(path)]
     if existing and not update:
-        raise GoldenError(f"{PREFIX} {', '.join(existing)}: golden outputs exist; pass "
+        raise GoldenError(f"{', '.join(existing)}: golden outputs exist; pass "
                           "--update (parity golden) to rewrite them, then review the diff")
     buffer = io.BytesIO()
     arrays: dict[str, Any] = {key: np.asarray(value) for key, value in outputs.items()}
@@ -88,7 +88,7 @@ def write(directory: str | Path, name: str, outputs: Mapping[str, np.ndarray],
                                (manifest_path, lambda tmp: tmp.write_text(text))],
                               overwrite=update)
     except CheckpointError as error:  # one appeared while writing
-        raise GoldenError(f"{PREFIX} {error.path}: golden outputs exist; pass --update "
+        raise GoldenError(f"{error.path}: golden outputs exist; pass --update "
                           "(parity golden) to rewrite them, then review the diff") from None
 
 
@@ -102,9 +102,9 @@ def read(directory: str | Path, name: str) -> Golden:
     arrays_path, manifest_path = paths(directory, name)
     for path in (arrays_path, manifest_path):
         if os.path.isdir(path):
-            raise GoldenError(f"{PREFIX} {path}: a directory, not a golden file")
+            raise GoldenError(f"{path}: a directory, not a golden file")
         if not os.path.isfile(path):
-            raise GoldenError(f"{PREFIX} {path}: no golden outputs for {name!r}; write them "
+            raise GoldenError(f"{path}: no golden outputs for {name!r}; write them "
                               f"with `parity golden {name}` (or `nox -s golden`)")
     manifest = read_manifest(manifest_path)
     outputs = read_arrays(arrays_path)
@@ -114,7 +114,7 @@ def read(directory: str | Path, name: str) -> Golden:
     problems += [f"{key}: in the manifest but not in the file"
                  for key in described if key not in outputs]
     if problems:
-        raise GoldenError(f"{PREFIX} {arrays_path} (manifest {manifest_path}): "
+        raise GoldenError(f"{arrays_path} (manifest {manifest_path}): "
                           + "; ".join(problems))
     return Golden(outputs, manifest)
 

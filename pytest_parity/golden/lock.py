@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pytest_parity.errors import PREFIX
 from pytest_parity.golden.stored import GoldenError
 
 LOCK_SECONDS = 300.0  # a golden write takes well under a second; xdist workers queue briefly
@@ -33,27 +32,27 @@ def _golden_directory(directory: Path) -> None:
                         if os.path.lexists(parent) and not os.path.isdir(parent)), None)
         reason = (f"{blocker} is a file, not a directory" if blocker is not None
                   else f"cannot make the golden directory ({error.strerror})")
-        raise GoldenError(f"{PREFIX} {directory}: {reason}") from None
+        raise GoldenError(f"{directory}: {reason}") from None
 
 
 def _open(path: Path) -> int:
     if os.path.isdir(path):
-        raise GoldenError(f"{PREFIX} {path}: a directory in the place of the golden file's lock "
+        raise GoldenError(f"{path}: a directory in the place of the golden file's lock "
                           "file; remove it")
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except PermissionError as error:
         if not os.path.exists(path):
-            raise GoldenError(f"{PREFIX} {path}: cannot make the golden file's lock file "
+            raise GoldenError(f"{path}: cannot make the golden file's lock file "
                               f"({error.strerror})") from None
         # a lock file another user left: reading it is enough to lock it
     except OSError as error:
-        raise GoldenError(f"{PREFIX} {path}: cannot open the golden file's lock file "
+        raise GoldenError(f"{path}: cannot open the golden file's lock file "
                           f"({error.strerror})") from None
     try:
         return os.open(path, os.O_RDONLY)
     except OSError as error:
-        raise GoldenError(f"{PREFIX} {path}: cannot open the golden file's lock file "
+        raise GoldenError(f"{path}: cannot open the golden file's lock file "
                           f"({error.strerror}); remove it") from None
 
 
@@ -65,12 +64,12 @@ def _acquire(handle: int, path: Path, seconds: float) -> None:
             return
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                raise GoldenError(f"{PREFIX} {path}: another process has held the golden "
+                raise GoldenError(f"{path}: another process has held the golden "
                                   f"file's lock for {seconds:g}s (a hung or stopped test run?); "
                                   "end it and rerun") from None
             time.sleep(_POLL_SECONDS)
         except OSError as error:
-            raise GoldenError(f"{PREFIX} {path}: cannot lock the golden file "
+            raise GoldenError(f"{path}: cannot lock the golden file "
                               f"({error.strerror})") from None
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy_format
 
-from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.errors import ParityError
 
 GOLDEN_FORMAT = "pytest-parity-golden/1"
 
@@ -44,7 +44,7 @@ def _short(text: str, limit: int = 160) -> str:
 
 
 def _damaged(path: Path, problem: str) -> GoldenError:
-    return GoldenError(f"{PREFIX} {path}: {_short(problem, 400)}")
+    return GoldenError(f"{path}: {_short(problem, 400)}")
 
 
 def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path,

@@ -216,7 +216,7 @@ def automatic_mapping(torch_model: Any, flax_module: Any, *flax_inputs: Any,
                                ([layer.name for layer in torch_side],
                                 [layer.name for layer in flax_side]))
     if problems:
-        raise MappingError(f"{PREFIX} automatic mapping {architecture}: extra rules or hints "
+        raise MappingError(f"automatic mapping {architecture}: extra rules or hints "
                            "that name nothing\n" + "\n".join(problems))
     extra = Mapping(architecture, tuple(extra_rules))
 
@@ -253,7 +253,7 @@ def automatic_mapping(torch_model: Any, flax_module: Any, *flax_inputs: Any,
                  if path not in {f"{rule.collection}/{rule.canonical}" for rule in inferred}]
     problems = pairing.problems + _unpaired(torch_rest, flax_rest, torch_shapes, flax_shapes)
     if problems:
-        raise MappingError(f"{PREFIX} automatic mapping {architecture}: cannot pair the two "
+        raise MappingError(f"automatic mapping {architecture}: cannot pair the two "
                            "models unambiguously\n" + "\n".join(problems))
     if pairing.swaps:
         warnings.warn(f"{PREFIX} automatic mapping {architecture}: paired by name where the "

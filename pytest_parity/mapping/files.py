@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from pytest_parity.atomic import write_atomically
-from pytest_parity.errors import PREFIX
 from pytest_parity.mapping.rules import Mapping, MappingError, Rule
 from pytest_parity.mapping.transforms import from_data, to_data
 
@@ -132,7 +131,7 @@ def load_mapping(path: str | Path) -> Mapping:
         MappingError: not a mapping file of this format, naming the file, and the rule and
             field at fault.
     """
-    where = f"{PREFIX} {path}: not a readable mapping file"
+    where = f"{path}: not a readable mapping file"
     try:
         document = _read_document(Path(path))
     except ValueError as error:
@@ -142,10 +141,10 @@ def load_mapping(path: str | Path) -> Mapping:
         try:
             rules.append(_rule(data))
         except (ValueError, MappingError) as error:
-            reason = str(error).removeprefix(f"{PREFIX} ")
+            reason = error.message if isinstance(error, MappingError) else str(error)
             raise MappingError(f"{where} (rule {index}: {reason})") from None
     try:
         return Mapping(document["architecture"], tuple(rules),
                        **{name: tuple(document.get(name, ())) for name in _NAME_LISTS})
     except MappingError as error:
-        raise MappingError(f"{where} ({str(error).removeprefix(f'{PREFIX} ')})") from None
+        raise MappingError(f"{where} ({error.message})") from None

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pytest_parity.calls import wrapped_module
-from pytest_parity.errors import PREFIX
 from pytest_parity.mapping.nnx_calls import called_in_order
 from pytest_parity.mapping.pairing import Layer
 from pytest_parity.mapping.rule import MappingError
@@ -95,7 +94,7 @@ def torch_layers(model: Any, order: Sequence[str] | None = None
         if kind == "attention":
             options = {"num_heads": module.num_heads, "embed_dim": module.embed_dim}
             if getattr(module, "in_proj_weight", None) is None:
-                raise MappingError(f"{PREFIX} automatic mapping: torch {name} "
+                raise MappingError(f"automatic mapping: torch {name} "
                                    "(MultiheadAttention) keeps separate q/k/v projections "
                                    "(kdim/vdim != embed_dim); give its rules as extra_rules")
         layers.append(Layer(name, kind, type(module).__name__, shapes, options))

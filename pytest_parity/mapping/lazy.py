@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.errors import ParityError
 from pytest_parity.mapping.rules import Mapping
 
 
@@ -23,10 +23,10 @@ class LazyMapping:
             try:
                 mapping = self._build()
             except AttributeError as error:  # not to be taken for a missing attribute
-                raise ParityError(f"{PREFIX} Pair({self._owner!r}): its mapping function "
+                raise ParityError(f"Pair({self._owner!r}): its mapping function "
                                   f"raised AttributeError: {error}") from error
             if not isinstance(mapping, Mapping):
-                raise ParityError(f"{PREFIX} Pair({self._owner!r}): its mapping function "
+                raise ParityError(f"Pair({self._owner!r}): its mapping function "
                                   f"returned {type(mapping).__name__}, not a Mapping")
             self._built = mapping
         return self._built

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.errors import ParityError
 from pytest_parity.mapping.transforms import Identity, Split, Transform
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -81,7 +81,7 @@ class Rule:
     inferred: bool = False
 
     def __post_init__(self) -> None:
-        where = f"{PREFIX} rule {self.torch!r} <-> {self.canonical!r}"
+        where = f"rule {self.torch!r} <-> {self.canonical!r}"
         problem = _rule_problem(self)
         if problem:
             raise MappingError(f"{where}: {problem}")

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity.errors import PREFIX
 from pytest_parity.mapping.rule import MappingError, Rule, key_pattern
 from pytest_parity.threads import thread_map
 
@@ -83,12 +82,12 @@ class Mapping:
                               *(("canonical path", path) for path in rule.canonical_paths)):
                 earlier = first.setdefault((side, key), index)
                 if earlier != index:
-                    raise MappingError(f"{PREFIX} {self.architecture}: rules {earlier} and "
+                    raise MappingError(f"{self.architecture}: rules {earlier} and "
                                        f"{index} both name the {side} {key!r}")
         for name, flax in (("ignored", False), ("flax_only", True)):
             problem = _names_problem(getattr(self, name), flax)
             if problem:
-                raise MappingError(f"{PREFIX} {self.architecture}: {name} {problem}")
+                raise MappingError(f"{self.architecture}: {name} {problem}")
         kept = sorted({rule.torch for rule in self.rules} & set(self.ignored))
         given = [path for path in self.flax_only
                  if (found := self._match(path.partition("/")[2], "canonical"))
@@ -96,7 +95,7 @@ class Mapping:
         if kept or given:
             what = (f"torch key {kept[0]!r} has a rule and is ignored" if kept
                     else f"Flax variable {given[0]!r} has a rule and is listed as flax_only")
-            raise MappingError(f"{PREFIX} {self.architecture}: {what}")
+            raise MappingError(f"{self.architecture}: {what}")
 
     @cached_property
     def _ignored_patterns(self) -> tuple[re.Pattern[str], ...]:
@@ -146,7 +145,7 @@ class Mapping:
                 resolved.append((key, *found))
         if unmatched:
             what = "torch keys" if side == "torch" else "canonical paths"
-            raise MappingError(f"{PREFIX} {self.architecture}: {len(unmatched)} {what} have "
+            raise MappingError(f"{self.architecture}: {len(unmatched)} {what} have "
                                f"no rule: {', '.join(unmatched)}")
         return resolved
 
@@ -210,7 +209,7 @@ class Mapping:
             if absent:
                 missing.append(f"{key} needs {', '.join(absent)}")
         if missing:
-            raise MappingError(f"{PREFIX} {self.architecture}: fused tensors lack pieces: "
+            raise MappingError(f"{self.architecture}: fused tensors lack pieces: "
                                + "; ".join(missing))
 
         def to_torch(item: tuple[str, tuple[Rule, dict[str, str]]]) -> np.ndarray:
@@ -240,12 +239,12 @@ class Mapping:
                                                      strict=True)
                    if not any(regex.match(path) for path in given)]
         if missing:
-            raise MappingError(f"{PREFIX} {self.architecture}: Flax-only variables (no torch "
+            raise MappingError(f"{self.architecture}: Flax-only variables (no torch "
                                f"tensor gives them) lack values: {', '.join(missing)}; pass "
                                "them as flax_only= (e.g. from the Flax model's init)")
         strays = [path for path in given if not self.is_flax_only(path)]
         if strays:
-            raise MappingError(f"{PREFIX} {self.architecture}: flax_only= gives variables the "
+            raise MappingError(f"{self.architecture}: flax_only= gives variables the "
                                f"mapping does not list as Flax-only: {', '.join(strays)}")
         return unflatten({**flat, **given})
 
@@ -275,6 +274,6 @@ class Mapping:
             arrays[path] = np.asarray(value)
             layouts[path] = rule.layout
         if misplaced:
-            raise MappingError(f"{PREFIX} {self.architecture}: variables in the wrong "
+            raise MappingError(f"{self.architecture}: variables in the wrong "
                                f"collection: {', '.join(misplaced)}")
         return arrays, layouts

@@ -35,7 +35,7 @@ from pytest_parity.compare import (
     problem_record,
     records,
 )
-from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.errors import ParityError
 from pytest_parity.mapping import Mapping, Rule
 from pytest_parity.run.diagnosed import concluded, recorded
 from pytest_parity.run.gradients import checked_losses
@@ -91,8 +91,8 @@ def parity_test(*, torch: Any, flax: Any, inputs: Any = None,
                     hints=hints, extra_rules=extra_rules, name=test.__name__, grads=grads,
                     loss=losses, seed=fixtures["parity_seed"])
             except ParityError as error:  # models that cannot be paired, inputs that cannot
-                records.emit(problem_record(test.__name__, str(error).removeprefix(PREFIX)
-                                            .strip()))  # be drawn: a message, no traceback
+                records.emit(problem_record(test.__name__, error.message.strip()))
+                # be drawn: a message, no traceback
                 pytest.fail(str(error), pytrace=False)
             kept = {name: fixtures[name] for name in (p.name for p in wanted)}
             return test(**kept, result=result) if passes_result else test(**kept)
@@ -134,9 +134,9 @@ def check_parity(*, torch: Any, flax: Any, inputs: Any = None, device: str = "cp
         examples()
     except AssertionError as failure:
         if runner.failing_gradients is not None:  # its text says which and where
-            records.emit({**runner.failing_gradients[1].to_record(), "kind": "gradients",
-                          "examples": runner.result.examples, "name": f"{name}: gradients, "
-                          f"shrunk failing example of {runner.result.examples}"})
+            records.emit(runner.failing_gradients[1].to_record().with_fields(
+                kind="gradients", examples=runner.result.examples, name=f"{name}: gradients, "
+                f"shrunk failing example of {runner.result.examples}"))
             raise
         if runner.failing is None:  # structures, shapes or dtypes differ
             if runner.problem:
@@ -147,16 +147,16 @@ def check_parity(*, torch: Any, flax: Any, inputs: Any = None, device: str = "cp
     result = runner.result
     result.compilations = runner.compilations()
     if result.worst is not None and result.worst_input is not None:
-        record = result.worst.to_record()
-        record.update(name=f"{name}: worst of {result.examples} examples, "
-                           f"{result.compilations} compilations",
-                      examples=result.examples, compilations=result.compilations)
+        record = result.worst.to_record().with_fields(
+            name=f"{name}: worst of {result.examples} examples, "
+                 f"{result.compilations} compilations",
+            examples=result.examples, compilations=result.compilations)
         worst_input = result.worst_input
         concluded(result.worst, lambda: runner.diagnosis(worst_input), record)
     if result.worst_gradients is not None:
-        records.emit({**result.worst_gradients.to_record(), "kind": "gradients",
-                      "examples": result.examples, "name": f"{name}: gradients, worst of "
-                      f"{result.examples} examples"})
+        records.emit(result.worst_gradients.to_record().with_fields(
+            kind="gradients", examples=result.examples, name=f"{name}: gradients, worst of "
+            f"{result.examples} examples"))
     return result
 
 
@@ -165,9 +165,9 @@ def _diagnosed(failure: AssertionError, runner: LayerCase, name: str) -> None:
     __tracebackhide__ = True
     assert runner.failing is not None
     batch, comparison = runner.failing
-    record = comparison.to_record()
-    record.update(name=f"{name}: shrunk failing example of {runner.result.examples}",
-                  examples=runner.result.examples)
+    record = comparison.to_record().with_fields(
+        name=f"{name}: shrunk failing example of {runner.result.examples}",
+        examples=runner.result.examples)
     lines = recorded(comparison, lambda: runner.diagnosis(batch), record)
     error = AssertionError("\n".join([str(failure), *lines]))
     error.__notes__ = list(getattr(failure, "__notes__", []))

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity.compare import Comparison, format_failure, records
+from pytest_parity.compare import Comparison, ParityRecord, format_failure, records
 from pytest_parity.diagnose import Diagnosis, diagnose, mode
 from pytest_parity.errors import PREFIX
 from pytest_parity.layouts import Layout
@@ -32,28 +32,28 @@ def diagnosis_of(*, mapping: Mapping | None, torch_model: Any, flax_module: Any,
 
 
 def recorded(comparison: Comparison, diagnosis: Callable[[], Diagnosis | None],
-             record: dict[str, Any] | None = None) -> list[str]:
+             record: ParityRecord | None = None) -> list[str]:
     """Emit the comparison's record, with the diagnosis where `--parity-trace` wants one; the
     diagnosis' lines for the failure text. A diagnosis that fails says so in one line: it
     never hides the failure it was to explain."""
-    record = dict(record or comparison.to_record())
+    record = record or comparison.to_record()
     lines: list[str] = []
     if mode.wanted(comparison.passed):
         try:
             found = diagnosis()
         except Exception as error:
-            record["diagnosis_error"] = f"{type(error).__name__}: {error}"
+            record = record.with_fields(diagnosis_error=f"{type(error).__name__}: {error}")
             lines = [f"{PREFIX} no diagnosis: it failed with {record['diagnosis_error']}"]
         else:
             if found is not None:
-                record["diagnosis"] = found.to_record()
+                record = record.with_fields(diagnosis=found.to_record())
                 lines = found.lines()
     records.emit(record)
     return lines
 
 
 def concluded(comparison: Comparison, diagnosis: Callable[[], Diagnosis | None],
-              record: dict[str, Any] | None = None) -> Comparison:
+              record: ParityRecord | None = None) -> Comparison:
     """Record the comparison (diagnosed where wanted); raise its failure text, the diagnosis
     appended, when it failed."""
     __tracebackhide__ = True

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
 
 from pytest_parity.branches import Branches, ParityBranchWarning
-from pytest_parity.compare import REFERENCE_DTYPES, Comparison, detail
+from pytest_parity.compare import REFERENCE_DTYPES, Comparison, ParityRecord, detail
 from pytest_parity.errors import PREFIX
 from pytest_parity.mapping import Mapping
 from pytest_parity.run.diagnosed import concluded
@@ -20,15 +19,15 @@ FULL_LEAVES = 2  # up to this many failing leaves, the report shows them in full
 
 
 def concluded_with_branches(comparison: Comparison, branches: Branches, dtype: str,
-                            kind: str, where: list[str], record: dict[str, Any] | None = None,
+                            kind: str, where: list[str], record: ParityRecord | None = None,
                             cause: Sequence[str] = ()) -> None:
     """Record the comparison with what its branches showed; raise its failure text (`cause`
     first, the report, bounded unless -v, the branches' lines, then `where`); warn where it
     passed only through the reference's branches."""
     __tracebackhide__ = True
     lines = branches.lines(dtype, REFERENCE_DTYPES.get(dtype, dtype), comparison.passed)
-    record = {**(record or comparison.to_record()), "kind": kind,
-              "branches": branches.to_record()}
+    record = (record or comparison.to_record()).with_fields(kind=kind,
+                                                            branches=branches.to_record())
     try:
         concluded(comparison, lambda: None, record)
     except AssertionError as failure:

@@ -30,7 +30,7 @@ from pytest_parity.branches import (
     flips_between,
 )
 from pytest_parity.compare import GRADIENT_BUDGET, Comparison, compared
-from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.errors import ParityError
 from pytest_parity.layouts import Layout
 from pytest_parity.mapping import Mapping
 from pytest_parity.run.gradient_report import concluded_with_branches, parting_lines
@@ -82,7 +82,7 @@ def checked_losses(loss: Any) -> Losses | None:
         return None
     if isinstance(loss, Sequence) and len(loss) == 2 and all(map(callable, loss)):
         return (loss[0], loss[1])
-    raise ParityError(f"{PREFIX} loss= takes (torch_loss, flax_loss), a function of each "
+    raise ParityError(f"loss= takes (torch_loss, flax_loss), a function of each "
                       f"side's outputs returning a scalar, or None (a random projection of "
                       f"the outputs); got {loss!r}")
 

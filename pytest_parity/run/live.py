@@ -26,7 +26,7 @@ import numpy as np
 
 from pytest_parity.calls import wrapped_module
 from pytest_parity.checkpoint import checkpoint_from_torch
-from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.errors import ParityError
 from pytest_parity.inputs import Input
 from pytest_parity.layouts import Layout
 from pytest_parity.mapping import Mapping, automatic_mapping, flatten
@@ -49,7 +49,7 @@ class _Held:
     def __call__(self) -> Any:
         model = self._model()
         if model is None:
-            raise ParityError(f"{PREFIX} the {self.__name__} given to pair_of is gone; build "
+            raise ParityError(f"the {self.__name__} given to pair_of is gone; build "
                               "the pair again from a model you still hold")
         if not self._copied:
             return model
@@ -170,6 +170,6 @@ def _fitting(variables: Any, expected: Any, owner: str) -> Any:
                  if path in expected_flat and np.shape(value) != np.shape(expected_flat[path])]
     if problems:
         shown = problems[:8] + ([f"... {len(problems) - 8} more"] if len(problems) > 8 else [])
-        raise ParityError(f"{PREFIX} pair {owner!r}: the given variables do not fit the Flax "
+        raise ParityError(f"pair {owner!r}: the given variables do not fit the Flax "
                           "module\n  " + "\n  ".join(shown))
     return given

@@ -20,7 +20,6 @@ from pytest_parity.calls import outputs_both_return
 from pytest_parity.checkpoint import Checkpoint
 from pytest_parity.compare import Comparison, compared
 from pytest_parity.diagnose import Diagnosis
-from pytest_parity.errors import PREFIX
 from pytest_parity.inputs import InputError
 from pytest_parity.layouts import Layout
 from pytest_parity.registry import Pair
@@ -92,8 +91,8 @@ class LoadedPair:
         try:
             return run_torch(self.torch_model, inputs, self.device, self.dtype)
         except InputError as error:
-            raise InputError(f"{PREFIX} pair {self.name!r}, torch side: "
-                             f"{str(error).removeprefix(PREFIX + ' ')}") from None
+            raise InputError(f"pair {self.name!r}, torch side: "
+                             f"{error.message}") from None
 
     def flax_forward(self, inputs: Any) -> Any:
         """The Flax model's output on the same torch-layout batch (given to Flax in its own
@@ -163,8 +162,8 @@ class LoadedPair:
                               **self.tolerance(rtol, atol))
         concluded(comparison, lambda: self.diagnose(inputs, flax_inputs=flax_inputs,
                                                     rtol=rtol, atol=atol),
-                  record={**comparison.to_record(), "torch_only": self.torch_only,
-                          "pair": self.name})
+                  record=comparison.to_record().with_fields(torch_only=self.torch_only,
+                                                            pair=self.name))
         return PairResult(comparison, torch_out, flax_out)
 
     def assert_grads_close(self, inputs: Any, *, flax_inputs: Any = None, loss: Any = None,

@@ -19,7 +19,6 @@ import numpy as np
 from pytest_parity.arrays import to_numpy, to_torch
 from pytest_parity.calls import plain_outputs, signature_target
 from pytest_parity.devices import jax_device, torch_device
-from pytest_parity.errors import PREFIX
 from pytest_parity.inputs import InputError
 from pytest_parity.layouts import Layout
 
@@ -111,7 +110,7 @@ def called(function: Callable[..., Any], *leading: Any, inputs: Any) -> Any:
         except TypeError as error:
             name = type(function).__name__ if target is not function else getattr(
                 function, "__name__", type(function).__name__)
-            raise InputError(f"{PREFIX} {name}{signature} cannot take the named inputs "
+            raise InputError(f"{name}{signature} cannot take the named inputs "
                              f"{', '.join(inputs)}: {error}") from None
     return function(*leading, **inputs)
 

@@ -73,12 +73,12 @@ def batches_of(batches: Any, steps: int | None) -> list[Any]:
         ParityError: no step to take, or a number of steps the batches do not give.
     """
     if steps is not None and (type(steps) is not int or steps < 1):
-        raise ParityError(f"{PREFIX} steps={steps!r}: a whole number of steps, 1 or more")
+        raise ParityError(f"steps={steps!r}: a whole number of steps, 1 or more")
     if isinstance(batches, (list, tuple)) and not batches:
-        raise ParityError(f"{PREFIX} no batches were given: one per step, or one for all")
+        raise ParityError("no batches were given: one per step, or one for all")
     if isinstance(batches, (list, tuple)):
         if steps is not None and steps != len(batches):
-            raise ParityError(f"{PREFIX} steps={steps} but {len(batches)} batches were given: "
+            raise ParityError(f"steps={steps} but {len(batches)} batches were given: "
                               "give one batch per step, or one batch and steps=")
         return list(batches)
     return [batches] * (3 if steps is None else steps)
@@ -176,7 +176,7 @@ def training_arguments(flax_module: Any, given: Mapping[str, Any] | None, variab
     if not others:
         return {}
     name = type(getattr(flax_module, "module", flax_module)).__name__
-    raise ParityError(f"{PREFIX} {name}.__call__ takes no `train` argument, and its "
+    raise ParityError(f"{name}.__call__ takes no `train` argument, and its "
                       f"{', '.join(others)} change in training mode: give flax_training= the "
                       "keyword arguments that put it in training mode (e.g. "
                       "flax_training={'training': True}), or flax_training={} to call it as "
@@ -192,7 +192,7 @@ def _named_training(flax_module: Any, arguments: Mapping[str, Any]) -> Iterator[
         if "unexpected keyword argument" not in str(error):
             raise
         name = type(getattr(flax_module, "module", flax_module)).__name__
-        raise ParityError(f"{PREFIX} {name} refused the training arguments {dict(arguments)!r} "
+        raise ParityError(f"{name} refused the training arguments {dict(arguments)!r} "
                           f"({error}): give flax_training= the keyword arguments its __call__ "
                           "takes for training mode, or flax_training={}") from None
 
@@ -220,7 +220,7 @@ def steps_parity(pair: Any, batches: Any, *, optimizer: Any, steps: int | None =
     factory, tx = optimizer if isinstance(optimizer, Sequence) and len(optimizer) == 2 \
         else (optimizer, None)
     if not callable(factory) or (tx is not None and not hasattr(tx, "update")):
-        raise ParityError(f"{PREFIX} optimizer= takes a factory of torch's optimizer "
+        raise ParityError(f"optimizer= takes a factory of torch's optimizer "
                           "(lambda ps: torch.optim.AdamW(ps, lr=1e-3)), or (that factory, an "
                           f"optax transformation); got {optimizer!r}")
     host = batches_of(batches, steps)
@@ -277,8 +277,9 @@ def steps_parity(pair: Any, batches: Any, *, optimizer: Any, steps: int | None =
                                             label, pair.pair.mapping, comparison)
     losses = [f"{PREFIX} loss per step: torch {listed(torch_side.losses)}, "
               f"Flax {listed(flax_side.losses)}"]
-    record = {**comparison.to_record(), "pair": pair.name,
-              "losses": {"torch": torch_side.losses.tolist(), "flax": flax_side.losses.tolist()}}
+    record = comparison.to_record().with_fields(
+        pair=pair.name,
+        losses={"torch": torch_side.losses.tolist(), "flax": flax_side.losses.tolist()})
     concluded_with_branches(comparison, branches, pair.dtype, "steps", [*losses, *(
         [] if cause else parting_lines(comparison, pair.pair.mapping, "parameters"))], record,
                             cause)

@@ -108,25 +108,23 @@ def assert_loss_decreases(model: Any, batch: Any, *, loss: Callable[[Any], Any] 
     """
     __tracebackhide__ = True
     if steps < 2:
-        raise ParityError(f"{PREFIX} steps={steps}: the loss needs 2 steps or more to fall")
+        raise ParityError(f"steps={steps}: the loss needs 2 steps or more to fall")
     loss = loss or _default_loss
     if hasattr(model, "parameters") and callable(model.parameters):
         losses, got_gradient = _torch_losses(model, batch, loss, optimizer, steps)
     else:
         if variables is None:
-            raise ParityError(f"{PREFIX} {type(model).__name__}: a Flax module needs its "
+            raise ParityError(f"{type(model).__name__}: a Flax module needs its "
                               "variables= to be trained")
         losses, got_gradient = _flax_losses(model, variables, batch, loss, optimizer, steps,
                                             apply_kwargs or {})
     first, last = losses[0], losses[-1]
     passed = math.isfinite(last) and last < first
-    record = problem_record(name, "")
-    del record["problem"]
-    record.update(kind="loss_down", losses=losses, passed=passed, leaves=1, size=len(losses),
-                  max_abs=abs(last - first), max_rel=abs(last - first) / max(abs(first), 1e-30),
-                  margin=1.0 + (last - first) / max(abs(first), 1e-30), tolerance_from="-",
-                  n_failing=0 if passed else 1)
-    records.emit(record)
+    records.emit(problem_record(name, "").without("problem").with_fields(
+        kind="loss_down", losses=losses, passed=passed, leaves=1, size=len(losses),
+        max_abs=abs(last - first), max_rel=abs(last - first) / max(abs(first), 1e-30),
+        margin=1.0 + (last - first) / max(abs(first), 1e-30), tolerance_from="-",
+        n_failing=0 if passed else 1))
     if not passed:
         why = "" if got_gradient else (" No parameter got a gradient: the loss does not "
                                        "depend on any parameter (a detached output, a "

@@ -22,7 +22,7 @@ import numpy as np
 
 from pytest_parity.arrays import to_numpy
 from pytest_parity.branches import Choice, Seen, pinned, recorded
-from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.errors import ParityError
 from pytest_parity.layouts import Layout
 from pytest_parity.mapping import Mapping as WeightMapping
 
@@ -122,7 +122,7 @@ def scalar_loss(value: Any) -> None:
     """Raises ParityError unless the loss is one number (a tensor or array of one element)."""
     shape = tuple(getattr(value, "shape", ()))
     if int(np.prod(shape)) != 1:
-        raise ParityError(f"{PREFIX} the loss must be a scalar; it has shape {shape} "
+        raise ParityError(f"the loss must be a scalar; it has shape {shape} "
                           "(reduce it: .mean() or .sum())")
 
 

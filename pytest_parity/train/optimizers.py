@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.arrays import to_numpy
-from pytest_parity.errors import PREFIX, ParityError
+from pytest_parity.errors import ParityError
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def _one_group(name: str, groups: list[dict[str, Any]]) -> dict[str, Any]:
                  for option in sorted({k for g in groups for k in g} - {"params"})
                  if len({repr(_scalar(g.get(option))) for g in groups}) > 1]
     detail = f" (differing in {'; '.join(differing)})" if differing else ""
-    raise ParityError(f"{PREFIX} torch.optim.{name} has {len(groups)} parameter groups{detail};"
+    raise ParityError(f"torch.optim.{name} has {len(groups)} parameter groups{detail};"
                       " an optax equivalent is drawn for one group only: pass your own optax "
                       "transformation (optax.multi_transform for several groups)")
 
@@ -156,7 +156,7 @@ def equivalence_of(torch_optimizer: Any) -> tuple[Equivalence, dict[str, Any]]:
     name = type(torch_optimizer).__name__
     row = EQUIVALENCES.get(name)
     if row is None:
-        raise ParityError(f"{PREFIX} torch.optim.{name} has no optax equivalent here; "
+        raise ParityError(f"torch.optim.{name} has no optax equivalent here; "
                           f"supported: {', '.join(sorted(EQUIVALENCES))}, or pass your own "
                           "optax transformation")
     group = _one_group(name, torch_optimizer.param_groups)
@@ -170,7 +170,7 @@ def equivalence_of(torch_optimizer: Any) -> tuple[Equivalence, dict[str, Any]]:
               f"reads {', '.join(sorted(known - {'params'}))})"
               for option in sorted(hyper.keys() - known)]
     if wrong:
-        raise ParityError(f"{PREFIX} torch.optim.{name}: no optax equivalent of "
+        raise ParityError(f"torch.optim.{name}: no optax equivalent of "
                           f"{'; '.join(wrong)}")
     return row, hyper
 
@@ -217,7 +217,7 @@ def torch_state(torch_optimizer: Any, names: Mapping[int, str]) -> dict[str, Any
     for parameter in hyper["params"]:
         key = names.get(id(parameter))
         if key is None:
-            raise ParityError(f"{PREFIX} a parameter of torch.optim.{row.torch_name} (shape "
+            raise ParityError(f"a parameter of torch.optim.{row.torch_name} (shape "
                               f"{tuple(parameter.shape)}) has no name in `names` "
                               f"({len(names)} named): pass id(parameter) -> torch key for each")
         values = torch_optimizer.state.get(parameter, {})
@@ -228,7 +228,7 @@ def torch_state(torch_optimizer: Any, names: Mapping[int, str]) -> dict[str, Any
     if row.step is not None:
         if len(set(steps.values())) > 1:
             taken = ", ".join(f"{key}: {count}" for key, count in steps.items())
-            raise ParityError(f"{PREFIX} torch.optim.{row.torch_name}'s parameters took "
+            raise ParityError(f"torch.optim.{row.torch_name}'s parameters took "
                               f"different numbers of steps ({taken}): torch skips a parameter "
                               "whose .grad is None, optax steps every parameter")
         found[row.step] = np.asarray(next(iter(steps.values()), 0))

@@ -19,7 +19,7 @@ LAYERS = [
                     "numerics", "jax_cache", "torchvision_compat", "environment", "layouts",
                     "inputs", "nnx_bridge", "strategies", "report", "report_picture", "gates",
                     "user_frames", "caches", "calls",
-                    "progress"}),
+                    "progress", "case_context", "parity_record"}),
     ("mapping", {"mapping"}),
     ("pairs", {"registry"}),
     ("checkpoint", {"checkpoint"}),
