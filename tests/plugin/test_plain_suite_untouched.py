@@ -2,8 +2,11 @@
 plugin sets jax's persistent cache and CUBLAS_WORKSPACE_CONFIG only around parity cases, never
 over what the user set, and restores them after each case (pytest_parity/jax_cache.py).
 
-Each run is a fresh process (runpytest_subprocess), so jax reads its environment anew.
+Each run is a fresh process (runpytest_subprocess), so jax reads its environment anew; an
+xdist worker sets up its own at its first parity case.
 """
+
+from importlib.util import find_spec
 
 import pytest
 
@@ -93,11 +96,16 @@ def _mixed(pytester, user, inside, cublas, user_cublas):
     return plugin
 
 
-def test_parity_case_gets_the_plugins_cache_where_the_user_set_none(pytester, monkeypatch):
+@pytest.mark.parametrize("options", [
+    (), pytest.param(("-n", "1"), marks=pytest.mark.skipif(
+        find_spec("xdist") is None, reason="pytest-xdist is not installed"))],
+    ids=["one-process", "xdist-worker"])
+def test_parity_case_gets_the_plugins_cache_where_the_user_set_none(pytester, monkeypatch,
+                                                                    options):
     _environment(monkeypatch)
     plugin = _mixed(pytester, user=None, inside=str(pytester.path / PLUGIN_DIR),
                     cublas=":4096:8", user_cublas=None)
-    pytester.runpytest_subprocess().assert_outcomes(passed=3)
+    pytester.runpytest_subprocess(*options).assert_outcomes(passed=3)
     assert _entries(pytester.path / PLUGIN_DIR), f"nothing was cached in {plugin}"
 
 
