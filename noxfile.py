@@ -48,7 +48,7 @@ def run_parity_cases(session: nox.Session, *options: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite on CPU (benchmarks run once each, untimed)."""
-    install(session, "torch,jax,text,ports,bench,dev")
+    install(session, "torch,jax,text,ports,zoo,bench,dev")
     print_versions(session)
     session.run(*PYTEST, "--benchmark-disable", PARITY_DTYPES, *session.posargs)
 
@@ -94,7 +94,7 @@ GATED = [
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Every benchmark (pytest-benchmark), timed; the gate table; JSON in .benchmarks/."""
-    install(session, "torch,jax,bench")
+    install(session, "torch,jax,zoo,bench")
     print_versions(session)
     session.run(*PYTEST, "tests/benchmarks", "--benchmark-only", "--parity-bench-gate",
                 "--benchmark-json=.benchmarks/bench.json", *session.posargs)
@@ -103,7 +103,7 @@ def bench(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def gate(session: nox.Session) -> None:
     """The gated benchmarks only, failing on a ratio over its limit (CI runs this)."""
-    install(session, "torch,jax,bench")
+    install(session, "torch,jax,zoo,bench")
     print_versions(session)
     session.run(*PYTEST, *GATED, "--benchmark-only", "--parity-bench-gate",
                 "--benchmark-json=.benchmarks/gate.json", *session.posargs)
@@ -112,7 +112,7 @@ def gate(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def gpu(session: nox.Session) -> None:
     """The parity cases on the GPU (--parity-device=gpu); a usage error where there is none."""
-    install(session, "torch,jax,text")
+    install(session, "torch,jax,text,zoo")
     print_versions(session)
     run_parity_cases(session, "--parity-device=gpu")
 

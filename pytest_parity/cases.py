@@ -52,8 +52,8 @@ OPTIONS: list[tuple[str, Callable[[str], Any], str, str]] = [
      "when a failing pair comparison is diagnosed (weight and settings audits, the first "
      "divergent module): on-failure, always or off. Default: on-failure."),
     ("parity_jax_cache", options.parse_jax_cache, "",
-     "directory of jax's persistent compilation cache, or none. Default: "
-     ".pytest_cache/d/parity-xla."),
+     "directory of jax's persistent compilation cache for parity cases, or none. Default: "
+     ".pytest_cache/d/parity-xla, unless jax has a cache directory of yours."),
 ]
 
 
@@ -74,6 +74,8 @@ class Settings:
     update_golden: bool
     golden_dir: Path
     jax_cache: Path | None
+    # Given by the option or the ini: then it wins over a jax cache the user set (jax_cache.py).
+    jax_cache_explicit: bool = False
 
     def layers(self) -> list[Layer]:
         return [("command line", self.rtol, self.atol)]
@@ -131,17 +133,20 @@ def read_settings(config: pytest.Config) -> Settings:
         update_golden=bool(config.getoption("parity_update_golden")),
         golden_dir=golden_dir if golden_dir.is_absolute() else config.rootpath / golden_dir,
         jax_cache=_jax_cache_dir(config, values["parity_jax_cache"]),
+        jax_cache_explicit=values["parity_jax_cache"] is not None,
     )
 
 
 def _jax_cache_dir(config: pytest.Config, value: str | None) -> Path | None:
-    """The option's directory; by default one in pytest's cache (none without the cache)."""
+    """The option's directory; by default one in pytest's cache (none without the cache):
+    where `config.cache.mkdir(XLA_DIR)` would make it, but not made here (jax makes it at the
+    first compile into it), so that a suite without parity cases leaves none behind."""
     if value == "none":
         return None
     if value is not None:
         return Path(value) if Path(value).is_absolute() else config.rootpath / value
     cache = getattr(config, "cache", None)
-    return cache.mkdir(XLA_DIR) if cache is not None else None
+    return Path(cache._cachedir, "d", XLA_DIR) if cache is not None else None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ default alone, to test the fast settings users actually run with.
 Both modes seed torch's global generator with the case's seed (`--parity-seed`), so a layer
 built inside a test gets the same initial weights on every run. Settings are restored after
 the case. Frameworks are touched only if installed; importing this module imports neither.
+Nothing is set outside parity cases (see `process_applied` for cuBLAS's environment variable).
 """
 
 from __future__ import annotations
@@ -38,10 +39,20 @@ def describe(mode: str, seed: int) -> dict[str, Any]:
     return settings
 
 
-def prepare_process(mode: str) -> None:
-    """Process-wide settings that must precede CUDA initialisation (cuBLAS determinism)."""
-    if mode == "pinned":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+@contextmanager
+def process_applied(mode: str) -> Iterator[None]:
+    """Around a parity case: in pinned mode, cuBLAS's deterministic workspace
+    (CUBLAS_WORKSPACE_CONFIG=:4096:8) unless the user set the variable (theirs is kept); the
+    variable is removed again after the case. cuBLAS reads it when it first starts on a device,
+    so it takes only where that happens in a parity case, and stays in force after it there."""
+    if mode != "pinned" or "CUBLAS_WORKSPACE_CONFIG" in os.environ:
+        yield
+        return
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    try:
+        yield
+    finally:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def _deterministic_algorithms(torch: Any, on: bool, warn_only: bool) -> None:

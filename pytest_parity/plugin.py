@@ -81,8 +81,6 @@ def pytest_configure(config: pytest.Config) -> None:
         problem = value and _path_problem(Path(value), wants_directory=option != "--parity-report")
         if problem:
             raise pytest.UsageError(f"{PREFIX} {option}={value}: {problem}")
-    numerics.prepare_process(settings.numerics)
-    jax_cache.configure(settings.jax_cache)
     config.pluginmanager.register(ReportCollector(config), "parity-report")
     config.addinivalue_line(
         "markers", "parity_gate(baseline, limit): fail --parity-bench-gate runs when this "
@@ -155,6 +153,18 @@ def is_parity_case(item: pytest.Item) -> bool:
     fixtures = getattr(item, "fixturenames", ())
     return item.get_closest_marker("parity") is not None or "parity_device" in fixtures \
         or "parity_dtype" in fixtures
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """A parity case's process-wide settings (jax's persistent cache, cuBLAS's workspace) from
+    its setup to its teardown, and never over the user's own; restored after it."""
+    if not is_parity_case(item):
+        return (yield)
+    settings = item.config.stash[cases.SETTINGS]
+    with numerics.process_applied(settings.numerics), \
+            jax_cache.applied(settings.jax_cache, explicit=settings.jax_cache_explicit):
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)

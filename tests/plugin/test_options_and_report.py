@@ -302,21 +302,25 @@ def test_trees_that_cannot_be_compared_are_fail_records_too(pytester):
                           "(float64) does not match expected shape (3, 2) (float64)")]
 
 
-def test_jax_compilation_cache_defaults_to_pytests_cache_and_turns_off(pytester):
+def test_jax_compilation_cache_defaults_to_pytests_cache_and_turns_off(pytester, monkeypatch):
+    pytest.importorskip("jax")
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.delenv("JAX_ENABLE_COMPILATION_CACHE", raising=False)
     pytester.makepyfile(test_cache="""
-        import os
+        import jax
         import pytest
 
         @pytest.mark.parity
         def test_where():
-            print("CACHE", os.environ.get("JAX_COMPILATION_CACHE_DIR"),
-                  os.environ.get("JAX_ENABLE_COMPILATION_CACHE"))
+            print("CACHE", jax.config.jax_compilation_cache_dir,
+                  jax.config.jax_enable_compilation_cache)
     """)
     result = pytester.runpytest_subprocess("-s", "--parity-report=r.json")
-    result.stdout.fnmatch_lines([f"*CACHE {pytester.path}/.pytest_cache/d/parity-xla true"])
+    result.stdout.fnmatch_lines([f"*CACHE {pytester.path}/.pytest_cache/d/parity-xla True"])
     settings = json.loads((pytester.path / "r.json").read_text())["settings"]
     assert settings["jax_cache"] == f"{pytester.path}/.pytest_cache/d/parity-xla"
     pytester.runpytest_subprocess("-s", "--parity-jax-cache=none").stdout.fnmatch_lines(
-        ["*CACHE None false"])  # the directory is dropped, even one inherited
+        ["*CACHE None False"])
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(pytester.path / "users"))
     pytester.runpytest_subprocess("-s", "--parity-jax-cache=xla").stdout.fnmatch_lines(
-        [f"*CACHE {pytester.path}/xla true"])
+        [f"*CACHE {pytester.path}/xla True"])  # the option chooses, over the user's directory
