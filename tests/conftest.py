@@ -10,6 +10,8 @@ pytest_plugins = ["pytester"]
 # zoo ports, at the sizes users port most. Every other zoo model, and the tests marked
 # zoo_all, run under --zoo=all: the default, so the whole suite (and CI) runs them all.
 FLAGSHIP = {"resnet50", "vit_b_16", "minilm_l6"}
+# The zoo's largest models (and their NNX twins): their cases are slow (see the slow marker).
+LARGEST = {"resnet101", "resnet152", "vit_l_16"}
 ZOO_CHOICES = ("flagship", "all")
 
 
@@ -35,6 +37,10 @@ def pytest_configure(config):
         "markers", "zoo_all: runs only with --zoo=all (the default), not in the main job")
     config.addinivalue_line(
         "markers", "robustness: runs only with --robustness-seeds=N (N > 0), over N seeds")
+    config.addinivalue_line(
+        "markers", "slow: a case of 10 s or more here (the bug catalogues, training runs, the "
+                   "zoo's largest models): `nox -s tests` leaves them to `nox -s tests -- -m "
+                   "slow`; CI runs both")
 
 
 def pytest_generate_tests(metafunc):
@@ -57,6 +63,8 @@ def pytest_collection_modifyitems(config, items):
     kept, deselected = [], []
     for item in items:
         model = _zoo_model(item)
+        if model is not None and model.removesuffix("_nnx") in LARGEST:
+            item.add_marker(pytest.mark.slow)
         outside = flagship and (item.get_closest_marker("zoo_all") is not None or (
             "zoo" in item.path.parts and model is not None and model not in FLAGSHIP))
         if item.get_closest_marker("robustness") is not None and not campaign:

@@ -15,6 +15,8 @@ import pytest
 from tests.ports.port_bugs import BUGS, DTYPES, PORTS, REQUIRES, forward_findings, measured
 from tests.support.requirements import require
 
+pytestmark = pytest.mark.slow  # 44 injected bugs and 8 false-alarm sweeps: 4-32 s each
+
 
 @pytest.fixture(scope="module")
 def ports():

@@ -11,7 +11,8 @@ import torch
 from pytest_parity.compare import detail, records
 
 optax = pytest.importorskip("optax")
-pytestmark = pytest.mark.zoo_all  # 28 s of training steps: the whole zoo's, not the main job's
+# Training steps: the whole zoo's, not the main job's; 19-52 s a case
+pytestmark = [pytest.mark.zoo_all, pytest.mark.slow]
 
 LEARNING_RATE, WEIGHT_DECAY = 1e-3, 0.05
 IMAGES = np.random.default_rng(3).standard_normal((2, 3, 64, 64)).astype(np.float32)

@@ -20,6 +20,8 @@ input batches.
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # 10-35 s a case
+
 GRADIENT_PAIRS = ["resnet18", "vit_ti_16"]
 
 
