@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity.torchvision_compat import import_torchvision
-
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 # Each model's torchvision weights whose transforms preprocess its inputs; torchvision has no
@@ -41,8 +39,10 @@ def photo() -> Any:
 
 
 def torchvision_transform(name: str) -> Any:
+    from models.registry import torchvision_models
+
     weights, member = WEIGHTS[name]
-    return getattr(getattr(import_torchvision().models, weights), member).transforms()
+    return getattr(getattr(torchvision_models(), weights), member).transforms()
 
 
 def describe(name: str) -> str:

@@ -37,14 +37,17 @@ VITS = {
 }
 
 
-def _torchvision_models() -> Any:
-    from pytest_parity.torchvision_compat import import_torchvision
+def torchvision_models() -> Any:
+    from pytest_parity import import_torchvision
 
-    return import_torchvision().models
+    torchvision = import_torchvision()
+    if torchvision is None:
+        raise ModuleNotFoundError("the zoo needs torchvision: pip install -e '.[zoo]'")
+    return torchvision.models
 
 
 def _torch_resnet(name: str) -> Any:
-    return getattr(_torchvision_models(), name)()
+    return getattr(torchvision_models(), name)()
 
 
 def _flax_resnet(flax_name: str) -> Any:
@@ -55,7 +58,7 @@ def _flax_resnet(flax_name: str) -> Any:
 
 def _torch_vit(builder: str | None, patch: int, layers: int, heads: int, hidden: int,
                mlp: int) -> Any:
-    models = _torchvision_models()
+    models = torchvision_models()
     if builder is not None:
         return getattr(models, builder)()
     # torchvision ships no Ti/16 builder; its class with DeiT-Ti's configuration.

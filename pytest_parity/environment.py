@@ -28,14 +28,17 @@ def _torch_lines() -> list[str]:
     devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})"
                          for i in range(torch.cuda.device_count())]
     lines = [f"torch {torch.__version__}: devices {', '.join(devices)}"]
-    try:
-        from pytest_parity.torchvision_compat import import_torchvision, workaround_applied
+    from pytest_parity.torchvision_compat import import_torchvision, workaround_applied
 
+    try:
         torchvision = import_torchvision()
+    except ImportError:
+        torchvision = None
+    if torchvision is None:
+        lines.append("torchvision: not installed")
+    else:
         note = " (op schemas defined by pytest_parity.torchvision_compat)"
         lines.append(f"torchvision {torchvision.__version__}{note if workaround_applied() else ''}")
-    except ImportError:
-        lines.append("torchvision: not installed")
     return lines
 
 

@@ -7,9 +7,10 @@ algorithms where they exist (warn only where they do not). `default` leaves ever
 default alone, to test the fast settings users actually run with.
 
 Both modes seed torch's global generator with the case's seed (`--parity-seed`), so a layer
-built inside a test gets the same initial weights on every run. Settings are restored after
-the case. Frameworks are touched only if installed; importing this module imports neither.
-Nothing is set outside parity cases (see `process_applied` for cuBLAS's environment variable).
+built inside a test gets the same initial weights on every run. Settings and the generators'
+states are restored after the case. Frameworks are touched only if installed; importing this
+module imports neither. Nothing is set outside parity cases (see `process_applied` for
+cuBLAS's environment variable).
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def _pinned_torch(seed: int, pinned: bool) -> Iterator[None]:
              torch.get_float32_matmul_precision(), backends.cudnn.deterministic,
              backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled())
+    # The case is seeded; what follows it draws on as if it had not run.
+    generators = (torch.random.get_rng_state(),
+                  torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
     torch.manual_seed(seed)
     if pinned:
         backends.cuda.matmul.allow_tf32 = backends.cudnn.allow_tf32 = False
@@ -88,6 +92,9 @@ def _pinned_torch(seed: int, pinned: bool) -> Iterator[None]:
          backends.cudnn.deterministic, backends.cudnn.benchmark, deterministic,
          warn_only) = saved
         _deterministic_algorithms(torch, deterministic, warn_only=warn_only)
+        torch.random.set_rng_state(generators[0])
+        if generators[1] is not None:
+            torch.cuda.set_rng_state_all(generators[1])
 
 
 @contextmanager

@@ -267,7 +267,11 @@ def _draw_report(report: Path, found: list[ParityRecord]) -> list[str]:
     from pytest_parity import registry
     from pytest_parity.report_picture import draw, model_of, picture_path
 
-    group_of = partial(model_of, known_models=registry.registered_names())
+    try:
+        known = registry.registered_names()
+    except ParityError:  # an unreadable pair table: records' own pair names still group them
+        known = []
+    group_of = partial(model_of, known_models=known)
     return [f"parity picture written to {draw(found, picture_path(report), group_of)}"]
 
 

@@ -4,9 +4,8 @@ A repository names where each pair is registered, and looking a pair up (`get(na
 only that module: its pyproject's name table, `[tool.parity.pairs]`, a line a pair (`resnet18
 = "mypackage.vision_pairs"`), or, for an installed package, an entry point a pair in the
 `pytest_parity.pairs` group (PAIRS_ENTRY_POINT_GROUP) named as the pair, the pyproject winning.
-Both are read without importing anything, so `names()` and `registered_names()` (the CLI's
-listings, the report picture's rows) import nothing. A module the table names must
-`register(Pair(name, ...))` that name, else `get` says so, naming the table's line.
+Both are read importing nothing (`registered_names()`: the report picture's rows). A module
+the table names must `register(Pair(name, ...))` that name, else `get` says so.
 
 The older ways still work, importing every module they name the first time a name is not
 otherwise known: `[tool.parity] zoo = ["mypackage.pairs"]` and entry points in the
@@ -192,7 +191,7 @@ def _import(module: str, where: str) -> None:
     try:
         importlib.import_module(module)
     except ImportError as error:  # the module's own errors keep their traceback
-        raise ParityError(f"{where}: zoo module {module!r} does not import "
+        raise ParityError(f"{where}: pairs module {module!r} does not import "
                           f"({type(error).__name__}: {error})") from None
 
 
@@ -218,6 +217,8 @@ def _load_declared(name: str, module: str, where: str) -> Pair:
                           f"registered no pair {name!r}; register(Pair({name!r}, ...)) there, "
                           "or name the module that does")
     return _PAIRS[name]
+
+
 def _load_entry_points() -> list[str]:
     loaded = []
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
@@ -277,7 +278,7 @@ def get(name: str) -> Pair:
         raise UnknownArchitecture(
             f"unknown architecture {name!r}; registered: {known} (looked in: "
             f"{'; '.join(_state['searched'])}). A project registers its pairs "
-            "(pytest_parity.registry.register(Pair(...))) in modules it names under "
+            "(pytest_parity.register(Pair(...))) in modules it names under "
             '[tool.parity.pairs] (name = "module", imported when that name is looked up) or '
             f"[tool.parity] zoo in its pyproject.toml, or in the {PAIRS_ENTRY_POINT_GROUP!r} "
             f"or {ENTRY_POINT_GROUP!r} entry point groups; pytest-parity's own zoo (resnet*, "

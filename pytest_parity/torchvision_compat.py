@@ -10,6 +10,7 @@ only after the plain import has failed with exactly that error.
 from __future__ import annotations
 
 import sys
+from importlib.util import find_spec
 from types import ModuleType
 
 _MISSING_OP = "operator torchvision::nms does not exist"
@@ -35,8 +36,11 @@ def _define_op_schemas() -> None:
         _schema_library.define(schema)
 
 
-def import_torchvision() -> ModuleType:
-    """`import torchvision`, defining its op schemas first only if the plain import fails."""
+def import_torchvision() -> ModuleType | None:
+    """`import torchvision`, defining its op schemas first only if the plain import fails;
+    None where torchvision is not installed (then nothing imports it, transformers neither)."""
+    if find_spec("torchvision") is None:
+        return None
     try:
         import torchvision
     except RuntimeError as error:

@@ -3,7 +3,7 @@
     files.py    NAME.npz + NAME.json in the golden directory: write, read, provenance
     stored.py   GoldenError; an .npz and a manifest read without trusting their bytes
     lock.py     the lock on one golden file across processes, with a clean error
-    fixture.py  the `golden` fixture: pytest-regressions' review semantics, locked writes
+    fixture.py  the `parity_golden` fixture: pytest-regressions' review semantics, locked writes
 """
 
 from pytest_parity.golden.files import (

@@ -120,7 +120,7 @@ class GoldenFixture:
                 return f"{arrays_path} rewritten ({UPDATE_FLAG}): review the diff and commit it."
             write_atomically(obtained_path, lambda tmp: _save_npz(tmp, obtained), overwrite=True)
         except ParityError as error:  # the mismatch above is still the news; then why not saved
-            return f"Nothing written: {error}"
+            return f"Nothing written: {error.message}"
         return f"Obtained outputs saved to {obtained_path}. {UPDATE_HINT}"
 
     def _stored(self, name: str) -> golden_files.Golden | None:

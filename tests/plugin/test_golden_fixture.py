@@ -162,8 +162,8 @@ def test_obtained_outputs_that_cannot_be_saved_still_report_the_mismatch(pyteste
     (pytester.path / "reference_outputs" / "net.obtained.npz").mkdir()
     _clean_failure(_run(pytester, 2),
                    "*[[]parity[]] net vs golden/logits: values are not sufficiently close",
-                   "*Nothing written: [[]parity[]] *reference_outputs/net.obtained.npz: cannot "
-                   "write it: a directory is in its place")
+                   "Nothing written: /*/reference_outputs/net.obtained.npz: cannot "
+                   "write it: a directory is in its place")  # one [parity], the message's
     assert _stored(pytester) == [1.0, 2.0, 3.0]
     assert sorted(p.name for p in (pytester.path / "reference_outputs").iterdir()) == [
         ".net.lock", "net.json", "net.npz", "net.obtained.npz"]

@@ -61,3 +61,21 @@ def test_default_numerics_leave_the_frameworks_alone(pytester):
     assert (inside["jax"], inside["deterministic"]) == (None, False)
     assert inside["cudnn_tf32"] == plain["cudnn_tf32"]
     assert recorded == {"mode": "default", "torch_seed": 0}
+
+
+@pytest.mark.parametrize("mode", ["pinned", "default"])
+def test_a_case_seeds_torch_and_leaves_the_generator_as_it_found_it(mode):
+    torch = pytest.importorskip("torch")
+    from pytest_parity import numerics
+
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    with numerics.applied(mode, seed=0):
+        inside = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(inside, torch.rand(3))  # the case ran under its seed
+    torch.manual_seed(1234)
+    with numerics.applied(mode, seed=0):
+        torch.rand(5)
+    assert torch.equal(torch.rand(3), expected)  # and what follows draws as if it had not run

@@ -20,6 +20,9 @@ from pytest_parity.errors import ParityError
 @pytest.fixture
 def elsewhere(tmp_path, monkeypatch):
     """A folder outside the repository, with a registry that has loaded nothing yet."""
+    # The small pairs the tests here build on register into the real registry first: imported
+    # while it is swapped out, they would be missing from it afterwards (test_cli's tinynet).
+    import tests.support.tinynet  # noqa: F401
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(registry, "_PAIRS", {})
     monkeypatch.setattr(registry, "_state", {"zoo_loaded": False, "searched": []})
@@ -57,7 +60,7 @@ def test_a_project_elsewhere_registers_its_own_pairs_and_converts_both_ways(else
 
 @pytest.mark.parametrize(("pyproject", "words"), [
     ('[tool.parity]\nzoo = ["no_such_module_here"]\n',
-     "[tool.parity] zoo: zoo module 'no_such_module_here' does not import "
+     "[tool.parity] zoo: pairs module 'no_such_module_here' does not import "
      "(ModuleNotFoundError"),
     ('[tool.parity]\nzoo = "my_pairs"\n',
      "[tool.parity] zoo = 'my_pairs'; expected a list of module names"),

@@ -46,3 +46,10 @@ def test_other_import_errors_are_not_hidden(monkeypatch):
     with pytest.raises(RuntimeError, match="some other failure"):
         torchvision_compat.import_torchvision()
     assert not torchvision_compat.workaround_applied()  # no schemas were defined for it
+
+
+def test_without_torchvision_installed_there_is_nothing_to_import(monkeypatch):
+    from pytest_parity import torchvision_compat
+
+    monkeypatch.setattr(torchvision_compat, "find_spec", lambda name: None)
+    assert torchvision_compat.import_torchvision() is None  # no ModuleNotFoundError
