@@ -34,10 +34,23 @@ def _child(*arguments, env=None):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_resnet50_case_peak_memory(benchmark, request):
+def _persistent_xla_cache(directory):
+    return {"JAX_COMPILATION_CACHE_DIR": str(directory), "JAX_ENABLE_COMPILATION_CACHE": "true",
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+def test_resnet50_case_peak_memory(benchmark, request, tmp_path):
+    """A parity case's memory as its second run has it: its programs from the persistent XLA
+    cache. The child used to inherit the plugin's cache through the environment, which the
+    plugin no longer sets outside parity cases; compiling afresh adds 40-60 MB of the
+    compiler's own (measured: extra 531-542 MB warm, 580-595 MB cold)."""
     cache = str(request.config.cache.mkdir(CHECKPOINTS_DIR))
-    figures = benchmark.pedantic(_child, args=("case", cache), rounds=1, iterations=1)
-    baseline = _child("imports", cache)
+    xla = _persistent_xla_cache(tmp_path / "xla")
+    _child("case", cache, env=xla)  # compiles into the cache
+    figures = benchmark.pedantic(_child, args=("case", cache), kwargs={"env": xla},
+                                 rounds=1, iterations=1)
+    baseline = _child("imports", cache, env=xla)
     extra = figures["peak_rss_mb"] - baseline["peak_rss_mb"]
     benchmark.extra_info.update(
         peak_rss_mb=figures["peak_rss_mb"], imports_rss_mb=baseline["peak_rss_mb"],
@@ -48,10 +61,7 @@ def test_resnet50_case_peak_memory(benchmark, request):
 
 def test_resnet50_compile_cold_then_warm_cache(benchmark, request, tmp_path):
     cache = str(request.config.cache.mkdir(CHECKPOINTS_DIR))
-    env = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla"),
-           "JAX_ENABLE_COMPILATION_CACHE": "true",
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    env = _persistent_xla_cache(tmp_path / "xla")
     cold = _child("compile", cache, env=env)
     warm = benchmark.pedantic(_child, args=("compile", cache), kwargs={"env": env},
                               rounds=1, iterations=1)
