@@ -54,7 +54,7 @@ def _failing_cleanly() -> Iterator[None]:
     try:
         yield
     except ParityError as error:
-        pytest.fail(str(error), pytrace=False)
+        raise pytest.fail.Exception(str(error), pytrace=False) from None
 
 
 def _case_param(request: pytest.FixtureRequest, name: str, default: str) -> str:

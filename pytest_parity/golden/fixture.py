@@ -65,8 +65,8 @@ class GoldenFixture:
         __tracebackhide__ = True
         try:
             return golden_files.read(self.directory, name)
-        except ParityError as error:
-            pytest.fail(str(error), pytrace=False)
+        except ParityError as error:  # the message alone: no chained exception shown
+            raise pytest.fail.Exception(str(error), pytrace=False) from None
 
     def check(self, outputs: Any, *, name: str | None = None,
               manifest: Mapping[str, Any] | None = None, rtol: float | None = None,
@@ -82,7 +82,7 @@ class GoldenFixture:
             return self._check(outputs, name or default_name(self.nodeid), manifest,
                                rtol=rtol, atol=atol, mask=mask)
         except ParityError as error:  # a golden file unreadable, unlockable or unwritable
-            pytest.fail(str(error), pytrace=False)
+            raise pytest.fail.Exception(str(error), pytrace=False) from None
 
     def _check(self, outputs: Any, name: str, manifest: Mapping[str, Any] | None, *,
                rtol: float | None, atol: float | None, mask: Any) -> Comparison:
@@ -103,9 +103,10 @@ class GoldenFixture:
         try:
             return assert_close(obtained, expected, rtol=rtol, atol=atol, mask=mask,
                                 name=f"{name} vs golden")
-        except AssertionError as failure:
-            pytest.fail(f"{failure}\n{self._after_mismatch(name, obtained, manifest)}",
-                        pytrace=False)
+        except AssertionError as failure:  # its report, not "During handling of ..." after it
+            raise pytest.fail.Exception(
+                f"{failure}\n{self._after_mismatch(name, obtained, manifest)}",
+                pytrace=False) from None
 
     def _after_mismatch(self, name: str, obtained: dict[str, np.ndarray],
                         manifest: Mapping[str, Any] | None) -> str:

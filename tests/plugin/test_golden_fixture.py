@@ -132,6 +132,7 @@ def _clean_failure(result, *lines):
     result.stdout.fnmatch_lines(list(lines))
     result.stdout.no_fnmatch_line("*Error:*")
     result.stdout.no_fnmatch_line("*Traceback*")
+    result.stdout.no_fnmatch_line("*During handling of the above exception*")
 
 
 def test_a_lock_file_left_by_a_killed_run_is_reused(pytester):
