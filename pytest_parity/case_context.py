@@ -24,8 +24,6 @@ Layer = tuple[str, "float | Mapping[str, float] | None", "float | Mapping[str, f
 # 'auto', 'budget' or 'fixed', or {dtype: one of them} (a marker's per-dtype choice).
 Verdict = str | Mapping[str, str]
 
-TRACE_DEFAULT = "on-failure"
-
 
 @dataclass(frozen=True)
 class CaseContext:
@@ -33,9 +31,8 @@ class CaseContext:
 
     layers: tuple[Layer, ...] = ()  # the marker's, then the command line's
     verdict: Verdict = "auto"
-    trace: str = TRACE_DEFAULT  # --parity-trace: 'on-failure', 'always' or 'off'
+    trace: str = "on-failure"  # --parity-trace: 'on-failure', 'always' or 'off'
     detail: bool = False  # failure reports show every failing leaf in full (pytest -v)
-    numerics: Mapping[str, Any] | None = None  # the pinned numerics, as the report says them
     # Where the case's comparison records are collected; None: nothing is collecting. The list
     # is shared (not copied) by the contexts derived from this one, worker threads' included.
     records: list[Any] | None = None

@@ -187,8 +187,7 @@ def pytest_runtest_call(item: pytest.Item):
         layers=(spec.layer(), *settings.layers()),
         verdict=cases.case_verdict(settings.verdict, spec), trace=settings.trace,
         detail=item.config.get_verbosity() > 0, records=found)
-    with numerics.applied(settings.numerics, settings.seed) as pinned, \
-            case_context.entered(running, numerics=pinned):
+    with numerics.applied(settings.numerics, settings.seed), case_context.entered(running):
         try:
             return (yield)
         finally:

@@ -291,7 +291,7 @@ def names() -> list[str]:
     `zoo` list and entry points register (imported)."""
     if not _state["zoo_loaded"]:
         load_zoo()
-    return sorted({*_PAIRS, *_table()})
+    return registered_names()
 
 
 def registered_names() -> list[str]:

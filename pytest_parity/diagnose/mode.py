@@ -10,10 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pytest_parity import case_context
-from pytest_parity.case_context import TRACE_DEFAULT
 from pytest_parity.options import TRACE_MODES
-
-DEFAULT = TRACE_DEFAULT
 
 
 def current() -> str:
