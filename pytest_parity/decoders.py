@@ -12,8 +12,8 @@ greedily, from the same prompts:
                                         `max_length` positions: (logits (B, P, V), state)
     step(model, state, tokens)          one cached step: the tokens (B,) appended, attended to
                                         with mask 1: (logits (B, V), state)
-    cache(state)                        what the cache holds, layer by layer, as numpy in
-                                        torch's layout: [(keys, values)], each (B, kv heads,
+    cache(state)                        what the cache holds, layer by layer, as numpy (its
+                                        own dtype; bfloat16 through ml_dtypes) in torch's layout: [(keys, values)], each (B, kv heads,
                                         T, head dim), T the positions written so far
 
 torch: `model` is the torch model, the arrays torch tensors (ids and mask int64, on the
@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+
+from pytest_parity.arrays import to_numpy
 
 
 class Decoder(Protocol):
@@ -97,7 +99,7 @@ class TransformersTorch:
 
 
 def _numpy(tensor: Any) -> np.ndarray:
-    return tensor.detach().float().cpu().numpy()
+    return to_numpy(tensor.detach().cpu())
 
 
 class TransformersFlax:
@@ -154,7 +156,7 @@ class TransformersFlax:
             if names[-1] in ("cached_key", "cached_value"):
                 where = tuple(int(n) if n.isdigit() else n for n in names[:-1])
                 found.setdefault(where, {})[names[-1]] = np.asarray(
-                    leaf, np.float32).transpose(0, 2, 1, 3)[:, :, :written]
+                    leaf).transpose(0, 2, 1, 3)[:, :, :written]
         return [(found[where]["cached_key"], found[where]["cached_value"])
                 for where in sorted(found, key=_numbered)]
 

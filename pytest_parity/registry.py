@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.calls import flax_called_with, wrapped_module
+from pytest_parity.decoders import Decoding
 from pytest_parity.errors import ParityError
 from pytest_parity.inputs import Input, check_inputs, examples, mask_of
 from pytest_parity.inputs import to_flax as inputs_to_flax
@@ -69,6 +70,11 @@ class Pair:
     layout (one Layout for every output, or by output name: `{"last_hidden_state":
     Layout.SAME}`; default: the input's layout); `outputs="common"` compares the outputs both
     sides return (an option one library turns on by default), "all" (default) all of them.
+
+    A language model's `decoding` says how each side decodes with its KV cache (a prompt's
+    call, then one cached step at a time: pytest_parity.decoders), for
+    `LoadedPair.assert_decoding_close`; transformers' causal language models on both sides
+    need none.
     """
 
     name: str
@@ -86,6 +92,7 @@ class Pair:
     flax_call: MappingType[str, Any] = field(default_factory=dict)
     output_layout: Layout | MappingType[str, Layout] | None = None
     outputs: str = "all"
+    decoding: Decoding | None = None
 
     def __post_init__(self) -> None:
         if bool(self.inputs) == bool(self.input_shape):

@@ -26,6 +26,7 @@ import numpy as np
 
 from pytest_parity.calls import wrapped_module
 from pytest_parity.checkpoint import checkpoint_from_torch
+from pytest_parity.decoders import Decoding
 from pytest_parity.errors import ParityError
 from pytest_parity.inputs import Input
 from pytest_parity.layouts import Layout
@@ -106,7 +107,8 @@ def pair_of(torch_model: Any, flax_model: Any, variables: Any = None, *,
             outputs: str = "all",
             tolerances: MappingType[str, MappingType[str, float]] | None = None,
             device: str = "cpu", dtype: str = "float32", name: str | None = None,
-            mapping_options: MappingType[str, Any] | None = None) -> LoadedPair:
+            mapping_options: MappingType[str, Any] | None = None,
+            decoding: Decoding | None = None) -> LoadedPair:
     """Both models ready on `device` in `dtype`, as `parity_pair(name)` gives a registered
     pair: assert_close, diagnose, assert_grads_close, assert_steps_close.
 
@@ -122,6 +124,9 @@ def pair_of(torch_model: Any, flax_model: Any, variables: Any = None, *,
         mapping: the mapping between the two; None: `automatic_mapping` of the two models
             traced on the declared inputs, given `mapping_options` (hints, extra_rules,
             torch_only, flax_only).
+        decoding: how each side decodes with its KV cache (pytest_parity.decoders), for
+            `assert_decoding_close`; None: transformers' conventions where both sides are
+            transformers' causal language models.
 
     Raises:
         MappingError: the automatic mapping cannot pair the two models (naming the layers).
@@ -133,7 +138,8 @@ def pair_of(torch_model: Any, flax_model: Any, variables: Any = None, *,
                 input_shape=tuple(input_shape),
                 tolerances=dict(tolerances or {}), input_layout=input_layout,
                 inputs=tuple(inputs), torch_call=dict(torch_call or {}),
-                flax_call=dict(flax_call or {}), output_layout=output_layout, outputs=outputs)
+                flax_call=dict(flax_call or {}), output_layout=output_layout, outputs=outputs,
+                decoding=decoding)
     if mapping is None:
         pair = dataclasses.replace(pair, mapping=_mapping(pair, torch_model, flax_module,
                                                           mapping_options or {}))

@@ -19,10 +19,13 @@ from pytest_parity import progress
 from pytest_parity.calls import outputs_both_return
 from pytest_parity.checkpoint import Checkpoint
 from pytest_parity.compare import Comparison, compared
+from pytest_parity.decoders import Decoding
 from pytest_parity.diagnose import Diagnosis
 from pytest_parity.inputs import InputError
 from pytest_parity.layouts import Layout
 from pytest_parity.registry import Pair
+from pytest_parity.run.decoding import DEFAULT_STEPS
+from pytest_parity.run.decoding_check import DecodingResult, check_decoding
 from pytest_parity.run.diagnosed import concluded
 from pytest_parity.run.gradients import (
     GradientCheck,
@@ -232,6 +235,32 @@ class LoadedPair:
                                        training=training, flax_training=flax_training,
                                        seed=seed, rtol=rtol, atol=atol, name=name),
             every[0] if every else None, None)
+
+    def assert_decoding_close(self, input_ids: Any, attention_mask: Any = None, *,
+                              steps: int = DEFAULT_STEPS, decoding: Decoding | None = None,
+                              rtol: float | None = None, atol: float | None = None,
+                              name: str | None = None) -> DecodingResult:
+        """Both sides decode `steps` tokens greedily from the same prompts, each with its own
+        KV cache, and are compared at every step (pytest_parity.run.decoding): the logits
+        (judged as `assert_close` judges outputs: the budget in bfloat16/float16), the chosen
+        token (a tie, where the two choices are within the tolerance of each other, is
+        reported and both go on from torch's), and at the end each layer's cache by torch
+        key; and each side's cached steps against its own call over the whole sequence.
+
+        Args:
+            input_ids: the prompts, (batch, length) token ids, padded on the left.
+            attention_mask: 0 on the padding (None: no padding).
+            decoding: each side's decoder (pytest_parity.decoders); None: the pair's own, or
+                transformers' conventions.
+
+        Raises:
+            AssertionError: the first divergent step, each failing step's figures, each
+                side's cache consistency, and the diagnosis of that step.
+            ParityError: prompts padded on the right, a pair that declares no decoding.
+        """
+        __tracebackhide__ = True
+        return check_decoding(self, input_ids, attention_mask, steps=steps, decoding=decoding,
+                              rtol=rtol, atol=atol, name=name)
 
     @functools.cached_property
     def reference(self) -> ReferenceSides:

@@ -1,0 +1,189 @@
+"""Where one side's cached step parts from its own call over the whole sequence.
+
+A side whose cached steps disagree with its one call over everything (pytest_parity.run.
+decoding: cache consistency) has a bug the cache alone shows: a rotary offset not advanced, a
+cache written at the wrong index, a mask that the prompt's call builds differently from a
+step's. Both calls run once more with every module's output kept (torch: forward hooks; Flax:
+its modules' calls intercepted inside one jitted call, as pytest_parity.diagnose.capture does)
+and each module's output at the step's position is compared, in the order the modules finished
+(a module's children before it): the first that differs is where the step goes wrong. Its array
+inputs are compared the same way, so that a module given other inputs (positions, a mask) says
+so. No mapping is needed: one side against itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pytest_parity.compare import compare, leaves
+from pytest_parity.mapping import intercepted_calls
+from pytest_parity.nnx_bridge import NNXPort
+from pytest_parity.run.decoding_sides import FlaxSide, TorchSide, bound
+
+# path -> (its array inputs, its output arrays), in the order the calls finished
+Calls = dict[str, tuple[list[np.ndarray], list[np.ndarray]]]
+
+
+@dataclass(frozen=True)
+class CacheCulprit:
+    side: str
+    step: int
+    module: str  # torch's module name, or the Flax module's path
+    max_abs: float
+    inputs_differ: tuple[int, ...]  # which of its array inputs differ (0: the first)
+
+    def line(self) -> str:
+        given = (f"; its inputs {', '.join(f'#{i}' for i in self.inputs_differ)} differ too"
+                 if self.inputs_differ else "; its inputs agree")
+        return (f"  {self.side} side, step {self.step}: the cached step parts from one call over "
+                f"the sequence first at module {self.module} (output max abs "
+                f"{self.max_abs:.3g}{given})")
+
+
+def _arrays(value: Any) -> list[np.ndarray]:
+    return [np.asarray(leaf, np.float32) for leaf in leaves(value).values()
+            if hasattr(leaf, "shape") and hasattr(leaf, "dtype")]
+
+
+def torch_calls(side: TorchSide, call: Callable[[], Any]) -> Calls:
+    import torch
+
+    found: Calls = {}
+
+    def hook(name: str) -> Callable[..., None]:
+        def kept(module: Any, args: Any, kwargs: Any, output: Any) -> None:
+            if name not in found:
+                given = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+                found[name] = ([a.detach().float().cpu().numpy() for a in given],
+                               [a.detach().float().cpu().numpy() for a in leaves(output).values()
+                                if isinstance(a, torch.Tensor)])
+        return kept
+
+    hooks = [module.register_forward_hook(hook(name), with_kwargs=True)
+             for name, module in side.model.named_modules()]
+    try:
+        with torch.no_grad():
+            call()
+    finally:
+        for handle in hooks:
+            handle.remove()
+    return found
+
+
+def flax_calls(side: FlaxSide, call: Callable[[Any], Any]) -> Calls:
+    """`call(model)` (model as the side's decoder takes it) in one jitted run with every
+    module call's array inputs and outputs kept."""
+    import flax.linen as nn
+    import jax
+
+    order: list[str] = []
+
+    def run(variables: Any) -> Any:
+        model = bound(side.module, variables)
+        found: list[tuple[list[Any], list[Any]]] = []
+
+        def keep(path: str, function: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+            output = function(*args, **kwargs)
+            if path not in order:
+                order.append(path)
+                found.append(([a for a in (*args, *kwargs.values()) if hasattr(a, "shape")],
+                              [leaf for leaf in leaves(output).values()
+                               if hasattr(leaf, "shape")]))
+            return output
+
+        if isinstance(side.module, NNXPort):
+            with intercepted_calls(model[0], lambda path, _sub, function, args, kwargs:
+                                   keep(path, function, args, kwargs)):
+                call(model)
+            return found
+
+        def linen(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
+            if context.method_name != "__call__":
+                return next_fun(*args, **kwargs)
+            return keep("/".join(context.module.path), next_fun, args, kwargs)
+
+        with nn.intercept_methods(linen):
+            call(model)
+        return found
+
+    ran = jax.jit(run)(side.variables)
+    return {path: ([np.asarray(a, np.float32) for a in given],
+                   [np.asarray(a, np.float32) for a in out])
+            for path, (given, out) in zip(order, ran, strict=True)}
+
+
+def _at(array: np.ndarray, length: int, index: int) -> np.ndarray | None:
+    """The position `index` of an array whose second axis is a call's sequence (`length`)."""
+    return array[:, index] if array.ndim >= 2 and array.shape[1] == length else None
+
+
+def _differing(cached: list[np.ndarray], whole: list[np.ndarray], lengths: tuple[int, int],
+               indices: tuple[int, int], tolerance: dict[str, float]) -> tuple[list[int], float]:
+    """Which of the arrays differ at the step's position, and the largest difference."""
+    differ, largest = [], 0.0
+    for number, (mine, theirs) in enumerate(zip(cached, whole, strict=False)):
+        a, b = _at(mine, lengths[0], indices[0]), _at(theirs, lengths[1], indices[1])
+        if a is None or b is None or a.shape != b.shape:
+            continue
+        comparison = compare(a, b, **tolerance)
+        if not comparison.passed:
+            differ.append(number)
+            largest = max(largest, comparison.max_abs)
+    return differ, largest
+
+
+def first_parting(side_name: str, step: int, cached: Calls, whole: Calls,
+                  lengths: tuple[int, int], indices: tuple[int, int],
+                  tolerance: dict[str, float]) -> CacheCulprit | None:
+    """The first module, in the order the cached call finished them, whose output differs."""
+    for path, (inputs, outputs) in cached.items():
+        if path not in whole or not path:
+            continue
+        differ, largest = _differing(outputs, whole[path][1], lengths, indices, tolerance)
+        if differ:
+            inputs_differ, _ = _differing(inputs, whole[path][0], lengths, indices, tolerance)
+            return CacheCulprit(side_name, step, path, largest, tuple(inputs_differ))
+    return None
+
+
+def cache_culprit(side_name: str, side: TorchSide | FlaxSide, run: Any, step: int,
+                  tolerance: dict[str, float]) -> CacheCulprit | None:
+    """Decode again on one side up to `step`, and follow its cached call and its call over the
+    whole sequence through its modules (run: pytest_parity.run.decoding.DecodingRun)."""
+    prompt = run.prompt_length
+    ids, mask = run.sequence[:, :prompt], run.mask[:, :prompt]
+    max_length = prompt + run.tokens.shape[1]
+    decoder = side.decoder
+    torch_side = isinstance(side, TorchSide)
+    if step > 0:
+        side.start(ids, mask, max_length)
+        for fed in range(step - 1):
+            side.step(run.tokens[:, fed])
+    state, tokens = side.state, run.tokens[:, step - 1] if step > 0 else None
+
+    def cached(model: Any) -> Any:
+        if step == 0:
+            return decoder.start(model, *given(ids, mask), max_length)
+        return decoder.step(model, state, given(tokens)[0])
+
+    def over_everything(model: Any) -> Any:
+        return decoder.start(model, *given(run.sequence, run.mask), run.sequence.shape[1])
+
+    def given(*arrays: np.ndarray) -> list[Any]:
+        if torch_side:
+            return [side._tensor(array) for array in arrays]  # type: ignore[union-attr]
+        return [np.asarray(array, np.int32) for array in arrays]
+
+    if torch_side:
+        first = torch_calls(side, lambda: cached(side.model))  # type: ignore[union-attr]
+        second = torch_calls(side, lambda: over_everything(side.model))  # type: ignore[union-attr]
+    else:
+        first = flax_calls(side, cached)  # type: ignore[arg-type]
+        second = flax_calls(side, over_everything)  # type: ignore[arg-type]
+    length = prompt if step == 0 else 1
+    return first_parting(side_name, step, first, second, (length, run.sequence.shape[1]),
+                         (length - 1, prompt - 1 + step), tolerance)
