@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from models.bert.mapping import bert_mapping
+from models.gpt2 import GPT2_CONFIG, PROMPTS, flax_gpt2, gpt2_mapping, torch_gpt2
 from models.resnet.mapping import resnet_mapping
 from models.vit.mapping import vit_mapping
+from pytest_parity.decoders import Decoding, TransformersFlax, TransformersTorch
 from pytest_parity.inputs import Input
 from pytest_parity.registry import Pair, get, register
 
@@ -188,3 +190,13 @@ def _minilm_golden() -> Any:
 register(Pair("minilm_l6", _torch_minilm, _flax_minilm, bert_mapping("minilm_l6"),
               inputs=MINILM_INPUTS, golden=_minilm_golden,
               checkpoint=_minilm_checkpoint))
+
+
+# transformers' GPT-2 against its Flax GPT-2 (models/gpt2.py): a decoder language model whose
+# decoding is checked step by step with each side's KV cache (transformers' conventions).
+register(Pair("gpt2", torch_gpt2, flax_gpt2, gpt2_mapping, inputs=(
+    Input("input_ids", PROMPTS, "int64", high=GPT2_CONFIG["vocab_size"]),
+    Input("attention_mask", PROMPTS, "int64", mask=True),
+    Input("position_ids", PROMPTS, "int64", high=GPT2_CONFIG["n_positions"])),
+    torch_call={"use_cache": False},
+    decoding=Decoding(TransformersTorch(), TransformersFlax())))

@@ -120,6 +120,24 @@ class TransformersFlax:
                                     mutable=["cache"])
         return out.logits, written["cache"]
 
+    def __init__(self) -> None:
+        self._shapes: dict[tuple[int, int, int], Any] = {}
+
+    def _cache_shapes(self, module: Any, batch: int, max_length: int) -> Any:
+        """The cache collection's shapes, from `init(init_cache=True)` traced once per module
+        and size and kept (a step traced again, e.g. by the diagnosis, initialises nothing)."""
+        import jax
+        import jax.numpy as jnp
+
+        key = (id(module), batch, max_length)
+        if key not in self._shapes:
+            ids = jnp.ones((batch, max_length), "i4")
+            self._shapes[key] = jax.eval_shape(lambda: module.init(
+                jax.random.PRNGKey(0), ids, ids,
+                jnp.broadcast_to(jnp.arange(max_length), (batch, max_length)),
+                init_cache=True))["cache"]
+        return self._shapes[key]
+
     def start(self, model: Any, input_ids: Any, attention_mask: Any, max_length: int
               ) -> tuple[Any, Any]:
         import jax
@@ -127,11 +145,8 @@ class TransformersFlax:
 
         module, _ = model
         batch, length = input_ids.shape
-        shapes = jax.eval_shape(lambda: module.init(
-            jax.random.PRNGKey(0), jnp.ones((batch, max_length), "i4"),
-            jnp.ones((batch, max_length), "i4"),
-            jnp.broadcast_to(jnp.arange(max_length), (batch, max_length)), init_cache=True))
-        cache = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])
+        cache = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                       self._cache_shapes(module, batch, max_length))
         mask = jnp.ones((batch, max_length), "i4").at[:, :length].set(attention_mask)
         positions = jnp.where(attention_mask == 0, 1, jnp.cumsum(attention_mask, -1) - 1)
         logits, cache = self._call(model, cache, input_ids, mask, positions)

@@ -9,7 +9,7 @@ pytest_plugins = ["pytester"]
 # The main job's pairs (`nox -s parity`, which passes --zoo=flagship): one of each kind the
 # zoo ports, at the sizes users port most. Every other zoo model, and the tests marked
 # zoo_all, run under --zoo=all: the default, so the whole suite (and CI) runs them all.
-FLAGSHIP = {"resnet50", "vit_b_16", "minilm_l6"}
+FLAGSHIP = {"resnet50", "vit_b_16", "minilm_l6", "llama", "gpt2"}
 # The zoo's largest models (and their NNX twins): their cases are slow (see the slow marker).
 LARGEST = {"resnet101", "resnet152", "vit_l_16"}
 ZOO_CHOICES = ("flagship", "all")
@@ -22,7 +22,7 @@ def pytest_addoption(parser):
              "the suite fast; e.g. --fuzz-examples=2000 for a campaign.")
     parser.addoption(
         "--zoo", choices=ZOO_CHOICES, default="all",
-        help="what the parity cases cover: 'flagship' (ResNet-50, ViT-B/16 and MiniLM-L6, "
+        help="what the parity cases cover: 'flagship' (ResNet-50, ViT-B/16, MiniLM-L6, the decoders, "
              "the Linen layer catalogue, the mutations: the main job, nox -s parity) or "
              "'all' (every zoo model, NNX twins, gradients and training steps; default).")
     parser.addoption(

@@ -102,7 +102,8 @@ def flax_calls(side: FlaxSide, call: Callable[[Any], Any]) -> Calls:
             return found
 
         def linen(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
-            if context.method_name != "__call__":
+            # A decoder that makes its cache with `init` (shapes only) is not the call followed.
+            if context.method_name != "__call__" or context.module.is_initializing():
                 return next_fun(*args, **kwargs)
             return keep("/".join(context.module.path), next_fun, args, kwargs)
 
