@@ -15,7 +15,7 @@ LAYER_CHECKS = ROOT / "docs" / "layer-checks.md"
 # What marks each README example: every ```python block holds exactly one of these.
 FIRST_TESTS = "def test_dense_matches_linear"
 PAIRS_MODULE, PAIR_TEST = "# mypairs.py", "# test_mlp.py"
-PORT, LAYER_CHECK = "pair_of(", "@parity_test("
+PORT, LAYER_CHECK = "def test_gpt2_port", "@parity_test("
 EXAMPLES = (FIRST_TESTS, PAIRS_MODULE, PAIR_TEST, PORT, LAYER_CHECK)
 
 
