@@ -4,17 +4,16 @@
 A side's decoder is an object of four methods; the check drives both sides' decoders in step,
 greedily, from the same prompts:
 
-    inputs(input_ids, attention_mask)   the named inputs of the side's uncached forward over
-                                        a whole sequence (numpy): what the pair's own call
-                                        takes (position ids where the side takes them, by the
-                                        side's own convention), for the diagnosis
+    inputs(input_ids, attention_mask)   the named inputs (numpy) of the side's uncached call
+                                        over a whole sequence, position ids by the side's own
+                                        convention where it takes them (for the diagnosis)
     start(model, ids, mask, max_length) the prompt's call, filling a cache that holds
                                         `max_length` positions: (logits (B, P, V), state)
     step(model, state, tokens)          one cached step: the tokens (B,) appended, attended to
                                         with mask 1: (logits (B, V), state)
     cache(state)                        what the cache holds, layer by layer, as numpy (its
-                                        own dtype; bfloat16 through ml_dtypes) in torch's layout: [(keys, values)], each (B, kv heads,
-                                        T, head dim), T the positions written so far
+                                        own dtype) in torch's layout: [(keys, values)], each
+                                        (B, kv heads, T, head dim), T the positions written
 
 torch: `model` is the torch model, the arrays torch tensors (ids and mask int64, on the
 model's device), called under no_grad. Flax: `model` is (module, variables): the Linen module

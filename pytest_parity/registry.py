@@ -70,11 +70,6 @@ class Pair:
     layout (one Layout for every output, or by output name: `{"last_hidden_state":
     Layout.SAME}`; default: the input's layout); `outputs="common"` compares the outputs both
     sides return (an option one library turns on by default), "all" (default) all of them.
-
-    A language model's `decoding` says how each side decodes with its KV cache (a prompt's
-    call, then one cached step at a time: pytest_parity.decoders), for
-    `LoadedPair.assert_decoding_close`; transformers' causal language models on both sides
-    need none.
     """
 
     name: str
@@ -92,7 +87,7 @@ class Pair:
     flax_call: MappingType[str, Any] = field(default_factory=dict)
     output_layout: Layout | MappingType[str, Layout] | None = None
     outputs: str = "all"
-    decoding: Decoding | None = None
+    decoding: Decoding | None = None  # each side's decoding with its KV cache (decoders.py)
 
     def __post_init__(self) -> None:
         if bool(self.inputs) == bool(self.input_shape):
@@ -294,14 +289,12 @@ def get(name: str) -> Pair:
 
 
 def names() -> list[str]:
-    """Every pair's name: the name table's, read without importing, and those the older
-    `zoo` list and entry points register (imported)."""
+    """Every pair's name: the name table's and those the `zoo` list registers (imported)."""
     if not _state["zoo_loaded"]:
         load_zoo()
     return registered_names()
 
 
 def registered_names() -> list[str]:
-    """The names registered so far and those the name table declares, importing nothing (for
-    naming what a report compared)."""
+    """The names registered so far and those the name table declares, importing nothing."""
     return sorted({*_PAIRS, *_table()})

@@ -22,8 +22,9 @@ def pytest_addoption(parser):
              "the suite fast; e.g. --fuzz-examples=2000 for a campaign.")
     parser.addoption(
         "--zoo", choices=ZOO_CHOICES, default="all",
-        help="what the parity cases cover: 'flagship' (ResNet-50, ViT-B/16, MiniLM-L6, the decoders, "
-             "the Linen layer catalogue, the mutations: the main job, nox -s parity) or "
+        help="what the parity cases cover: 'flagship' (ResNet-50, ViT-B/16, MiniLM-L6, the "
+             "decoders, the Linen layer catalogue, the mutations: the main job, nox -s "
+             "parity) or "
              "'all' (every zoo model, NNX twins, gradients and training steps; default).")
     parser.addoption(
         "--robustness-seeds", type=int, default=0, metavar="N",

@@ -174,7 +174,8 @@ def ties_and_misses(run: DecodingRun, cross: Comparison) -> tuple[list[Tie], lis
     the step's element tolerance of each other on both sides: each side may be off by one
     tolerance) and misses (a token chosen by a clear margin on one side and not the other)."""
     results = {leaf.path: leaf for leaf in cross.leaves}
-    ties, misses = [], []
+    ties: list[Tie] = []
+    misses: list[Tie] = []
     for row, step in zip(*np.nonzero(run.tokens != run.flax_tokens), strict=True):
         torch_logits, flax_logits = run.steps["torch"][row, step], run.steps["flax"][row, step]
         ours, theirs = int(run.tokens[row, step]), int(run.flax_tokens[row, step])

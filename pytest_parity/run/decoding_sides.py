@@ -35,7 +35,8 @@ class TorchSide:
     device: str
     state: Any = None
 
-    def _tensor(self, array: np.ndarray) -> Any:
+    def tensor(self, array: np.ndarray) -> Any:
+        """Token ids or a mask as an int64 tensor on the side's device."""
         import torch
 
         return torch.as_tensor(np.asarray(array, np.int64), device=torch_device(self.device))
@@ -45,15 +46,15 @@ class TorchSide:
         import torch
 
         with torch.no_grad():
-            logits, self.state = self.decoder.start(self.model, self._tensor(input_ids),
-                                                    self._tensor(attention_mask), max_length)
+            logits, self.state = self.decoder.start(self.model, self.tensor(input_ids),
+                                                    self.tensor(attention_mask), max_length)
         return as_float(logits)
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.no_grad():
-            logits, self.state = self.decoder.step(self.model, self.state, self._tensor(tokens))
+            logits, self.state = self.decoder.step(self.model, self.state, self.tensor(tokens))
         return as_float(logits)
 
     def cache(self) -> list[tuple[np.ndarray, np.ndarray]]:

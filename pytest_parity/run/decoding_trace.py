@@ -130,7 +130,7 @@ def _differing(cached: list[np.ndarray], whole: list[np.ndarray], lengths: tuple
         a, b = _at(mine, lengths[0], indices[0]), _at(theirs, lengths[1], indices[1])
         if a is None or b is None or a.shape != b.shape:
             continue
-        comparison = compare(a, b, **tolerance)
+        comparison = compare(a, b, rtol=tolerance.get("rtol"), atol=tolerance.get("atol"))
         if not comparison.passed:
             differ.append(number)
             largest = max(largest, comparison.max_abs)
@@ -158,33 +158,32 @@ def cache_culprit(side_name: str, side: TorchSide | FlaxSide, run: Any, step: in
     prompt = run.prompt_length
     ids, mask = run.sequence[:, :prompt], run.mask[:, :prompt]
     max_length = prompt + run.tokens.shape[1]
-    decoder = side.decoder
-    torch_side = isinstance(side, TorchSide)
+    decoder: Any = side.decoder
     if step > 0:
         side.start(ids, mask, max_length)
         for fed in range(step - 1):
             side.step(run.tokens[:, fed])
-    state, tokens = side.state, run.tokens[:, step - 1] if step > 0 else None
+    state = side.state
+
+    def given(*arrays: np.ndarray) -> list[Any]:
+        if isinstance(side, TorchSide):
+            return [side.tensor(array) for array in arrays]
+        return [np.asarray(array, np.int32) for array in arrays]
 
     def cached(model: Any) -> Any:
         if step == 0:
             return decoder.start(model, *given(ids, mask), max_length)
-        return decoder.step(model, state, given(tokens)[0])
+        return decoder.step(model, state, given(run.tokens[:, step - 1])[0])
 
     def over_everything(model: Any) -> Any:
         return decoder.start(model, *given(run.sequence, run.mask), run.sequence.shape[1])
 
-    def given(*arrays: np.ndarray) -> list[Any]:
-        if torch_side:
-            return [side._tensor(array) for array in arrays]  # type: ignore[union-attr]
-        return [np.asarray(array, np.int32) for array in arrays]
-
-    if torch_side:
-        first = torch_calls(side, lambda: cached(side.model))  # type: ignore[union-attr]
-        second = torch_calls(side, lambda: over_everything(side.model))  # type: ignore[union-attr]
+    if isinstance(side, TorchSide):
+        model = side.model
+        first = torch_calls(side, lambda: cached(model))
+        second = torch_calls(side, lambda: over_everything(model))
     else:
-        first = flax_calls(side, cached)  # type: ignore[arg-type]
-        second = flax_calls(side, over_everything)  # type: ignore[arg-type]
+        first, second = flax_calls(side, cached), flax_calls(side, over_everything)
     length = prompt if step == 0 else 1
     return first_parting(side_name, step, first, second, (length, run.sequence.shape[1]),
                          (length - 1, prompt - 1 + step), tolerance)

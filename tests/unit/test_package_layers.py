@@ -18,7 +18,7 @@ LAYERS = [
     ("foundation", {"errors", "arrays", "atomic", "threads", "project", "options", "devices",
                     "numerics", "jax_cache", "torchvision_compat", "environment", "layouts",
                     "inputs", "nnx_bridge", "strategies", "report", "report_picture", "gates",
-                    "user_frames", "caches", "calls",
+                    "user_frames", "caches", "calls", "decoders",
                     "progress", "case_context", "parity_record"}),
     ("mapping", {"mapping"}),
     ("pairs", {"registry"}),
