@@ -192,6 +192,12 @@ register(Pair("minilm_l6", _torch_minilm, _flax_minilm, bert_mapping("minilm_l6"
               checkpoint=_minilm_checkpoint))
 
 
+def _decoded_golden(name: str) -> Any:
+    from models.decoding_golden import compute
+
+    return compute(name)
+
+
 # transformers' GPT-2 against its Flax GPT-2 (models/gpt2.py): a decoder language model whose
 # decoding is checked step by step with each side's KV cache (transformers' conventions).
 # float32: 32 decoded steps' logits (up to 9) and caches, 8 prompt draws, max abs up to 6.6e-6,
@@ -202,4 +208,5 @@ register(Pair("gpt2", torch_gpt2, flax_gpt2, gpt2_mapping, inputs=(
     Input("attention_mask", PROMPTS, "int64", mask=True),
     Input("position_ids", PROMPTS, "int64", high=GPT2_CONFIG["n_positions"])),
     torch_call={"use_cache": False}, tolerances=GPT2_TOLERANCES,
+    golden=partial(_decoded_golden, "gpt2"),
     decoding=Decoding(TransformersTorch(), TransformersFlax())))

@@ -7,7 +7,7 @@ import pytest
 from pytest_parity.compare import records
 from pytest_parity.decoders import TransformersFlax
 from pytest_parity.errors import ParityError
-from tests.support.prompts import left_padded
+from models.decoding_golden import left_padded
 from tests.support.requirements import require
 
 require("transformers", "transformers is not installed: pip install -e '.[text]'")
