@@ -4,10 +4,10 @@ what it compares, what it records, how it fails and what a failure names."""
 import numpy as np
 import pytest
 
+from models.decoding_golden import left_padded
 from pytest_parity.compare import records
 from pytest_parity.decoders import TransformersFlax
 from pytest_parity.errors import ParityError
-from models.decoding_golden import left_padded
 from tests.support.requirements import require
 
 require("transformers", "transformers is not installed: pip install -e '.[text]'")
