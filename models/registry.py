@@ -13,6 +13,9 @@ from typing import Any
 
 from models.bert.mapping import bert_mapping
 from models.gpt2 import GPT2_CONFIG, PROMPTS, flax_gpt2, gpt2_mapping, torch_gpt2
+from models.llama.mapping import llama_mapping
+from models.llama.small import nnx_model as llama_nnx_model
+from models.llama.small import torch_model as llama_torch_model
 from models.resnet.mapping import resnet_mapping
 from models.vit.mapping import vit_mapping
 from pytest_parity.decoders import Decoding, TransformersFlax, TransformersTorch
@@ -203,3 +206,16 @@ register(Pair("gpt2", torch_gpt2, flax_gpt2, gpt2_mapping, inputs=(
     Input("position_ids", PROMPTS, "int64", high=GPT2_CONFIG["n_positions"])),
     torch_call={"use_cache": False}, tolerances=GPT2_TOLERANCES,
     decoding=Decoding(TransformersTorch(), TransformersFlax())))
+
+
+# A Llama-style decoder (models/llama/): transformers' LlamaForCausalLM against its Flax NNX
+# port, both of the small configuration of models/llama/small.py, on the torch model's seeded
+# initialisation. The drawn position ids need not fit the drawn mask (padding at the end):
+# both sides take the same ones, and rotary angles are then exercised at scattered positions.
+# The port's own KV-cache decoder: models.llama.decoding.LLAMA_DECODING. Measured figures:
+# tests/zoo/test_llama.py.
+LLAMA_INPUTS = (Input("input_ids", (3, 12), "int64", high=256),
+                Input("attention_mask", (3, 12), "int64", mask=True),
+                Input("position_ids", (3, 12), "int64", high=12))
+register(Pair("llama", llama_torch_model, llama_nnx_model, llama_mapping("llama"),
+              inputs=LLAMA_INPUTS, torch_call={"use_cache": False}))
