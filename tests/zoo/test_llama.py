@@ -4,8 +4,9 @@
 The forward pair is held to the float32 defaults and to bfloat16's error budget, on drawn
 tokens and on left-padded prompts; each side's cached greedy decoding (the port's own
 LlamaDecoding, transformers' through pytest_parity.decoders.TransformersTorch) gives at every
-step the logits of an uncached forward over the prefix. Measured figures (CPU, seed 0) are
-in the tests' docstrings.
+step the logits of an uncached forward over the prefix; each of the porting bugs of
+tests/support/llama_bugs.py changes the port's decoded logits. Measured figures (CPU, seed 0)
+are in the tests' docstrings.
 """
 
 import numpy as np
@@ -171,3 +172,25 @@ def test_transformers_cached_decoding_equals_its_uncached_forward(parity_pair):
     assert_close(port_steps, stepped, atol=2e-5, name=f"{NAME} cached steps: port vs torch")
     assert_close(port_cache, decoder.cache(state), name=f"{NAME} caches: port vs torch")
 
+
+@pytest.mark.parity(devices=["cpu"], dtypes=["float32"])
+def test_every_injected_bug_changes_the_decoded_logits(parity_pair):
+    """Each bug of tests/support/llama_bugs.py, injected into the port, moves its greedy
+    decoding of the left-padded prompts (the prompt's last logits and 8 steps') by more than
+    1e-3 somewhere, and is gone on leaving its block. Measured max abs change: 7.3 to 13.4
+    (every bug changes a greedy token). Positions that ignore the padding matter only because
+    the steps count kept tokens: shifting a row's prompt and steps alike changes nothing in
+    a rotary model (measured 7.3e-6, rounding)."""
+    from tests.support.llama_bugs import INJECTIONS, llama_bug
+
+    module = _port(parity_pair(NAME))
+    ids, mask = _prompts()
+    _, clean, _ = _nnx_greedy(module, ids, mask)
+    changes = {}
+    for bug, injection in INJECTIONS.items():
+        original = getattr(injection.module, injection.attribute)
+        with llama_bug(bug):
+            _, buggy, _ = _nnx_greedy(module, ids, mask)
+        assert getattr(injection.module, injection.attribute) is original
+        changes[bug] = float(np.abs(buggy - clean).max())
+    assert {bug: change for bug, change in changes.items() if not change > 1e-3} == {}, changes
