@@ -7,8 +7,8 @@ written yet). A token's position is the number of kept tokens before it, padding
 (positions_of, transformers' generate convention); the first step's position is the count of
 the prompt's kept tokens, each step one more.
 
-Imports numpy alone at load, so that a pairs module may name LLAMA_DECODING without importing
-jax.
+Imports numpy alone at load, so that the pairs module (models/registry.py) declares it
+without importing jax.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from pytest_parity.decoders import Decoding, TransformersTorch
 
 
 def positions_of(attention_mask: Any) -> Any:
@@ -70,12 +68,8 @@ class LlamaDecoding:
                                "length": state["length"] + 1}
 
     def cache(self, state: Any) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Each layer's (keys, values) written so far, float32 in torch's layout (B, kv_heads,
-        T, head_dim)."""
+        """Each layer's (keys, values) written so far, in the compute dtype and torch's layout
+        (B, kv_heads, T, head_dim)."""
         written = int(state["length"])
-        return [tuple(np.asarray(array, np.float32).transpose(0, 2, 1, 3)[:, :, :written]
+        return [tuple(np.asarray(array).transpose(0, 2, 1, 3)[:, :, :written]
                       for array in layer) for layer in state["cache"]]
-
-
-# The pair's two decoders, until registry.Pair takes them (Pair(decoding=...)).
-LLAMA_DECODING = Decoding(TransformersTorch(), LlamaDecoding())
