@@ -13,6 +13,10 @@ from typing import Any
 
 from models.bert.mapping import bert_mapping
 from models.gpt2 import GPT2_CONFIG, PROMPTS, flax_gpt2, gpt2_mapping, torch_gpt2
+from models.llama.decoding import LlamaDecoding
+from models.llama.mapping import llama_mapping
+from models.llama.small import nnx_model as llama_nnx_model
+from models.llama.small import torch_model as llama_torch_model
 from models.resnet.mapping import resnet_mapping
 from models.vit.mapping import vit_mapping
 from pytest_parity.decoders import Decoding, TransformersFlax, TransformersTorch
@@ -210,3 +214,23 @@ register(Pair("gpt2", torch_gpt2, flax_gpt2, gpt2_mapping, inputs=(
     torch_call={"use_cache": False}, tolerances=GPT2_TOLERANCES,
     golden=partial(_decoded_golden, "gpt2"),
     decoding=Decoding(TransformersTorch(), TransformersFlax())))
+
+
+# A Llama-style decoder (models/llama/): transformers' LlamaForCausalLM against its Flax NNX
+# port, both of the small configuration of models/llama/small.py, on the torch model's seeded
+# initialisation, decoded by transformers' convention on the torch side and the port's own
+# sampler (models/llama/decoding.py) on the Flax side. The drawn position ids need not fit the
+# drawn mask (padding at the end): both sides take the same ones. Their range is the model's
+# (128 positions), so that a decoded sequence's own positions fit the declaration too.
+# float32: on logits of up to 7, each side's own rounding reaches 1.8e-5 (torch) and 1.1e-5
+# (Flax) against a float64 run of torch's (draw 3, positions up to 124); the two sides part by
+# up to 2.3e-5 on drawn tokens (margin 0.31-2.16 against the defaults over 10 draws) and
+# 1.7e-5 over 32 decoded steps from three left-padded prompts (1.0-1.44 over 8 prompt draws).
+# Held to twice the defaults' rtol and four times their atol: margins up to 0.55 and 0.40.
+LLAMA_TOLERANCES = {"float32": {"rtol": 2.6e-6, "atol": 4e-5}}
+LLAMA_INPUTS = (Input("input_ids", (3, 12), "int64", high=256),
+                Input("attention_mask", (3, 12), "int64", mask=True),
+                Input("position_ids", (3, 12), "int64", high=128))
+register(Pair("llama", llama_torch_model, llama_nnx_model, llama_mapping("llama"),
+              inputs=LLAMA_INPUTS, torch_call={"use_cache": False}, tolerances=LLAMA_TOLERANCES,
+              decoding=Decoding(TransformersTorch(), LlamaDecoding())))

@@ -12,7 +12,7 @@ from tests.support.requirements import require
 
 require("transformers", "transformers is not installed: pip install -e '.[text]'")
 
-DECODERS = ["gpt2"]
+DECODERS = ["gpt2", "llama"]
 
 
 @pytest.mark.parity(devices=["cpu"], dtypes=["float32", "bfloat16"])
@@ -20,7 +20,8 @@ DECODERS = ["gpt2"]
 def test_decoding_parity(parity_pair, name):
     """Margins measured here over 8 prompt draws (the worst step's logits or cache leaf):
     gpt2 float32 0.21-0.33 (its tolerance, twice the defaults), bfloat16 0.51-0.62 of the
-    budget, 0-4 ties a draw."""
+    budget, 0-4 ties a draw; llama (seed 0's draw) float32 0.37, its cache consistency torch
+    0.27 and flax 0.33, bfloat16 0.44 of the budget, 3 ties."""
     pair = parity_pair(name)
     ids, mask, _ = golden_prompts(name)
     result = pair.assert_decoding_close(ids, mask, steps=STEPS)
