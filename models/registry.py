@@ -233,4 +233,5 @@ LLAMA_INPUTS = (Input("input_ids", (3, 12), "int64", high=256),
                 Input("position_ids", (3, 12), "int64", high=128))
 register(Pair("llama", llama_torch_model, llama_nnx_model, llama_mapping("llama"),
               inputs=LLAMA_INPUTS, torch_call={"use_cache": False}, tolerances=LLAMA_TOLERANCES,
+              golden=partial(_decoded_golden, "llama"),
               decoding=Decoding(TransformersTorch(), LlamaDecoding())))

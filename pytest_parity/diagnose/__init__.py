@@ -15,6 +15,7 @@ that finds the first divergent module.
     picture.py    a trace drawn as a PNG beside the JSON report
 """
 
+from pytest_parity.diagnose.arguments import argument_names
 from pytest_parity.diagnose.diagnosis import Diagnosis, diagnose
 from pytest_parity.diagnose.findings import Finding
 from pytest_parity.diagnose.modules import ModulePair, aligned_modules
@@ -29,6 +30,7 @@ __all__ = [
     "ModuleVerdict",
     "Trace",
     "aligned_modules",
+    "argument_names",
     "audit_weights",
     "converter_finding",
     "diagnose",

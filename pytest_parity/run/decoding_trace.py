@@ -19,29 +19,38 @@ from typing import Any
 
 import numpy as np
 
+from pytest_parity.calls import signature_target
 from pytest_parity.compare import compare, leaves
+from pytest_parity.diagnose import argument_names
 from pytest_parity.mapping import intercepted_calls
 from pytest_parity.nnx_bridge import NNXPort
 from pytest_parity.run.decoding_sides import FlaxSide, TorchSide, bound
 
-# path -> (its array inputs, its output arrays), in the order the calls finished
-Calls = dict[str, tuple[list[np.ndarray], list[np.ndarray]]]
+# path -> (its array inputs, its output arrays, each input's parameter name), in the order the
+# calls finished
+Calls = dict[str, tuple[list[np.ndarray], list[np.ndarray], list[str | None]]]
 
 
 @dataclass(frozen=True)
 class CacheCulprit:
+    """The first module whose output parts while its inputs agree; or, where every module
+    that parts is given other inputs, the outermost of them with the inputs that differ (the
+    step's call is given other arrays than the call over everything: positions, a mask)."""
+
     side: str
     step: int
-    module: str  # torch's module name, or the Flax module's path
+    module: str  # torch's module name, or the Flax module's path ('' the model itself)
     max_abs: float
-    inputs_differ: tuple[int, ...]  # which of its array inputs differ (0: the first)
+    inputs_differ: tuple[str, ...]  # the parameter names (or #index) of its differing inputs
 
     def line(self) -> str:
-        given = (f"; its inputs {', '.join(f'#{i}' for i in self.inputs_differ)} differ too"
-                 if self.inputs_differ else "; its inputs agree")
-        return (f"  {self.side} side, step {self.step}: the cached step parts from one call over "
-                f"the sequence first at module {self.module} (output max abs "
-                f"{self.max_abs:.3g}{given})")
+        where = f"  {self.side} side, step {self.step}: "
+        if not self.inputs_differ:
+            return (f"{where}the cached step parts from one call over the sequence first at "
+                    f"module {self.module} (output max abs {self.max_abs:.3g}; its inputs agree)")
+        return (f"{where}the cached step is given other inputs than one call over the sequence: "
+                f"{', '.join(self.inputs_differ)} of {self.module or 'the model'} (its output "
+                f"max abs {self.max_abs:.3g}; no module parts on inputs that agree)")
 
 
 def _arrays(value: Any) -> list[np.ndarray]:
@@ -60,7 +69,8 @@ def torch_calls(side: TorchSide, call: Callable[[], Any]) -> Calls:
                 given = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
                 found[name] = ([a.detach().float().cpu().numpy() for a in given],
                                [a.detach().float().cpu().numpy() for a in leaves(output).values()
-                                if isinstance(a, torch.Tensor)])
+                                if isinstance(a, torch.Tensor)],
+                               argument_names(signature_target(module), args, kwargs))
         return kept
 
     hooks = [module.register_forward_hook(hook(name), with_kwargs=True)
@@ -81,23 +91,26 @@ def flax_calls(side: FlaxSide, call: Callable[[Any], Any]) -> Calls:
     import jax
 
     order: list[str] = []
+    names: dict[str, list[str | None]] = {}
 
     def run(variables: Any) -> Any:
         model = bound(side.module, variables)
         found: list[tuple[list[Any], list[Any]]] = []
 
-        def keep(path: str, function: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        def keep(path: str, function: Callable[..., Any], args: Any, kwargs: Any,
+                 named: Any) -> Any:
             output = function(*args, **kwargs)
             if path not in order:
                 order.append(path)
+                names[path] = argument_names(named, args, kwargs)
                 found.append(([a for a in (*args, *kwargs.values()) if hasattr(a, "shape")],
                               [leaf for leaf in leaves(output).values()
                                if hasattr(leaf, "shape")]))
             return output
 
         if isinstance(side.module, NNXPort):
-            with intercepted_calls(model[0], lambda path, _sub, function, args, kwargs:
-                                   keep(path, function, args, kwargs)):
+            with intercepted_calls(model[0], lambda path, sub, function, args, kwargs:
+                                   keep(path, function, args, kwargs, sub.__call__)):
                 call(model)
             return found
 
@@ -105,7 +118,8 @@ def flax_calls(side: FlaxSide, call: Callable[[Any], Any]) -> Calls:
             # A decoder that makes its cache with `init` (shapes only) is not the call followed.
             if context.method_name != "__call__" or context.module.is_initializing():
                 return next_fun(*args, **kwargs)
-            return keep("/".join(context.module.path), next_fun, args, kwargs)
+            return keep("/".join(context.module.path), next_fun, args, kwargs,
+                        context.module.__call__)
 
         with nn.intercept_methods(linen):
             call(model)
@@ -113,7 +127,7 @@ def flax_calls(side: FlaxSide, call: Callable[[Any], Any]) -> Calls:
 
     ran = jax.jit(run)(side.variables)
     return {path: ([np.asarray(a, np.float32) for a in given],
-                   [np.asarray(a, np.float32) for a in out])
+                   [np.asarray(a, np.float32) for a in out], names[path])
             for path, (given, out) in zip(order, ran, strict=True)}
 
 
@@ -140,15 +154,22 @@ def _differing(cached: list[np.ndarray], whole: list[np.ndarray], lengths: tuple
 def first_parting(side_name: str, step: int, cached: Calls, whole: Calls,
                   lengths: tuple[int, int], indices: tuple[int, int],
                   tolerance: dict[str, float]) -> CacheCulprit | None:
-    """The first module, in the order the cached call finished them, whose output differs."""
-    for path, (inputs, outputs) in cached.items():
-        if path not in whole or not path:
+    """The first module, in the order the cached call finished them, whose output differs
+    while its inputs agree; else the outermost whose output and inputs differ."""
+    outermost = None
+    for path, (inputs, outputs, names) in cached.items():
+        if path not in whole:
             continue
         differ, largest = _differing(outputs, whole[path][1], lengths, indices, tolerance)
-        if differ:
-            inputs_differ, _ = _differing(inputs, whole[path][0], lengths, indices, tolerance)
-            return CacheCulprit(side_name, step, path, largest, tuple(inputs_differ))
-    return None
+        if not differ:
+            continue
+        given, _ = _differing(inputs, whole[path][0], lengths, indices, tolerance)
+        found = CacheCulprit(side_name, step, path, largest, tuple(
+            (names[i] if i < len(names) and names[i] else f"#{i}") for i in given))
+        if not given:
+            return found
+        outermost = found
+    return outermost
 
 
 def cache_culprit(side_name: str, side: TorchSide | FlaxSide, run: Any, step: int,
