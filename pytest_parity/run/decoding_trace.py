@@ -97,10 +97,18 @@ def flax_calls(side: FlaxSide, call: Callable[[Any], Any]) -> Calls:
         model = bound(side.module, variables)
         found: list[tuple[list[Any], list[Any]]] = []
 
+        depth = [0]
+
         def keep(path: str, function: Callable[..., Any], args: Any, kwargs: Any,
                  named: Any) -> Any:
-            output = function(*args, **kwargs)
-            if path not in order:
+            depth[0] += 1
+            try:
+                output = function(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+            # A module applied on its own inside the call (transformers' tied GPT-2 head: a
+            # Dense given the embedding) has the root's path too: the root is the outermost.
+            if path not in order and (path or depth[0] == 0):
                 order.append(path)
                 names[path] = argument_names(named, args, kwargs)
                 found.append(([a for a in (*args, *kwargs.values()) if hasattr(a, "shape")],
