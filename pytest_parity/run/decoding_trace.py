@@ -172,8 +172,9 @@ def first_parting(side_name: str, step: int, cached: Calls, whole: Calls,
         if not differ:
             continue
         given, _ = _differing(inputs, whole[path][0], lengths, indices, tolerance)
+        named = [names[i] if i < len(names) else None for i in given]
         found = CacheCulprit(side_name, step, path, largest, tuple(
-            (names[i] if i < len(names) and names[i] else f"#{i}") for i in given))
+            name or f"#{i}" for i, name in zip(given, named, strict=True)))
         if not given:
             return found
         outermost = found
