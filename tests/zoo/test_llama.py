@@ -27,6 +27,10 @@ PROMPT_MASK = np.array([[0, 0, 0, 1, 1, 1, 1],
 
 require("transformers", "transformers is not installed: pip install -e '.[text]'")
 
+# The main job checks the pair by its decoding (tests/zoo/test_decoding_zoo.py); these run in
+# the suite (--zoo=all, the default).
+pytestmark = pytest.mark.zoo_all
+
 
 def _prompts():
     ids = np.random.default_rng(7).integers(0, 256, PROMPT_MASK.shape)
