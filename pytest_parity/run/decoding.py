@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.compare import Comparison, compared
-from pytest_parity.decoders import Decoding
 from pytest_parity.run.decoding_sides import FlaxSide, TorchSide
 from pytest_parity.run.reference import precision
 
@@ -63,7 +62,7 @@ class DecodingRun:
     caches: dict[str, dict[str, np.ndarray]]  # side -> key -> (B, H, T, D)
     whole: dict[str, np.ndarray]  # side -> (B, N, V): the one call's logits at each step
     whole_caches: dict[str, dict[str, np.ndarray]]
-    compilations: int  # the Flax side's programs
+    compilations: int  # the Flax programs this decoding compiled
 
 
 def step_key(step: int) -> str:
@@ -116,18 +115,16 @@ def decoded(torch_side: TorchSide, flax_side: FlaxSide, input_ids: np.ndarray,
         whole, whole_caches, flax_side.compilations)
 
 
-def references(pair: Any, decoding: Decoding, run: DecodingRun, names: list[str]
+def references(torch_side: TorchSide, flax_side: FlaxSide, reference_dtype: str,
+               run: DecodingRun, names: list[str]
                ) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
     """Each side's one call over everything in the reference precision (float32) on the
-    case's rounded weights: the budget's reference of every leaf."""
-    sides = pair.reference
+    case's rounded weights (the pair's reference sides): the budget's reference of every
+    leaf."""
     at = run.prompt_length - 1 + np.arange(run.tokens.shape[1])
-    torch_logits, torch_cache = TorchSide(sides.torch_model, decoding.torch, pair.device
-                                          ).whole(run.sequence, run.mask)
-    with precision(sides.reference_dtype):
-        flax_logits, flax_cache = FlaxSide(sides.flax_module, sides.flax_variables,
-                                           decoding.flax, pair.device
-                                           ).whole(run.sequence, run.mask)
+    torch_logits, torch_cache = torch_side.whole(run.sequence, run.mask)
+    with precision(reference_dtype):
+        flax_logits, flax_cache = flax_side.whole(run.sequence, run.mask)
     return {"torch": (torch_logits[:, at], _named(torch_cache, names)),
             "flax": (flax_logits[:, at], _named(flax_cache, names))}
 
