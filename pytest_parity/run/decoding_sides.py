@@ -166,9 +166,19 @@ class FlaxSide:
         return as_float(logits)
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
+        return as_float(self._step(tokens))
+
+    def steps(self, tokens: np.ndarray) -> list[np.ndarray]:
+        """The cached steps fed each column of `tokens` (B, S) in turn: each step's logits.
+        Every step is dispatched before the first one's logits are read back, the tokens being
+        known (decoding: torch's)."""
+        logits = [self._step(tokens[:, column]) for column in range(tokens.shape[1])]
+        return [as_float(step) for step in logits]
+
+    def _step(self, tokens: np.ndarray) -> Any:
         logits, self.state = self.programs.step_function()(self.variables, self.state,
                                                            self._placed(tokens))
-        return as_float(logits)
+        return logits
 
     def cache(self) -> list[tuple[np.ndarray, np.ndarray]]:
         return self.decoder.cache(self.state)
