@@ -98,10 +98,7 @@ def decoded(torch_side: TorchSide, flax_side: FlaxSide, input_ids: np.ndarray,
     threads)."""
     batch, prompt = input_ids.shape
     max_length = prompt + steps
-    torch_logits = [torch_side.start(input_ids, attention_mask, max_length)[:, -1]]
-    for _ in range(steps - 1):
-        torch_logits.append(torch_side.step(torch_logits[-1].argmax(-1)))
-    chosen = np.stack([logits.argmax(-1) for logits in torch_logits], 1)
+    torch_logits, chosen = torch_side.greedy(input_ids, attention_mask, steps)
     sequence = np.concatenate([input_ids, chosen[:, :-1]], 1).astype(np.int64)
     mask = np.concatenate([attention_mask, np.ones((batch, steps - 1), np.int64)], 1)
     at = prompt - 1 + np.arange(steps)

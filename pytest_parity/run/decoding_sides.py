@@ -58,6 +58,26 @@ class TorchSide:
             logits, self.state = self.decoder.step(self.model, self.state, self.tensor(tokens))
         return as_float(logits)
 
+    def greedy(self, input_ids: np.ndarray, attention_mask: np.ndarray, steps: int
+               ) -> tuple[list[np.ndarray], np.ndarray]:
+        """The prompt's call and `steps - 1` cached steps, each fed the token the step before
+        chose (argmax: the first of equal largest logits, as numpy's), all under one no_grad
+        with the tokens kept on the device: each step's logits (B, V), and the tokens chosen
+        (B, steps)."""
+        import torch
+
+        with torch.no_grad():
+            logits, self.state = self.decoder.start(
+                self.model, self.tensor(input_ids), self.tensor(attention_mask),
+                input_ids.shape[1] + steps)
+            found = [logits[:, -1]]
+            chosen = [found[-1].argmax(-1)]
+            for _ in range(steps - 1):
+                logits, self.state = self.decoder.step(self.model, self.state, chosen[-1])
+                found.append(logits)
+                chosen.append(logits.argmax(-1))
+        return [as_float(step) for step in found], torch.stack(chosen, 1).cpu().numpy()
+
     def cache(self) -> list[tuple[np.ndarray, np.ndarray]]:
         return self.decoder.cache(self.state)
 
