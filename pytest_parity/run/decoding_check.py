@@ -30,9 +30,12 @@ from pytest_parity.run.decoding import (
     step_key,
     ties_and_misses,
 )
-from pytest_parity.run.decoding_sides import FlaxSide, TorchSide
+from pytest_parity.run.decoding_sides import FlaxSide, TorchSide, programs_for
 from pytest_parity.run.decoding_trace import cache_culprit
 from pytest_parity.run.reference import wanted
+
+# One object, so that a pair's Flax programs (kept by decoder) serve each of its checks.
+TRANSFORMERS = Decoding(TransformersTorch(), TransformersFlax())
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class DecodingResult:
     flax_tokens: np.ndarray  # (B, N): the Flax side's own choice at each step
     ties: tuple[Tie, ...]
     misses: tuple[Tie, ...]
-    compilations: int  # the Flax side's programs (the prompt's shapes and the step: not N)
+    compilations: int  # Flax programs this check compiled (prompt shapes and step: not N)
 
     @property
     def first_divergent_step(self) -> int | None:
@@ -75,7 +78,7 @@ def decoding_of(pair: Any) -> Decoding:
     torch_ok = hasattr(pair.torch_model, "prepare_inputs_for_generation")
     flax_ok = type(pair.flax_model).__module__.startswith("transformers.")
     if torch_ok and flax_ok:
-        return Decoding(TransformersTorch(), TransformersFlax())
+        return TRANSFORMERS
     raise ParityError(f"pair {pair.name!r}: its decoding is not declared; give "
                       "Pair(decoding=Decoding(torch=..., flax=...)) or pair_of(..., "
                       "decoding=...): how each side starts from a prompt and takes a cached "
@@ -108,6 +111,13 @@ def checked_prompts(name: str, input_ids: Any, attention_mask: Any, steps: int
     return ids.astype(np.int64), mask.astype(np.int64)
 
 
+def flax_side(pair: Any, module: Any, variables: Any, decoding: Decoding) -> FlaxSide:
+    """The pair's Flax side (or its reference: another module), with the programs the pair
+    keeps for it (LoadedPair.decoding_programs)."""
+    return FlaxSide(module, variables, decoding.flax, pair.device,
+                    shared=programs_for(pair.decoding_programs, module, decoding.flax))
+
+
 def run_check(pair: Any, input_ids: Any, attention_mask: Any, *, steps: int,
               decoding: Decoding | None, tolerance: dict[str, float], name: str
               ) -> tuple[DecodingResult, DecodingRun, Decoding]:
@@ -115,9 +125,14 @@ def run_check(pair: Any, input_ids: Any, attention_mask: Any, *, steps: int,
     decoding = decoding or decoding_of(pair)
     names = cache_names(pair.torch_model)
     run = decoded(TorchSide(pair.torch_model, decoding.torch, pair.device),
-                  FlaxSide(pair.flax_model, pair.flax_variables, decoding.flax, pair.device),
-                  ids, mask, steps, names)
-    refs = references(pair, decoding, run, names) if wanted(pair.dtype) else None
+                  flax_side(pair, pair.flax_model, pair.flax_variables, decoding), ids, mask,
+                  steps, names)
+    refs = None
+    if wanted(pair.dtype):
+        sides = pair.reference
+        refs = references(TorchSide(sides.torch_model, decoding.torch, pair.device),
+                          flax_side(pair, sides.flax_module, sides.flax_variables, decoding),
+                          sides.reference_dtype, run, names)
     cross, consistency = comparisons(run, refs, tolerance, name)
     ties, misses = ties_and_misses(run, cross)
     return (DecodingResult(cross, consistency, run.tokens, run.flax_tokens, tuple(ties),
@@ -190,8 +205,8 @@ def diagnosis_lines(pair: Any, result: DecodingResult, run: DecodingRun, decodin
     table = default_tolerance(pair.dtype)
     own = tolerance or {"rtol": table.rtol, "atol": table.atol}
     for side_name, side in (("torch", TorchSide(pair.torch_model, decoding.torch, pair.device)),
-                            ("flax", FlaxSide(pair.flax_model, pair.flax_variables,
-                                              decoding.flax, pair.device))):
+                            ("flax", flax_side(pair, pair.flax_model, pair.flax_variables,
+                                               decoding))):
         step = result.first_inconsistent_step(side_name)
         if step is not None:
             culprit = cache_culprit(side_name, side, run, step, own)

@@ -72,6 +72,8 @@ class LoadedPair:
     variables_given: bool = False
     _gradient_checks: dict[Any, GradientCheck] = field(default_factory=dict, repr=False)
     _shapes_compiled: set[Any] = field(default_factory=set, repr=False)
+    # The Flax side's jitted decoding programs, by module and decoder: compiled once per pair.
+    decoding_programs: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
