@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.support.prompts import left_padded
+from models.decoding_golden import left_padded
 from tests.support.requirements import require
 
 require("transformers", "transformers is not installed: pip install -e '.[text]'")
