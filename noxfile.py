@@ -98,13 +98,14 @@ GATED = [
     "tests/benchmarks/test_process_costs.py",
     "tests/benchmarks/test_parity_test_speed.py::test_parity_test_examples",
     "tests/benchmarks/test_trace_speed.py",
+    "tests/benchmarks/test_decoding_speed.py",
 ]
 
 
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Every benchmark (pytest-benchmark), timed; the gate table; JSON in .benchmarks/."""
-    install(session, "torch,jax,zoo,bench")
+    install(session, "torch,jax,zoo,bench,ports")
     print_versions(session)
     session.run(*PYTEST, "tests/benchmarks", "--benchmark-only", "--parity-bench-gate",
                 "--benchmark-json=.benchmarks/bench.json", *session.posargs)
@@ -113,7 +114,7 @@ def bench(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def gate(session: nox.Session) -> None:
     """The gated benchmarks only, failing on a ratio over its limit (CI runs this)."""
-    install(session, "torch,jax,zoo,bench")
+    install(session, "torch,jax,zoo,bench,ports")
     print_versions(session)
     session.run(*PYTEST, *GATED, "--benchmark-only", "--parity-bench-gate",
                 "--benchmark-json=.benchmarks/gate.json", *session.posargs)
