@@ -1,7 +1,7 @@
 """What the decoding check costs (`LoadedPair.assert_decoding_close`, 32 steps) against the two
 sides' own greedy decoding loops for the same prompts and steps: the zoo's tiny GPT-2
 (models/gpt2.py) built with `pair_of` (transformers' GPT2LMHeadModel and FlaxGPT2LMHeadModel),
-three prompts of 12, 7 and 10 tokens padded on the left (tests/support/prompts.py).
+three prompts of 12, 7 and 10 tokens padded on the left (models/decoding_golden.py).
 
 The loops are what a user's hand loop runs: torch through its decoder (the prompt's call, then
 31 cached steps, argmax each step, under no_grad), then Flax through the same jitted prompt's
@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from tests.support.alternating import seconds_alternately
-from tests.support.prompts import left_padded
+from models.decoding_golden import left_padded
 from tests.support.requirements import require
 
 pytest.importorskip("pytest_benchmark")
