@@ -26,8 +26,8 @@ import itertools
 import numpy as np
 import pytest
 
-from tests.support.alternating import seconds_alternately
 from models.decoding_golden import left_padded
+from tests.support.alternating import seconds_alternately
 from tests.support.requirements import require
 
 pytest.importorskip("pytest_benchmark")
