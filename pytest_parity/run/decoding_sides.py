@@ -83,14 +83,19 @@ class TorchSide:
 
     def whole(self, input_ids: np.ndarray, attention_mask: np.ndarray
               ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-        """A whole sequence in one call (its cache as long as it is): each position's logits,
-        and the cache it writes. The side's decoding state is left as it was."""
-        kept = self.state
-        try:
-            logits = self.start(input_ids, attention_mask, input_ids.shape[1])
-            return logits, self.cache()
-        finally:
-            self.state = kept
+        return whole_sequence(self, input_ids, attention_mask)
+
+
+def whole_sequence(side: Any, input_ids: np.ndarray, attention_mask: np.ndarray
+                   ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """A whole sequence in one call of a side (its cache as long as it is): each position's
+    logits, and the cache it writes. The side's decoding state is left as it was."""
+    kept = side.state
+    try:
+        logits = side.start(input_ids, attention_mask, input_ids.shape[1])
+        return logits, side.cache()
+    finally:
+        side.state = kept
 
 
 def bound(module: Any, variables: Any) -> tuple[Any, Any]:
@@ -205,10 +210,4 @@ class FlaxSide:
 
     def whole(self, input_ids: np.ndarray, attention_mask: np.ndarray
               ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-        """As TorchSide.whole."""
-        kept = self.state
-        try:
-            logits = self.start(input_ids, attention_mask, input_ids.shape[1])
-            return logits, self.cache()
-        finally:
-            self.state = kept
+        return whole_sequence(self, input_ids, attention_mask)

@@ -28,6 +28,7 @@ import pytest
 
 from models.decoding_golden import left_padded
 from tests.support.alternating import seconds_alternately
+from tests.support.gpt2_pair import gpt2_pair
 from tests.support.requirements import require
 
 pytest.importorskip("pytest_benchmark")
@@ -53,20 +54,10 @@ def _swept(call):
     return lambda: _deeper(next(rounds) * SWEEP, call)
 
 
-def _gpt2(dtype, ids):
-    from models.gpt2 import GPT2_CONFIG, config, transformers
+def _gpt2(dtype):
     from models.registry import GPT2_TOLERANCES
-    from pytest_parity import Input, pair_of
 
-    torch.manual_seed(0)
-    library = transformers()
-    inputs = (Input("input_ids", ids.shape, "int64", high=GPT2_CONFIG["vocab_size"]),
-              Input("attention_mask", ids.shape, "int64", mask=True),
-              Input("position_ids", ids.shape, "int64", high=GPT2_CONFIG["n_positions"]))
-    return pair_of(library.GPT2LMHeadModel(config()),
-                   library.FlaxGPT2LMHeadModel(config(), _do_init=False).module,
-                   inputs=inputs, torch_call={"use_cache": False}, tolerances=GPT2_TOLERANCES,
-                   dtype=dtype, name="gpt2-tiny")
+    return gpt2_pair(dtype, tolerances=GPT2_TOLERANCES)
 
 
 def _own_loops(pair, ids, mask):
@@ -102,7 +93,7 @@ def test_decoding_check_and_loops(benchmark, dtype):
     from models.gpt2 import GPT2_CONFIG
 
     ids, mask = left_padded(GPT2_CONFIG["vocab_size"])
-    pair = _gpt2(dtype, ids)
+    pair = _gpt2(dtype)
     loops = _own_loops(pair, ids, mask)
     results, decoded = [], []
 

@@ -8,6 +8,7 @@ from models.decoding_golden import left_padded
 from pytest_parity.compare import records
 from pytest_parity.decoders import TransformersFlax
 from pytest_parity.errors import ParityError
+from tests.support.gpt2_pair import gpt2_pair
 from tests.support.requirements import require
 
 require("transformers", "transformers is not installed: pip install -e '.[text]'")
@@ -18,18 +19,7 @@ VOCAB = 211
 
 @pytest.fixture(scope="module")
 def gpt2():
-    from models.gpt2 import config, transformers
-    from pytest_parity import Input, pair_of
-
-    torch.manual_seed(0)
-    library = transformers()
-    inputs = (Input("input_ids", (3, 12), "int64", high=VOCAB),
-              Input("attention_mask", (3, 12), "int64", mask=True),
-              Input("position_ids", (3, 12), "int64", high=64))
-    torch_model = library.GPT2LMHeadModel(config())
-    flax_model = library.FlaxGPT2LMHeadModel(config(), _do_init=False)
-    return pair_of(torch_model, flax_model.module, inputs=inputs,
-                   torch_call={"use_cache": False}, name="gpt2-tiny")
+    return gpt2_pair()
 
 
 class PositionsStuck(TransformersFlax):

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import pytest
 
 from models.decoding_golden import left_padded
+from tests.support.gpt2_pair import gpt2_pair
 from tests.support.requirements import require
 
 require("transformers", "transformers is not installed: pip install -e '.[text]'")
@@ -27,17 +28,7 @@ PROGRAMS = 3
 @pytest.fixture
 def gpt2():
     """A fresh pair: nothing of it compiled yet."""
-    from models.gpt2 import config, transformers
-    from pytest_parity import Input, pair_of
-
-    torch.manual_seed(0)
-    library = transformers()
-    inputs = (Input("input_ids", (3, 12), "int64", high=VOCAB),
-              Input("attention_mask", (3, 12), "int64", mask=True),
-              Input("position_ids", (3, 12), "int64", high=64))
-    return pair_of(library.GPT2LMHeadModel(config()),
-                   library.FlaxGPT2LMHeadModel(config(), _do_init=False).module,
-                   inputs=inputs, torch_call={"use_cache": False}, name="gpt2-tiny")
+    return gpt2_pair()
 
 
 @contextmanager
