@@ -98,7 +98,7 @@ class NNXPort:
             node[str(path[-1])] = variable.get_value()
         return nested
 
-    def _state(self, variables: Mapping[str, Any]) -> Any:
+    def _state(self, variables: Mapping[str, Any], partly: bool = False) -> Any:
         from flax import nnx
 
         def value(path: tuple[Any, ...], variable: Any) -> Any:
@@ -108,6 +108,8 @@ class NNXPort:
             node: Any = variables.get(collection, {})
             for part in path:
                 if not isinstance(node, Mapping) or str(part) not in node:
+                    if partly:
+                        return variable.get_value()
                     raise ParityError(f"{self.name}: no value for the NNX variable "
                                       f"{collection}/{_path_text(path)}")
                 node = node[str(part)]
@@ -121,6 +123,13 @@ class NNXPort:
         from flax import nnx
 
         return nnx.merge(self.graphdef, self._state(variables))
+
+    def partly_bound(self, variables: Mapping[str, Any]) -> Any:
+        """The NNX module holding `variables` where given, its other variables left abstract
+        (a streamed check gives each block its own just before it runs)."""
+        from flax import nnx
+
+        return nnx.merge(self.graphdef, self._state(variables, partly=True))
 
     def apply(self, variables: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
         """The module's output on the inputs, with `variables` (Linen's apply, for NNX)."""

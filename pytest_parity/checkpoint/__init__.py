@@ -11,6 +11,7 @@
     flax_files.py      Flax variables as msgpack
     flax_variables.py  a Flax module's variables from jax.eval_shape, never from init
     exports.py         .npz and .json for readers in other languages
+    tensor_source.py   a file's tensors read a few at a time (a streamed check's blocks)
     inspection.py      the tree, the key list and the diff that `parity` prints
 """
 
@@ -28,11 +29,13 @@ from pytest_parity.checkpoint.flax_files import read_variables, write_variables
 from pytest_parity.checkpoint.format import Checkpoint, load, save
 from pytest_parity.checkpoint.inspection import describe_tree, diff_lines, list_keys
 from pytest_parity.checkpoint.torch_files import read_state_dict, write_state_dict
+from pytest_parity.checkpoint.tensor_source import TensorSource, tensor_source
 from pytest_parity.checkpoint.verify import NonFiniteWarning, TensorSpec, verify
 
 __all__ = [
     "Checkpoint",
     "NonFiniteWarning",
+    "TensorSource",
     "TensorSpec",
     "checkpoint_from_flax",
     "checkpoint_from_torch",
@@ -50,6 +53,7 @@ __all__ = [
     "read_state_dict",
     "read_variables",
     "save",
+    "tensor_source",
     "verify",
     "write_state_dict",
     "write_variables",

@@ -124,7 +124,7 @@ def save(path: str | Path, checkpoint: Checkpoint, *, overwrite: bool = False) -
                             overwrite=overwrite)
 
 
-def _read_array(dataset: h5py.h5d.DatasetID, dtype_name: str) -> np.ndarray:
+def read_array(dataset: h5py.h5d.DatasetID, dtype_name: str) -> np.ndarray:
     """The tensor's data; its dtype, shape and storage were checked by read_structure."""
     array = np.empty(dataset.shape, dataset.dtype)
     if array.size:
@@ -162,7 +162,7 @@ def load(path: str | Path, *, architecture: str | None = None,
             structure, problems = read_structure(h5, path.stat().st_size, architecture)
             for key, dataset in structure.datasets.items() if not problems else ():
                 array = attempt(problems, key, partial(
-                    _read_array, dataset, structure.manifest[key]["dtype"]))
+                    read_array, dataset, structure.manifest[key]["dtype"]))
                 if array is not None:
                     arrays[key] = array
                     if verify_digest:

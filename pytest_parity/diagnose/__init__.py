@@ -15,8 +15,9 @@ that finds the first divergent module.
     picture.py    a trace drawn as a PNG beside the JSON report
 """
 
-from pytest_parity.diagnose.arguments import argument_names
+from pytest_parity.diagnose.arguments import argument_names, torch_inputs_in_flax_call
 from pytest_parity.diagnose.diagnosis import Diagnosis, diagnose
+from pytest_parity.diagnose.distance import in_layout
 from pytest_parity.diagnose.findings import Finding
 from pytest_parity.diagnose.modules import ModulePair, aligned_modules
 from pytest_parity.diagnose.picture import draw_trace, picture_path
@@ -35,5 +36,7 @@ __all__ = [
     "converter_finding",
     "diagnose",
     "draw_trace",
+    "in_layout",
     "picture_path",
+    "torch_inputs_in_flax_call",
 ]

@@ -1,0 +1,119 @@
+"""The blocks of a streamed check: the modules whose weights are loaded, run and let go one at
+a time, each a torch module and the Flax module holding the same weights.
+
+From the torch model's root down, a module whose weights exceed the memory bound is split
+into its children that hold weights (a Llama: the embeddings, each decoder layer, the final
+norm, the head); one that fits, or has no children to split into, is a block. The weights a
+split module holds itself, outside its children, are loaded once and kept ("loose"). Each
+block's Flax module is the one holding exactly its canonical tensors (the diagnosis' module
+alignment, pytest_parity.diagnose.aligned_modules).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_parity.diagnose import aligned_modules
+from pytest_parity.errors import ParityError
+from pytest_parity.mapping import Mapping, Rule
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20,
+          "gib": 2**30}
+
+
+def memory_bytes(memory: int | str) -> int:
+    """A memory bound given as bytes or as text ('512MB', '1.5GiB').
+
+    Raises:
+        ParityError: text that is not a size, or a bound that is not positive.
+    """
+    if isinstance(memory, int) and not isinstance(memory, bool):
+        size = memory
+    else:
+        match = _SIZE.match(str(memory))
+        if match is None:
+            raise ParityError(f"memory={memory!r}: give bytes (an int) or a size such as "
+                              "'512MB' or '2GiB'")
+        size = int(float(match.group(1)) * _UNITS[(match.group(2) or "B").lower()])
+    if size <= 0:
+        raise ParityError(f"memory={memory!r}: the bound must be positive")
+    return size
+
+
+@dataclass(frozen=True)
+class Block:
+    """A torch module and its Flax counterpart, loaded and run together."""
+
+    torch: str  # module name ('model.layers.3')
+    flax: str  # module path ('model/layers/3')
+    torch_keys: tuple[str, ...]  # its state dict's keys, full names
+    canonical: tuple[str, ...]  # the canonical tensors they map to
+    nbytes: int  # its torch tensors' bytes in the checkpoint's dtype
+
+
+def _key_bytes(model: Any) -> dict[str, int]:
+    return {key: tensor.numel() * tensor.element_size()
+            for key, tensor in model.state_dict(keep_vars=True).items()}
+
+
+def _under(key: str, module: str) -> bool:
+    return not module or key.startswith(f"{module}.")
+
+
+def _split(model: Any, name: str, sizes: dict[str, int], bound: int) -> list[str]:
+    module = model.get_submodule(name) if name else model
+    held = sum(size for key, size in sizes.items() if _under(key, name))
+    children = [f"{name}.{child}" if name else child for child, _ in module.named_children()]
+    children = [child for child in children if any(_under(key, child) for key in sizes)]
+    if held <= bound or not children:
+        return [name]
+    return [block for child in children for block in _split(model, child, sizes, bound)]
+
+
+def plan_blocks(model: Any, mapping: Mapping, bound: int) -> tuple[list[Block], tuple[str, ...]]:
+    """The blocks of the torch model (its parameters on the meta device) under `bound` bytes,
+    in module order, and the loose keys (held by split modules themselves).
+
+    Raises:
+        ParityError: a block whose weights no one Flax module holds.
+    """
+    sizes = _key_bytes(model)
+    names = _split(model, "", sizes, bound)
+    correspondence = mapping.correspondence(sizes)
+    flax_of = {pair.torch: pair.flax for pair in aligned_modules(mapping, sizes)}
+    blocks, covered = [], set()
+    for name in names:
+        keys = tuple(key for key in sizes if _under(key, name))
+        covered.update(keys)
+        if name not in flax_of:
+            raise ParityError(f"streamed check: the torch module {name or '(root)'} holds "
+                              "weights that no one Flax module holds alone; a smaller memory "
+                              "bound splits it further, or its mapping is incomplete")
+        canonical = tuple(path for key in keys if key in correspondence
+                          for path in correspondence[key][0])
+        blocks.append(Block(name, flax_of[name], keys, canonical,
+                            sum(sizes[key] for key in keys)))
+    return blocks, tuple(key for key in sizes if key not in covered)
+
+
+def block_mapping(mapping: Mapping, block: Block) -> Mapping:
+    """The pair's mapping seen from inside the block: each of its torch keys and canonical
+    paths without the block's prefix (the diagnosis of the block alone uses it)."""
+    torch_prefix = f"{block.torch}." if block.torch else ""
+    flax_prefix = f"{block.flax}/" if block.flax else ""
+    rules = []
+    for key, (paths, layout, collection, transform, split) in \
+            mapping.correspondence(block.torch_keys).items():
+        relative = tuple(path.removeprefix(flax_prefix) for path in paths)
+        rules.append(Rule(relative if split else relative[0], key.removeprefix(torch_prefix),
+                          layout, collection, transform, split))
+    return Mapping(f"{mapping.architecture}:{block.torch}", tuple(rules))
+
+
+def canonical_of(mapping: Mapping, keys: Iterable[str]) -> tuple[str, ...]:
+    """The canonical paths the torch keys map to."""
+    return tuple(path for paths, *_ in mapping.correspondence(keys).values() for path in paths)
