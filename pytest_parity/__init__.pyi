@@ -34,6 +34,8 @@ from pytest_parity.registry import Pair as Pair
 from pytest_parity.registry import register as register
 from pytest_parity.run import LoadedPair as LoadedPair
 from pytest_parity.run import ParityTestResult as ParityTestResult
+from pytest_parity.run import StreamedResult as StreamedResult
+from pytest_parity.run import assert_streamed_close as assert_streamed_close
 from pytest_parity.run import pair_of as pair_of
 from pytest_parity.run import parity_test as parity_test
 from pytest_parity.strategies import Batch as Batch

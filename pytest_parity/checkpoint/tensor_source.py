@@ -40,6 +40,8 @@ class TensorSource(Protocol):
 
     def finish(self) -> None: ...
 
+    def close(self) -> None: ...
+
 
 class _Seen(NamedTuple):  # what the digest needs of a tensor already let go
     shape: tuple[int, ...]
@@ -68,6 +70,9 @@ class HeldTensors:
 
     def finish(self) -> None:
         """Nothing to verify: the arrays are the ones given."""
+
+    def close(self) -> None:
+        """Nothing to close."""
 
 
 class StoredTensors:
@@ -125,6 +130,9 @@ class StoredTensors:
             self._digests[key] = tensor_digest(array)
             arrays[key] = array
         return arrays
+
+    def close(self) -> None:
+        self._h5.close()
 
     def finish(self) -> None:
         """Close the file; where every tensor was read, check the content digest.

@@ -6,6 +6,7 @@
     gradients.py  gradient parity of a case: both sides' gradients of one loss
     decorator.py  @parity_test: a torch layer and its Flax port on hypothesis-drawn inputs
     layer_case.py one case of a @parity_test: both sides built once, each example checked
+    streamed*.py  a pair too large to hold, block by block (assert_streamed_close)
 """
 
 from pytest_parity.run.decorator import check_parity, parity_test
@@ -15,13 +16,18 @@ from pytest_parity.run.live import pair_of
 from pytest_parity.run.loaded import LoadedPair, PairResult
 from pytest_parity.run.loading import PairCache, checkpoint_for, load_pair
 from pytest_parity.run.sides import placed_variables, run_flax, run_torch
+from pytest_parity.run.streamed import BlockResult, StreamedResult
+from pytest_parity.run.streamed_check import assert_streamed_close
 
 __all__ = [
+    "BlockResult",
     "GradientResult",
     "LoadedPair",
     "PairCache",
     "PairResult",
     "ParityTestResult",
+    "StreamedResult",
+    "assert_streamed_close",
     "check_parity",
     "checkpoint_for",
     "load_pair",

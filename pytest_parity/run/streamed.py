@@ -123,10 +123,10 @@ def run_streamed(pair: Pair, inputs: Any, source: Any, *, memory: int, dtype: st
         ref_torch, ref_flax, *_ = _both_sides(pair, rounded_inputs(inputs, dtype), source,
                                               memory, wide, dtype, device, placement, False)
         output_reference = (_output_in_torch_layout(pair, ref_flax, inputs), ref_torch)
-    blocks = tuple(BlockResult(block, _block_comparison(
-        block, torch_stream.calls[block.torch], flax_stream.calls.get(block.torch), name,
-        image_rank, tolerance)) for block in torch_stream.blocks
-        if block.torch in torch_stream.calls)
+    by_name = {block.torch: block for block in torch_stream.blocks}
+    blocks = tuple(BlockResult(by_name[called], _block_comparison(  # in the order torch ran
+        by_name[called], torch_call, flax_stream.calls.get(called), name, image_rank,
+        tolerance)) for called, torch_call in torch_stream.calls.items())
     output = compare(_output_in_torch_layout(pair, flax_out, inputs), torch_out, name=name,
                      reference=output_reference, padding=pair.padding(inputs), **tolerance)
     return StreamedResult(name, blocks, output, memory), (torch_stream, flax_stream)

@@ -66,7 +66,7 @@ def _template(args: Any, kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
             {k: _SLOT if _is_array(v) else v for k, v in kwargs.items()})
 
 
-def _filled(args: Any, kwargs: Any, arrays: list[Any]) -> tuple[list[Any], dict[str, Any]]:
+def filled(args: Any, kwargs: Any, arrays: list[Any]) -> tuple[list[Any], dict[str, Any]]:
     given = iter(arrays)
     return ([next(given) if a is _SLOT else a for a in args],
             {k: next(given) if v is _SLOT else v for k, v in kwargs.items()})
@@ -140,7 +140,7 @@ class FlaxStream:
         key = (runner.key, repr(template))
         if key not in self._programs:
             def run(variables: Any, arrays: list[Any]) -> Any:
-                args, kwargs = _filled(*template, arrays)
+                args, kwargs = filled(*template, arrays)
                 return runner.apply(variables, *args, **kwargs)
             self._programs[key] = jax.jit(run)
         return self._programs[key]
@@ -185,7 +185,13 @@ class BlockRunner:
 
     key: Any  # equal for blocks of one structure
     apply: Callable[..., Any]
-    module: Any
+    module: Any  # an NNXPort, or the unbound Linen module
+
+    @property
+    def signature(self) -> Callable[..., Any]:
+        """The function whose signature names the block's arguments."""
+        module = self.module.module if isinstance(self.module, NNXPort) else self.module
+        return module.__call__
 
     @staticmethod
     def of(module: Any) -> BlockRunner:
