@@ -3,7 +3,7 @@ before it runs, and never holds the whole model.
 
 `StoredTensors` opens a canonical file as `load` does (its structure probed in a child
 process first, then checked here before any tensor is read) and reads the tensors asked for;
-each tensor is hashed as it is read, and `finish()` checks the content digest once every
+each tensor is hashed as it is read, and `verify()` checks the content digest once every
 tensor has been read: a damaged file fails the check, even after its blocks passed.
 `HeldTensors` serves a Checkpoint already in memory (a small pair's) the same way.
 """
@@ -38,7 +38,7 @@ class TensorSource(Protocol):
 
     def read(self, keys: Iterable[str]) -> dict[str, np.ndarray]: ...
 
-    def finish(self) -> None: ...
+    def verify(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -68,7 +68,7 @@ class HeldTensors:
             raise CheckpointError(MEMORY, [f"{key}: not in the checkpoint" for key in absent])
         return {key: arrays[key] for key in keys}
 
-    def finish(self) -> None:
+    def verify(self) -> None:
         """Nothing to verify: the arrays are the ones given."""
 
     def close(self) -> None:
@@ -134,13 +134,12 @@ class StoredTensors:
     def close(self) -> None:
         self._h5.close()
 
-    def finish(self) -> None:
-        """Close the file; where every tensor was read, check the content digest.
+    def verify(self) -> None:
+        """Where every tensor has been read, check the content digest.
 
         Raises:
             CheckpointError: the tensors read do not match the file's recorded digest.
         """
-        self._h5.close()
         if set(self._seen) != set(self._structure.datasets):
             return
         digest = combine_digests(self._seen, self._digests)

@@ -69,7 +69,9 @@ def _split(model: Any, name: str, sizes: dict[str, int], bound: int) -> list[str
     held = sum(size for key, size in sizes.items() if _under(key, name))
     children = [f"{name}.{child}" if name else child for child, _ in module.named_children()]
     children = [child for child in children if any(_under(key, child) for key in sizes)]
-    if held <= bound or not children:
+    # A ModuleList or ModuleDict is never called itself: its children are run one by one.
+    container = type(module).__name__ in ("ModuleList", "ModuleDict")
+    if (held <= bound and not container) or not children:
         return [name]
     return [block for child in children for block in _split(model, child, sizes, bound)]
 

@@ -52,29 +52,32 @@ def assert_streamed_close(pair: Pair | str, inputs: Any, *,
         result, (torch_stream, flax_stream) = run_streamed(
             pair, inputs, source, memory=bound, dtype=dtype, device=device,
             placement=placement, tolerance=tolerance, name=name or pair.name)
-    except BaseException:
+        source.verify()  # every tensor was read: the blocks were judged on the file's content
+        image_rank = None if pair.named_inputs else len(pair.input_shape)
+
+        def diagnosis() -> Any:
+            failing = result.first_failing
+            if failing is None:
+                return None
+            with placement.inside():
+                found = diagnose_block(failing.block, torch_stream, flax_stream, pair.mapping,
+                                       tolerance, image_rank)
+            return _Lines(block_lines(failing.block, found), found)
+
+        concluded(result.comparison(), diagnosis, record=_record(result, pair.name, bound))
+    finally:
         source.close()
-        raise
-    source.finish()
-    image_rank = None if pair.named_inputs else len(pair.input_shape)
+    return result
 
-    def diagnosis() -> Any:
-        failing = result.first_failing
-        if failing is None:
-            return None
-        with placement.inside():
-            found = diagnose_block(failing.block, torch_stream, flax_stream, pair.mapping,
-                                   tolerance, image_rank)
-        return _Lines(block_lines(failing.block, found), found)
 
-    record = result.comparison().to_record().with_fields(pair=pair.name, streamed={
+def _record(result: StreamedResult, pair: str, bound: int) -> Any:
+    first = result.first_failing
+    return result.comparison().to_record().with_fields(pair=pair, streamed={
         "memory": bound, "largest_block_bytes": result.largest_block_bytes,
         "blocks": [{"torch": b.block.torch, "flax": b.block.flax, "bytes": b.block.nbytes,
                     "margin": b.comparison.margin, "passed": b.passed} for b in result.blocks],
-        "first_failing_block": result.first_failing.block.torch if result.first_failing
-        else None, "output_margin": result.output.margin})
-    concluded(result.comparison(), diagnosis, record=record)
-    return result
+        "first_failing_block": first.block.torch if first else None,
+        "output_margin": result.output.margin})
 
 
 class _Lines:
