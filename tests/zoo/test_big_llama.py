@@ -4,6 +4,7 @@ layouts and torch's shapes, both sides agreeing on it, the draw reproducible."""
 
 from functools import partial
 
+import h5py
 import numpy as np
 import pytest
 
@@ -82,3 +83,23 @@ def test_the_draw_is_reproducible_tensor_by_tensor(tmp_path):
     np.testing.assert_array_equal(
         first.arrays["lm_head/kernel"],
         big.draw("lm_head/kernel", (64, 512), index, 0, SMALL["num_hidden_layers"]))
+
+
+def test_a_cached_checkpoint_is_served_while_intact_and_the_seeds(tmp_path):
+    path, written = big.cached_checkpoint(tmp_path, 0, SMALL)
+    assert written is not None and big.checkpoint_problem(path, 0, SMALL) is None
+    assert big.cached_checkpoint(tmp_path, 0, SMALL) == (path, None)  # served as it is
+
+    assert big.checkpoint_problem(path, 1, SMALL) == (
+        "its source is 'seeded:0:big-llama-v1', not 'seeded:1:big-llama-v1'")
+    with h5py.File(path, "r+") as h5:  # one value changed in place: the digest tells
+        h5["llama_2gb/lm_head/kernel"][0, 0] += 1.0
+    assert big.checkpoint_problem(path, 0, SMALL) == "its content does not match its digest"
+    again, written = big.cached_checkpoint(tmp_path, 0, SMALL)
+    assert again == path and written is not None
+    assert load(path).digest() == load(big.write_checkpoint(
+        tmp_path / "fresh.h5", 0, settings=SMALL)).digest()
+
+    path.write_bytes(b"not hdf5")
+    assert big.checkpoint_problem(path, 0, SMALL)
+    assert big.cached_checkpoint(tmp_path, 0, SMALL)[1] is not None
