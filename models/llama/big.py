@@ -71,7 +71,7 @@ def tensor_specs(settings: dict[str, Any] = BIG_LLAMA) -> list[tuple[str, tuple[
     kernel [in, out]); layouts are the mapping's."""
     widths = _widths(settings)
     hidden, vocab = widths["hidden"], settings["vocab_size"]
-    specs = [("model/embed_tokens/embedding", (vocab, hidden))]
+    specs: list[tuple[str, tuple[int, ...]]] = [("model/embed_tokens/embedding", (vocab, hidden))]
     for index in range(settings["num_hidden_layers"]):
         layer = f"model/layers/{index}"
         specs.append((f"{layer}/input_layernorm/weight", (hidden,)))
@@ -82,7 +82,13 @@ def tensor_specs(settings: dict[str, Any] = BIG_LLAMA) -> list[tuple[str, tuple[
                   for name, (into, out) in PROJECTIONS.items() if name.startswith("mlp")]
     specs += [("model/norm/weight", (hidden,)), ("lm_head/kernel", (hidden, vocab))]
     mapping = llama_mapping(ARCHITECTURE)
-    return [(path, shape, mapping.rule_for(path).layout) for path, shape in specs]
+    laid_out = []
+    for path, shape in specs:
+        rule = mapping.rule_for(path)
+        if rule is None:
+            raise AssertionError(f"no rule of the llama mapping names {path}")
+        laid_out.append((path, shape, rule.layout))
+    return laid_out
 
 
 def weight_bytes(settings: dict[str, Any] = BIG_LLAMA) -> int:
