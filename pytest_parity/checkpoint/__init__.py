@@ -3,6 +3,8 @@
     format.py          Checkpoint; save and load the HDF5 file (docs/checkpoint-format.md)
     reading.py         an untrusted file's structure, checked before any tensor is read
     probe.py           that structure read first in a child process (HDF5 can loop or crash)
+    streamed_writing.py  a checkpoint written tensor by tensor (save_tensors): a model too
+                       large to hold in memory
     digest.py          the content digest of a checkpoint
     verify.py          a checkpoint against a model's expected tensors (TensorSpec)
     convert.py         checkpoint <-> torch state dict / Flax variables, checked on each step
@@ -28,6 +30,7 @@ from pytest_parity.checkpoint.exports import export
 from pytest_parity.checkpoint.flax_files import read_variables, write_variables
 from pytest_parity.checkpoint.format import Checkpoint, load, save
 from pytest_parity.checkpoint.inspection import describe_tree, diff_lines, list_keys
+from pytest_parity.checkpoint.streamed_writing import save_tensors
 from pytest_parity.checkpoint.torch_files import read_state_dict, write_state_dict
 from pytest_parity.checkpoint.tensor_source import TensorSource, tensor_source
 from pytest_parity.checkpoint.verify import NonFiniteWarning, TensorSpec, verify
@@ -53,6 +56,7 @@ __all__ = [
     "read_state_dict",
     "read_variables",
     "save",
+    "save_tensors",
     "tensor_source",
     "verify",
     "write_state_dict",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -16,13 +17,31 @@ def tensor_digest(array: np.ndarray) -> bytes:
     return hashlib.sha256(c_order_bytes(array)).digest()
 
 
-def combine_digests(arrays: Mapping[str, np.ndarray], tensor_digests: Mapping[str, bytes]
+class Shaped(Protocol):
+    """What the digest reads of a tensor besides its bytes: an array, or a TensorSummary."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> Any: ...
+
+
+class TensorSummary(NamedTuple):
+    """A tensor's shape and dtype, kept in place of the tensor by a writer that streams."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def combine_digests(tensors: Mapping[str, Shaped], tensor_digests: Mapping[str, bytes]
                     ) -> str:
-    """sha256 over each tensor's name, shape, dtype and the sha256 of its bytes, by name."""
+    """sha256 over each tensor's name, shape, dtype and the sha256 of its bytes, by name;
+    `tensors` the arrays themselves or only their shapes and dtypes (TensorSummary)."""
     sha = hashlib.sha256()
-    for name in sorted(arrays):
-        array = arrays[name]
-        sha.update(f"{name}\0{tuple(array.shape)}\0{array.dtype}\0".encode())
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        sha.update(f"{name}\0{tuple(tensor.shape)}\0{tensor.dtype}\0".encode())
         sha.update(tensor_digests[name])
     return sha.hexdigest()
 

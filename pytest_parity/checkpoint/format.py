@@ -32,7 +32,7 @@ from pytest_parity.errors import CheckpointError
 from pytest_parity.threads import submit
 
 # Stored as raw bits because HDF5 has no such type; the dataset's `dtype` attribute says so.
-_STORED_AS_BITS = {"bfloat16": (ml_dtypes.bfloat16, np.uint16)}
+STORED_AS_BITS = {"bfloat16": (ml_dtypes.bfloat16, np.uint16)}
 
 
 @dataclass
@@ -50,21 +50,32 @@ class Checkpoint:
 
 
 @cache
-def _writer_versions() -> dict[str, str]:
+def writer_versions() -> dict[str, str]:
+    """The `written_by` attribute of a file this process writes: the libraries' versions."""
     return {name: version for name, version in installed_versions().items() if version}
 
 
-def _check_writable(checkpoint: Checkpoint) -> list[str]:
+def architecture_problems(architecture: str) -> list[str]:
+    if not architecture or "/" in architecture:
+        return [f"architecture {architecture!r} must be a non-empty name without '/'"]
+    return []
+
+
+def tensor_problems(name: str, array: np.ndarray) -> list[str]:
+    """What keeps one tensor from being written under `name` (its path and dtype)."""
     problems = []
-    if not checkpoint.architecture or "/" in checkpoint.architecture:
-        problems.append(f"architecture {checkpoint.architecture!r} must be a non-empty name "
-                        "without '/'")
+    if not name or name.startswith("/") or name.endswith("/") or "//" in name:
+        problems.append(f"{name!r}: a canonical path is 'group/.../name', without empty parts")
+    if str(np.asarray(array).dtype) not in SUPPORTED_DTYPES:
+        problems.append(f"{name}: dtype {np.asarray(array).dtype} is not one of "
+                        f"{sorted(SUPPORTED_DTYPES)}")
+    return problems
+
+
+def _check_writable(checkpoint: Checkpoint) -> list[str]:
+    problems = architecture_problems(checkpoint.architecture)
     for name, array in checkpoint.arrays.items():
-        if not name or name.startswith("/") or name.endswith("/") or "//" in name:
-            problems.append(f"{name!r}: a canonical path is 'group/.../name', without empty parts")
-        if str(np.asarray(array).dtype) not in SUPPORTED_DTYPES:
-            problems.append(f"{name}: dtype {np.asarray(array).dtype} is not one of "
-                            f"{sorted(SUPPORTED_DTYPES)}")
+        problems.extend(tensor_problems(name, array))
         if name not in checkpoint.layouts:
             problems.append(f"{name}: no layout declared (e.g. 'HWIO', 'IO', 'C', 'scalar')")
     problems.extend(f"{name}: layout declared for a tensor that is not in the checkpoint"
@@ -84,31 +95,49 @@ def _group(groups: dict[str, h5py.Group], path: str) -> h5py.Group:
     return groups[path]
 
 
+def write_header(h5: h5py.File, architecture: str, source: str,
+                 written_by: dict[str, str]) -> dict[str, h5py.Group]:
+    """The root attributes known before any tensor; the groups by path, the root's ''."""
+    h5.attrs["format"] = FORMAT_NAME
+    h5.attrs["format_version"] = FORMAT_VERSION
+    h5.attrs["architecture"] = architecture
+    h5.attrs["source"] = source
+    h5.attrs["written_by"] = json.dumps(written_by or writer_versions())
+    return {"": h5.create_group(architecture)}
+
+
+def write_tensor(groups: dict[str, h5py.Group], name: str, array: np.ndarray,
+                 layout: str) -> dict[str, str]:
+    """One tensor's dataset under its canonical path; its manifest entry."""
+    array = np.asarray(array)
+    dtype_name = str(array.dtype)
+    stored = array.view(STORED_AS_BITS[dtype_name][1]) if dtype_name in STORED_AS_BITS \
+        else array
+    parent, _, leaf = name.rpartition("/")
+    dataset = _group(groups, parent).create_dataset(leaf, data=stored)
+    dataset.attrs["layout"] = layout
+    if dtype_name in STORED_AS_BITS:
+        dataset.attrs["dtype"] = dtype_name
+    return {"layout": layout, "dtype": dtype_name}
+
+
+def write_footer(h5: h5py.File, manifest: dict[str, dict[str, str]], digest: str) -> None:
+    """The root attributes known once every tensor is written: the manifest, the digest."""
+    h5.attrs["tensors"] = json.dumps(manifest, separators=(",", ":"))
+    h5.attrs["digest"] = digest
+
+
 def _write_file(path: Path, checkpoint: Checkpoint) -> None:
     # Hashing runs in the pool while this thread writes; the digest attribute comes last.
     hashing = {name: submit(tensor_digest, array) for name, array in checkpoint.arrays.items()}
     with h5py.File(path, "w") as h5:
-        h5.attrs["format"] = FORMAT_NAME
-        h5.attrs["format_version"] = FORMAT_VERSION
-        h5.attrs["architecture"] = checkpoint.architecture
-        h5.attrs["source"] = checkpoint.source
-        h5.attrs["written_by"] = json.dumps(checkpoint.written_by or _writer_versions())
-        groups = {"": h5.create_group(checkpoint.architecture)}
-        manifest = {}
-        for name in sorted(checkpoint.arrays):
-            array = np.asarray(checkpoint.arrays[name])
-            dtype_name = str(array.dtype)
-            manifest[name] = {"layout": checkpoint.layouts[name], "dtype": dtype_name}
-            stored = array.view(_STORED_AS_BITS[dtype_name][1]) if dtype_name in _STORED_AS_BITS \
-                else array
-            parent, _, leaf = name.rpartition("/")
-            dataset = _group(groups, parent).create_dataset(leaf, data=stored)
-            dataset.attrs["layout"] = checkpoint.layouts[name]
-            if dtype_name in _STORED_AS_BITS:
-                dataset.attrs["dtype"] = dtype_name
-        h5.attrs["tensors"] = json.dumps(manifest, separators=(",", ":"))
-        h5.attrs["digest"] = combine_digests(
-            checkpoint.arrays, {name: future.result() for name, future in hashing.items()})
+        groups = write_header(h5, checkpoint.architecture, checkpoint.source,
+                              checkpoint.written_by)
+        manifest = {name: write_tensor(groups, name, checkpoint.arrays[name],
+                                       checkpoint.layouts[name])
+                    for name in sorted(checkpoint.arrays)}
+        write_footer(h5, manifest, combine_digests(
+            checkpoint.arrays, {name: future.result() for name, future in hashing.items()}))
 
 
 def save(path: str | Path, checkpoint: Checkpoint, *, overwrite: bool = False) -> Path:
@@ -129,7 +158,7 @@ def read_array(dataset: h5py.h5d.DatasetID, dtype_name: str) -> np.ndarray:
     array = np.empty(dataset.shape, dataset.dtype)
     if array.size:
         dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, array)
-    return array.view(_STORED_AS_BITS[dtype_name][0]) if dtype_name in _STORED_AS_BITS \
+    return array.view(STORED_AS_BITS[dtype_name][0]) if dtype_name in STORED_AS_BITS \
         else array
 
 
