@@ -12,7 +12,6 @@ bytes of weights per side. Prints one JSON line: peak resident memory (MB), the 
 bytes per side (MB), and for `streamed` the verdict, the largest block and the seconds.
 """
 
-import contextlib
 import json
 import sys
 import time
@@ -36,30 +35,6 @@ def peak_rss_mb() -> float:
     return _status_kb("VmHWM") / 1024
 
 
-@contextlib.contextmanager
-def parameters_on_meta():
-    """Every parameter a module registers moved to the meta device as it is registered, its
-    buffers left real (accelerate's init_empty_weights(include_buffers=False)); each
-    parameter is real for a moment, one at a time."""
-    import torch
-
-    register = torch.nn.Module.register_parameter
-
-    def on_meta(module, name, parameter):
-        register(module, name, parameter)
-        if parameter is not None:
-            kind = type(module._parameters[name])
-            fields = module._parameters[name].__dict__
-            fields["requires_grad"] = parameter.requires_grad
-            module._parameters[name] = kind(module._parameters[name].to("meta"), **fields)
-
-    torch.nn.Module.register_parameter = on_meta
-    try:
-        yield
-    finally:
-        torch.nn.Module.register_parameter = register
-
-
 def _inputs():
     import numpy as np
 
@@ -76,18 +51,16 @@ def _inputs():
 def imports() -> dict:
     import flax  # noqa: F401
     import jax  # noqa: F401
-    import torch
 
     from models.llama import big
+    from pytest_parity.run.streamed_torch import empty_model
 
     started = time.perf_counter()
-    with parameters_on_meta():
-        model = big.torch_model()
+    model = empty_model(big.torch_model, "float32")  # as the streamed check builds it
     built_s = time.perf_counter() - started
     devices = {parameter.device.type for parameter in model.parameters()}
     buffers = {buffer.device.type for buffer in model.buffers()}
     assert devices == {"meta"} and buffers == {"cpu"}, (devices, buffers)
-    del torch
     return {"peak_rss_mb": peak_rss_mb(), "rss_mb": _status_kb("VmRSS") / 1024,
             "meta_build_s": built_s, "weights_mb": big.weight_bytes() / 2**20}
 

@@ -56,10 +56,6 @@ def test_streamed_check_floor(benchmark):
 
 @pytest.mark.slow
 def test_streamed_memory(benchmark, request):
-    import pytest_parity
-
-    if not hasattr(pytest_parity, "assert_streamed_close"):
-        pytest.skip("pytest_parity.assert_streamed_close is not in this tree yet (issue 28)")
     from models.llama.big import cached_checkpoint
 
     started = time.perf_counter()

@@ -103,3 +103,26 @@ def test_a_cached_checkpoint_is_served_while_intact_and_the_seeds(tmp_path):
     path.write_bytes(b"not hdf5")
     assert big.checkpoint_problem(path, 0, SMALL)
     assert big.cached_checkpoint(tmp_path, 0, SMALL)[1] is not None
+
+
+def test_streamed_at_a_small_size_gives_the_in_memory_verdict(tmp_path):
+    """The big Llama's architecture at a size where both sides fit: checked streamed from its
+    file, one decoder layer per block, and loaded whole, the same pass (the 2.1 GB size, which
+    fits in neither, is the benchmark tests/benchmarks/test_streamed_memory.py)."""
+    from pytest_parity import assert_streamed_close
+    from pytest_parity.run import load_pair
+
+    path = big.write_checkpoint(tmp_path / "small.h5", seed=0, settings=SMALL,
+                                architecture="small")
+    pair = Pair("small", partial(big.torch_model, SMALL), partial(big.nnx_model, SMALL),
+                llama_mapping("small"), inputs=registry.get("llama_2gb").inputs[:2],
+                torch_call={"use_cache": False},
+                tolerances=registry.get("llama_2gb").tolerances)
+    inputs = {"input_ids": np.random.default_rng(1).integers(0, 512, (2, 16)),
+              "attention_mask": np.ones((2, 16), np.int64)}
+    streamed = assert_streamed_close(pair, inputs, checkpoint=path, memory="160KB")
+    whole = load_pair(pair, load(path), "cpu", "float32").assert_close(inputs)
+    assert streamed.passed and whole.comparison.passed
+    assert [b.block.torch for b in streamed.blocks][:3] == [
+        "model.embed_tokens", "model.layers.0", "model.layers.1"]
+    assert streamed.largest_block_bytes <= 160_000  # a layer 148 KB, the embeddings 131 KB
