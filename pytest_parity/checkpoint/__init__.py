@@ -31,8 +31,8 @@ from pytest_parity.checkpoint.flax_files import read_variables, write_variables
 from pytest_parity.checkpoint.format import Checkpoint, load, save
 from pytest_parity.checkpoint.inspection import describe_tree, diff_lines, list_keys
 from pytest_parity.checkpoint.streamed_writing import save_tensors
-from pytest_parity.checkpoint.torch_files import read_state_dict, write_state_dict
 from pytest_parity.checkpoint.tensor_source import TensorSource, tensor_source
+from pytest_parity.checkpoint.torch_files import read_state_dict, write_state_dict
 from pytest_parity.checkpoint.verify import NonFiniteWarning, TensorSpec, verify
 
 __all__ = [

@@ -13,22 +13,19 @@ budget). A failing block is diagnosed alone (streamed_diagnosis.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pytest_parity.checkpoint import Checkpoint, tensor_source
-from pytest_parity.compare import Comparison, compare
+from pytest_parity.compare import REFERENCE_DTYPES, Comparison, compare
 from pytest_parity.diagnose import in_layout
-from pytest_parity.layouts import Layout
-from pytest_parity.registry import Pair, flax_module_of, get
+from pytest_parity.registry import Pair, flax_module_of
 from pytest_parity.run.reference import rounded_inputs, wanted
-from pytest_parity.run.sides import flax_module_in, torch_input
-from pytest_parity.run.streamed_blocks import Block, canonical_of, memory_bytes, plan_blocks
-from pytest_parity.run.streamed_flax import FlaxStream
+from pytest_parity.run.sides import flax_module_in
+from pytest_parity.run.streamed_blocks import Block, canonical_of, plan_blocks
+from pytest_parity.run.streamed_flax import FlaxCall, FlaxStream
 from pytest_parity.run.streamed_placement import Placement
-from pytest_parity.run.streamed_torch import TorchStream, empty_model
+from pytest_parity.run.streamed_torch import TorchCall, TorchStream, empty_model
 
 DEFAULT_MEMORY = "1GiB"
 
@@ -88,13 +85,14 @@ def _layout_to_torch(flax_leaves: list[np.ndarray], torch_leaves: list[np.ndarra
     return [np.asarray(m) for m in moved]
 
 
-def _block_comparison(block: Block, torch_call: Any, flax_call: Any, name: str,
-                      image_rank: int | None, tolerance: dict[str, float]) -> Comparison:
+def _block_comparison(block: Block, torch_call: TorchCall, flax_call: FlaxCall | None,
+                      name: str, image_rank: int | None, rtol: float | None,
+                      atol: float | None) -> Comparison:
     """The block's Flax outputs on torch's inputs against torch's outputs."""
     label = f"{name} block {block.torch or '(root)'}"
     given = _layout_to_torch(flax_call.given, torch_call.outputs, image_rank) \
         if flax_call is not None and flax_call.given is not None else None
-    if given is None:
+    if flax_call is None or given is None:
         what = "was not called on the Flax side" if flax_call is None else \
             "could not take torch's inputs" if flax_call.given is None else \
             "returned outputs of other shapes than torch's block"
@@ -102,73 +100,73 @@ def _block_comparison(block: Block, torch_call: Any, flax_call: Any, name: str,
                              f"(flax {block.flax}) {what}")
     reference = None
     if torch_call.reference is not None and flax_call.reference is not None:
-        flax_reference = _layout_to_torch(flax_call.reference, torch_call.reference, image_rank)
-        reference = (flax_reference, torch_call.reference[:len(given)])
+        reference = (_layout_to_torch(flax_call.reference, torch_call.reference, image_rank),
+                     torch_call.reference[:len(given)])
     return compare(given, torch_call.outputs[:len(given)], name=label, reference=reference,
-                   **tolerance)
+                   rtol=rtol, atol=atol)
 
 
 def run_streamed(pair: Pair, inputs: Any, source: Any, *, memory: int, dtype: str,
                  device: str, placement: Placement, tolerance: dict[str, float],
-                 name: str) -> tuple[StreamedResult, Any]:
-    """Both sides streamed once (and, for a budget, once more in the reference dtype); the
-    result and the torch stream (its model and block calls, for the diagnosis)."""
-    reference = wanted(dtype)
-    image_rank = None if pair.named_inputs else len(pair.input_shape)
-    torch_out, flax_out, torch_stream, flax_stream = _both_sides(
-        pair, inputs, source, memory, dtype, dtype, device, placement, reference)
+                 name: str) -> tuple[StreamedResult, tuple[TorchStream, FlaxStream]]:
+    """Both sides streamed once (for a budget, once more in the reference dtype, end to
+    end); the result and both streams (their block calls, for the diagnosis)."""
+    budget = wanted(dtype)
+    torch_out, flax_out, streams = _both_sides(pair, inputs, source, memory, dtype, dtype,
+                                               device, placement, budget)
     output_reference = None
-    if reference:
-        wide = "float32" if dtype != "float64" else "float64"
-        ref_torch, ref_flax, *_ = _both_sides(pair, rounded_inputs(inputs, dtype), source,
-                                              memory, wide, dtype, device, placement, False)
-        output_reference = (_output_in_torch_layout(pair, ref_flax, inputs), ref_torch)
+    if budget:
+        reference = REFERENCE_DTYPES[dtype]
+        torch_reference, flax_reference, _ = _both_sides(
+            pair, rounded_inputs(inputs, dtype), source, memory, reference, dtype, device,
+            placement, False)
+        output_reference = (_in_torch_layout(pair, flax_reference, inputs), torch_reference)
+    torch_stream, flax_stream = streams
+    image_rank = _image_rank(pair)
+    rtol, atol = tolerance.get("rtol"), tolerance.get("atol")
     by_name = {block.torch: block for block in torch_stream.blocks}
     blocks = tuple(BlockResult(by_name[called], _block_comparison(  # in the order torch ran
         by_name[called], torch_call, flax_stream.calls.get(called), name, image_rank,
-        tolerance)) for called, torch_call in torch_stream.calls.items())
-    output = compare(_output_in_torch_layout(pair, flax_out, inputs), torch_out, name=name,
-                     reference=output_reference, padding=pair.padding(inputs), **tolerance)
-    return StreamedResult(name, blocks, output, memory), (torch_stream, flax_stream)
+        rtol, atol)) for called, torch_call in torch_stream.calls.items())
+    output = compare(_in_torch_layout(pair, flax_out, inputs), torch_out, name=name,
+                     reference=output_reference, padding=pair.padding(inputs), rtol=rtol,
+                     atol=atol)
+    return StreamedResult(name, blocks, output, memory), streams
 
 
-def _output_in_torch_layout(pair: Pair, flax_out: dict[str, np.ndarray], inputs: Any
-                            ) -> dict[str, np.ndarray]:
+def _image_rank(pair: Pair) -> int | None:
+    """The rank of an image pair's input (its channels move between layouts); None for named
+    inputs."""
+    return None if pair.named_inputs else len(pair.input_shape)
+
+
+def _in_torch_layout(pair: Pair, flax_out: dict[str, np.ndarray], inputs: Any
+                     ) -> dict[str, np.ndarray]:
     if pair.named_inputs:
         return flax_out
     rank = np.ndim(inputs)
-    return {path: pair.input_layout.output_to_torch(leaf, rank) if isinstance(
-        pair.input_layout, Layout) else leaf for path, leaf in flax_out.items()}
+    return {path: pair.input_layout.output_to_torch(leaf, rank)
+            for path, leaf in flax_out.items()}
 
 
 def _both_sides(pair: Pair, inputs: Any, source: Any, memory: int, dtype: str, rounded: str,
-                device: str, placement: Placement, reference: bool) -> tuple[Any, ...]:
-    """Each side's output (numpy, by leaf path) and its stream, blocks kept."""
-    model = empty_model(pair.torch_model, rounded)
-    if dtype != rounded:
-        model = model.to(getattr(__import__("torch"), dtype))
+                device: str, placement: Placement, budget: bool
+                ) -> tuple[Any, Any, tuple[TorchStream, FlaxStream]]:
+    """Each side's output (numpy, by leaf path) computing in `dtype` on weights rounded to
+    `rounded`, and both streams; `budget`: each block also in the reference dtype."""
+    model = empty_model(pair.torch_model, dtype, rounded)
     blocks, loose = plan_blocks(model, pair.mapping, memory)
-    torch_stream = TorchStream(model, pair.mapping, blocks, source, dtype, rounded, reference)
+    torch_stream = TorchStream(model, pair.mapping, blocks, source, dtype, rounded, budget)
     if loose:
         torch_stream.load_loose(loose)
     torch_out = torch_stream.run(inputs, device, dict(pair.torch_call))
     module = flax_module_of(pair)
     flax_stream = FlaxStream(
-        flax_module_in(module, dtype), flax_module_in(module, "float32") if reference else None,
+        flax_module_in(module, dtype),
+        flax_module_in(module, REFERENCE_DTYPES[dtype]) if budget else None,
         pair.mapping, blocks, source, dtype, rounded, placement.variable, placement.input,
-        None if pair.named_inputs else len(pair.input_shape))
+        _image_rank(pair))
     with placement.inside():
         flax_out = flax_stream.run(pair.to_flax(inputs), torch_stream.calls,
                                    canonical_of(pair.mapping, loose), dict(pair.flax_call))
-    return torch_out, flax_out, torch_stream, flax_stream
-
-
-def streamed_pair(pair: Pair | str) -> Pair:
-    return get(pair) if isinstance(pair, str) else pair
-
-
-def source_of(checkpoint: str | Path | Checkpoint, pair: Pair) -> Any:
-    return tensor_source(checkpoint, pair.name)
-
-
-
+    return torch_out, flax_out, (torch_stream, flax_stream)

@@ -87,7 +87,8 @@ def plan_blocks(model: Any, mapping: Mapping, bound: int) -> tuple[list[Block], 
     names = _split(model, "", sizes, bound)
     correspondence = mapping.correspondence(sizes)
     flax_of = {pair.torch: pair.flax for pair in aligned_modules(mapping, sizes)}
-    blocks, covered = [], set()
+    blocks: list[Block] = []
+    covered: set[str] = set()
     for name in names:
         keys = tuple(key for key in sizes if _under(key, name))
         covered.update(keys)

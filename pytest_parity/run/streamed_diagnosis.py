@@ -53,7 +53,8 @@ def diagnose_block(block: Block, torch_stream: TorchStream, flax_stream: FlaxStr
     module.load_state_dict(torch_stream.state_of(block), assign=True)
     try:
         runner = flax_call.runner
-        args, kwargs = filled(*flax_call.template, [flax_stream.replicated(a) for a in given])
+        args, kwargs = filled(flax_call.template[0], flax_call.template[1],
+                              [flax_stream.replicated(a) for a in given])
         flax_keywords = as_keywords(runner.signature, args, kwargs)
         arrays = {k: v for k, v in flax_keywords.items() if _is_array(v)}
         others = {k: v for k, v in flax_keywords.items() if not _is_array(v) and v is not None}

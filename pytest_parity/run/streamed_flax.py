@@ -140,7 +140,7 @@ class FlaxStream:
         key = (runner.key, repr(template))
         if key not in self._programs:
             def run(variables: Any, arrays: list[Any]) -> Any:
-                args, kwargs = filled(*template, arrays)
+                args, kwargs = filled(template[0], template[1], arrays)
                 return runner.apply(variables, *args, **kwargs)
             self._programs[key] = jax.jit(run)
         return self._programs[key]

@@ -42,20 +42,21 @@ def parameters_on_meta() -> Iterator[None]:
                                            requires_grad=parameter.requires_grad)
         register(module, name, parameter)
 
-    torch.nn.Module.register_parameter = on_meta  # type: ignore[method-assign]
+    torch.nn.Module.register_parameter = on_meta  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
         torch.nn.Module.register_parameter = register  # type: ignore[method-assign]
 
 
-def empty_model(factory: Callable[[], Any], dtype: str) -> Any:
-    """The torch model of `factory`, its parameters on the meta device, in `dtype`, eval."""
+def empty_model(factory: Callable[[], Any], dtype: str, rounded: str | None = None) -> Any:
+    """The torch model of `factory`, its parameters on the meta device, in `dtype` (its
+    buffers rounded to `rounded` first, as the case's model holds them), eval."""
     import torch
 
     with parameters_on_meta():
         model = factory()
-    return model.to(getattr(torch, dtype)).eval()
+    return model.to(getattr(torch, rounded or dtype)).to(getattr(torch, dtype)).eval()
 
 
 @dataclass
