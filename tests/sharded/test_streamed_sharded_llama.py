@@ -7,7 +7,7 @@ it names the module.
 Every case runs in one child process (tests/sharded/streamed_sharded_case.py) with
 XLA_FLAGS=--xla_force_host_platform_device_count=8 in its environment: XLA reads the device
 count once, as jax starts, so the 8 devices never reach this process or the rest of the suite.
-Measured (CPU): the child 15-20 s of wall time for the four cases, its start (jax, torch,
+Measured (CPU): the child 11-15 s of wall time for the four cases, its start (jax, torch,
 transformers) some 5 s of it; each case 1-5 s.
 """
 
