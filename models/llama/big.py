@@ -166,47 +166,36 @@ def nnx_model(settings: dict[str, Any] = BIG_LLAMA) -> Any:
     return LlamaForCausalLM(LlamaConfig(**settings), rngs=nnx.Rngs(0))
 
 
-def _streamed_digest(h5: Any, manifest: dict[str, dict[str, str]]) -> str:
-    """The content digest of an open file's float32 tensors, read one at a time."""
-    from pytest_parity.checkpoint.digest import TensorSummary, combine_digests, tensor_digest
-
-    summaries, digests = {}, {}
-    for name in manifest:
-        array = h5[f"{h5.attrs['architecture']}/{name}"][()]
-        summaries[name] = TensorSummary(tuple(array.shape), array.dtype)
-        digests[name] = tensor_digest(array)
-        del array
-    return combine_digests(summaries, digests)
-
-
 def checkpoint_problem(path: Path, seed: int, settings: dict[str, Any] = BIG_LLAMA) -> str | None:
     """Why the file at `path` is not this seed's intact checkpoint, if it is not: read and
     hashed one tensor at a time (never the whole model in memory), its recorded digest
     checked, its source and its first tensor this seed's draw."""
-    import json
+    from pytest_parity.checkpoint import tensor_source
+    from pytest_parity.errors import CheckpointError
 
-    import h5py
-
-    from pytest_parity.checkpoint.probe import probe
-
-    problems = probe(path, None)
-    if problems:
-        return problems[0]
-    with h5py.File(path, "r") as h5:
-        if h5.attrs.get("source") != source(seed):
-            return f"its source is {h5.attrs.get('source')!r}, not {source(seed)!r}"
-        manifest = json.loads(h5.attrs["tensors"])
+    try:
+        tensors = tensor_source(path)
+    except CheckpointError as error:
+        return error.problems[0]
+    try:
+        if tensors.source != source(seed):
+            return f"its source is {tensors.source!r}, not {source(seed)!r}"
         specs = tensor_specs(settings)
-        if sorted(manifest) != sorted(name for name, _, _ in specs) or any(
-                entry["dtype"] != "float32" for entry in manifest.values()):
-            return "its tensors are not this configuration's, in float32"
+        if tensors.keys() != sorted(name for name, _, _ in specs):
+            return "its tensors are not this configuration's"
         first, shape, _ = specs[0]
-        stored = h5[f"{h5.attrs['architecture']}/{first}"][()]
-        if not np.array_equal(stored, draw(first, shape, 0, seed, settings["num_hidden_layers"])):
-            return f"{first} is not seed {seed}'s draw"
+        stored = tensors.read([first])[first]
+        if stored.dtype != np.float32 or not np.array_equal(
+                stored, draw(first, shape, 0, seed, settings["num_hidden_layers"])):
+            return f"{first} is not seed {seed}'s draw in float32"
         del stored
-        if _streamed_digest(h5, manifest) != h5.attrs["digest"]:
-            return "its content does not match its digest"
+        for name, _, _ in specs:  # one at a time, each hashed as it is read
+            tensors.read([name])
+        tensors.verify()
+    except CheckpointError:
+        return "its content does not match its digest"
+    finally:
+        tensors.close()
     return None
 
 

@@ -19,9 +19,9 @@ INITIALIZER_RANGE = 0.2
 NORM_WEIGHT_STD = 0.2
 
 
-def torch_model() -> Any:
-    """transformers' LlamaForCausalLM of SMALL_LLAMA (eager attention, untied head), its
-    weights drawn from torch's current generator."""
+def torch_model(settings: dict[str, Any] = SMALL_LLAMA) -> Any:
+    """transformers' LlamaForCausalLM of `settings` (SMALL_LLAMA's fields; eager attention,
+    untied head), its weights drawn from torch's current generator."""
     import torch
 
     from pytest_parity.torchvision_compat import import_torchvision
@@ -30,7 +30,7 @@ def torch_model() -> Any:
     import transformers
 
     config = transformers.LlamaConfig(
-        **SMALL_LLAMA, max_position_embeddings=128, tie_word_embeddings=False,
+        **settings, max_position_embeddings=128, tie_word_embeddings=False,
         initializer_range=INITIALIZER_RANGE, attn_implementation="eager")
     model = transformers.LlamaForCausalLM(config)
     with torch.no_grad():

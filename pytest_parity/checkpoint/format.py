@@ -162,6 +162,25 @@ def read_array(dataset: h5py.h5d.DatasetID, dtype_name: str) -> np.ndarray:
         else array
 
 
+def probed(path: str | Path, architecture: str | None = None) -> Path:
+    """The file, its structure checked by the probe process (probe.py) before this process
+    opens it.
+
+    Raises:
+        CheckpointError: the file is missing, or its structure is damaged or not a checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, ["no such file"])
+    try:
+        problems = probe(path, architecture)
+    except OSError as error:
+        raise CheckpointError(path, [f"its structure cannot be checked: {error}"]) from None
+    if problems:
+        raise CheckpointError(path, problems)
+    return path
+
+
 def load(path: str | Path, *, architecture: str | None = None,
          verify_digest: bool = True) -> Checkpoint:
     """Read a checkpoint and verify its format, root group and (unless told not to) digest.
@@ -175,15 +194,7 @@ def load(path: str | Path, *, architecture: str | None = None,
         CheckpointError: the file is missing, not HDF5, damaged, of another format or
             version, or its contents do not match its digest; every problem is listed.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, ["no such file"])
-    try:
-        problems = probe(path, architecture)
-    except OSError as error:
-        raise CheckpointError(path, [f"its structure cannot be checked: {error}"]) from None
-    if problems:
-        raise CheckpointError(path, problems)
+    path = probed(path, architecture)
     arrays: dict[str, np.ndarray] = {}
     hashing = {}  # in the pool, while this thread reads the next tensor
     try:

@@ -18,8 +18,7 @@ import h5py
 import numpy as np
 
 from pytest_parity.checkpoint.digest import combine_digests, tensor_digest
-from pytest_parity.checkpoint.format import Checkpoint, read_array
-from pytest_parity.checkpoint.probe import probe
+from pytest_parity.checkpoint.format import Checkpoint, probed, read_array
 from pytest_parity.checkpoint.reading import HDF5_FAILURES, read_structure
 from pytest_parity.errors import CheckpointError
 
@@ -84,16 +83,8 @@ class StoredTensors:
     """
 
     def __init__(self, path: str | Path, architecture: str | None = None) -> None:
-        path = Path(path)
+        path = probed(path, architecture)
         self.where = str(path)
-        if not path.is_file():
-            raise CheckpointError(path, ["no such file"])
-        try:
-            problems = probe(path, architecture)
-        except OSError as error:
-            raise CheckpointError(path, [f"its structure cannot be checked: {error}"]) from None
-        if problems:
-            raise CheckpointError(path, problems)
         try:
             self._h5 = h5py.File(path, "r")
             self._structure, problems = read_structure(self._h5, path.stat().st_size,
@@ -105,6 +96,7 @@ class StoredTensors:
             self._h5.close()
             raise CheckpointError(path, problems)
         self.architecture = self._structure.architecture
+        self.source = self._structure.source
         self._seen: dict[str, _Seen] = {}
         self._digests: dict[str, bytes] = {}
 

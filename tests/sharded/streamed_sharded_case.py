@@ -32,7 +32,7 @@ from pytest_parity.checkpoint import checkpoint_from_torch  # noqa: E402
 from pytest_parity.inputs import Input  # noqa: E402
 from pytest_parity.registry import Pair  # noqa: E402
 from pytest_parity.run import streamed_placement  # noqa: E402
-from tests.sharded.sharded_llama_case import CONFIG, WEIGHT_STD  # noqa: E402
+from tests.sharded.sharded_llama_case import CONFIG  # noqa: E402
 from tests.support.sharding_bugs import sharding_bug  # noqa: E402
 
 # Each decoder layer (147,712 float32 weights, 591 KB) one block; the embedding table and the
@@ -55,25 +55,11 @@ WATCHED = "model/layers/0/self_attn/q_proj/kernel"  # a placed variable whose sh
 
 def torch_model():
     """transformers' LlamaForCausalLM of CONFIG, drawn as models/llama/small.py draws it."""
-    import torch
+    from dataclasses import asdict
 
-    from pytest_parity.torchvision_compat import import_torchvision
+    from models.llama import small
 
-    import_torchvision()  # transformers imports torchvision, broken on a CPU-only torch here
-    import transformers
-
-    fields = {name: getattr(CONFIG, name) for name in (
-        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-        "num_attention_heads", "num_key_value_heads", "rms_norm_eps", "rope_theta")}
-    config = transformers.LlamaConfig(**fields, max_position_embeddings=128,
-                                      tie_word_embeddings=False, initializer_range=WEIGHT_STD,
-                                      attn_implementation="eager")
-    model = transformers.LlamaForCausalLM(config)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("norm.weight"):
-                parameter.normal_(1.0, WEIGHT_STD)
-    return model.eval()
+    return small.torch_model(asdict(CONFIG))
 
 
 def sharded_pair() -> Pair:
