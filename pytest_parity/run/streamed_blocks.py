@@ -60,6 +60,15 @@ def _key_bytes(model: Any) -> dict[str, int]:
             for key, tensor in model.state_dict(keep_vars=True).items()}
 
 
+def tied_groups(model: Any) -> list[list[str]]:
+    """The names of each parameter the model holds under several names (a head tied to the
+    embeddings: GPT-2's lm_head.weight is transformer.wte.weight)."""
+    names: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(parameter), []).append(name)
+    return [group for group in names.values() if len(group) > 1]
+
+
 def _under(key: str, module: str) -> bool:
     return not module or key.startswith(f"{module}.")
 
@@ -83,7 +92,10 @@ def plan_blocks(model: Any, mapping: Mapping, bound: int) -> tuple[list[Block], 
     Raises:
         ParityError: a block whose weights no one Flax module holds.
     """
-    sizes = _key_bytes(model)
+    everything = _key_bytes(model)
+    # A tied parameter is needed wherever one of its names runs: loaded once, kept (loose).
+    tied = {name for group in tied_groups(model) for name in group}
+    sizes = {key: size for key, size in everything.items() if key not in tied}
     names = _split(model, "", sizes, bound)
     correspondence = mapping.correspondence(sizes)
     flax_of = {pair.torch: pair.flax for pair in aligned_modules(mapping, sizes)}
@@ -100,7 +112,7 @@ def plan_blocks(model: Any, mapping: Mapping, bound: int) -> tuple[list[Block], 
                           for path in correspondence[key][0])
         blocks.append(Block(name, flax_of[name], keys, canonical,
                             sum(sizes[key] for key in keys)))
-    return blocks, tuple(key for key in sizes if key not in covered)
+    return blocks, tuple(key for key in everything if key not in covered)
 
 
 def block_mapping(mapping: Mapping, block: Block) -> Mapping:

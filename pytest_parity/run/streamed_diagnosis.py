@@ -65,7 +65,7 @@ def diagnose_block(block: Block, torch_stream: TorchStream, flax_stream: FlaxStr
             torch_inputs=as_keywords(module.forward, torch_call.args, torch_call.kwargs),
             flax_inputs=arrays, image_rank=image_rank, tolerance=tolerance)
     finally:
-        empty(module)
+        empty(module, block)
 
 
 def block_lines(block: Block, diagnosis: Diagnosis | None) -> list[str]:

@@ -127,7 +127,7 @@ class FlaxStream:
 
         inputs = ({k: self.replicated(v) for k, v in flax_inputs.items()}
                   if isinstance(flax_inputs, dict) else self.replicated(flax_inputs))
-        with _blocks_intercepted(self.module, kept, on_call) as root:
+        with _blocks_intercepted(self.module, kept, set(by_path), on_call) as root:
             output = root(**inputs, **call) if isinstance(inputs, dict) else root(inputs, **call)
         return {path: np.asarray(leaf) for path, leaf in leaves(plain_outputs(output)).items()
                 if hasattr(leaf, "shape")}
@@ -213,10 +213,11 @@ class BlockRunner:
 
 
 @contextlib.contextmanager
-def _blocks_intercepted(module: Any, kept: dict[str, Any], on_call: Callable[..., Any]
-                        ) -> Iterator[Callable[..., Any]]:
+def _blocks_intercepted(module: Any, kept: dict[str, Any], blocks: set[str],
+                        on_call: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
     """The root as a callable holding the `kept` variables, every module call inside it
-    handed to `on_call(path, module, own_call, args, kwargs)`."""
+    handed to `on_call(path, module, own_call, args, kwargs)`. A Linen block's `setup`, which
+    would look for its variables, is skipped: the block runs alone, on its own."""
     if isinstance(module, NNXPort):
         root = module.partly_bound(kept)
         with intercepted_calls(root, lambda path, sub, call, args, kwargs:
@@ -226,9 +227,12 @@ def _blocks_intercepted(module: Any, kept: dict[str, Any], on_call: Callable[...
     import flax.linen as nn
 
     def intercept(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
+        path = "/".join(context.module.path)
+        if context.method_name == "setup" and path in blocks:
+            return None
         if context.method_name != "__call__":
             return next_fun(*args, **kwargs)
-        return on_call("/".join(context.module.path), context.module, next_fun, args, kwargs)
+        return on_call(path, context.module, next_fun, args, kwargs)
 
     with nn.intercept_methods(intercept):
         yield partial(module.apply, kept)

@@ -25,7 +25,7 @@ from pytest_parity.diagnose import argument_names
 from pytest_parity.errors import CheckpointError
 from pytest_parity.mapping import Mapping
 from pytest_parity.run.sides import torch_input
-from pytest_parity.run.streamed_blocks import Block, canonical_of
+from pytest_parity.run.streamed_blocks import Block, canonical_of, tied_groups
 
 
 @contextlib.contextmanager
@@ -137,9 +137,21 @@ class TorchStream:
         return loaded
 
     def load_loose(self, keys: tuple[str, ...]) -> None:
-        """The weights split modules hold themselves, loaded once and kept."""
-        loose = Block("", "", keys, canonical_of(self.mapping, keys), 0)
+        """The weights split modules hold themselves and the tied ones, loaded once and kept;
+        each tied parameter's other names given the loaded one (a name the mapping leaves
+        out, GPT-2's lm_head.weight, comes from its tie)."""
+        correspondence = self.mapping.correspondence(keys)
+        mapped = tuple(key for key in keys if key in correspondence)
+        loose = Block("", "", mapped, canonical_of(self.mapping, mapped), 0)
         self.model.load_state_dict(self.state_of(loose), strict=False, assign=True)
+        for group in tied_groups(self.model):
+            loaded = [name for name in group if name in mapped]
+            if loaded:
+                parameter = self.model.get_parameter(loaded[0])
+                for name in group:
+                    owner, _, leaf = name.rpartition(".")
+                    (self.model.get_submodule(owner) if owner else self.model
+                     )._parameters[leaf] = parameter
 
     def run(self, inputs: Any, device: str, call: dict[str, Any]) -> Any:
         """The model's output (numpy tree) on torch-layout inputs, every block's call kept."""
@@ -176,7 +188,7 @@ class TorchStream:
                     args, kwargs, [np.array(to_numpy(a)) for a in _arrays(args, kwargs)],
                     argument_names(module.forward, args, kwargs), _output_leaves(output),
                     self._reference(module, block, args, kwargs) if self.reference else None)
-            empty(module)
+            empty(module, block)
         return keep
 
     def _reference(self, module: Any, block: Block, args: Any, kwargs: Any
@@ -198,20 +210,20 @@ class TorchStream:
         return _output_leaves(output)
 
 
-def empty(module: Any) -> None:
-    """The module's parameters and saved buffers back on the meta device: memory let go."""
+def empty(module: Any, block: Block) -> None:
+    """The block's own parameters and saved buffers back on the meta device: memory let go
+    (a tied parameter it shares with the rest of the model stays)."""
     import torch
 
-    for name, parameter in list(module.named_parameters()):
-        owner, _, leaf = name.rpartition(".")
+    prefix = f"{block.torch}." if block.torch else ""
+    for key in block.torch_keys:
+        owner, _, leaf = key.removeprefix(prefix).rpartition(".")
         holder = module.get_submodule(owner) if owner else module
-        holder._parameters[leaf] = torch.nn.Parameter(
-            torch.empty(parameter.shape, dtype=parameter.dtype, device="meta"),
-            requires_grad=parameter.requires_grad)
-    saved = module.state_dict(keep_vars=True)
-    for name, buffer in list(module.named_buffers()):
-        if name in saved:
-            owner, _, leaf = name.rpartition(".")
-            holder = module.get_submodule(owner) if owner else module
-            holder._buffers[leaf] = torch.empty(buffer.shape, dtype=buffer.dtype,
-                                                device="meta")
+        if leaf in holder._parameters:
+            held = holder._parameters[leaf]
+            holder._parameters[leaf] = torch.nn.Parameter(
+                torch.empty(held.shape, dtype=held.dtype, device="meta"),
+                requires_grad=held.requires_grad)
+        elif leaf in holder._buffers:
+            held = holder._buffers[leaf]
+            holder._buffers[leaf] = torch.empty(held.shape, dtype=held.dtype, device="meta")

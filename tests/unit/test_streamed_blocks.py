@@ -93,3 +93,16 @@ def test_the_torch_side_is_built_without_weights_its_buffers_real():
     assert model.scale.device.type == "cpu" and model.scale.dtype == torch.bfloat16
     assert model.scale.tolist() == [0.0, 1.0, 2.0, 3.0]
     assert torch.nn.Linear(2, 2).weight.device.type == "cpu"  # only while it builds
+
+
+def test_a_tied_parameter_is_loose_under_every_name_and_in_no_block():
+    class Tied(Net):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(8, 100, bias=False)
+            self.head.weight = self.embed.weight  # GPT-2's head is its token embeddings
+
+    tied = Mapping("net", (*MAPPING.rules[:3],), ignored=("head.weight",))
+    blocks, loose = plan_blocks(Tied(), tied, 500)
+    assert [b.torch for b in blocks] == ["layers.0", "layers.1", "layers.2"]
+    assert set(loose) == {"embed.weight", "head.weight"}

@@ -2,7 +2,8 @@
 bound, against the same pairs checked whole in memory.
 
 The small Llama (NNX port; 2 layers of 49 KB of float32 weights each), ResNet-18 and ViT-Ti/16
-(Linen ports) give the same verdict streamed as loaded whole, in float32 and bfloat16 (each
+(Linen ports), and transformers' GPT-2 against its own Flax GPT-2 (a port this project did not
+write, its head tied to its embeddings) give the same verdict streamed as loaded whole, in float32 and bfloat16 (each
 block judged by its own budget there), over several input draws; a bug put into one decoder
 layer of the port fails that layer's block and the diagnosis names the module inside it. Each
 streamed case takes 2-8 s here (measured: llama 2.8 s float32, 4.7 s bfloat16; resnet18 2.5 s,
@@ -26,7 +27,9 @@ require("transformers", "transformers is not installed: pip install -e '.[ports]
 
 # name: the memory bound that splits the pair into its blocks (a Llama: each decoder layer
 # whole in bfloat16, its projections apart in float32), the input draws
-CASES = {"llama": ("60KB", (0, 1, 2)), "resnet18": ("3MB", (0,)), "vit_ti_16": ("2MB", (0,))}
+# gpt2 is transformers' own Flax port, its head tied to its token embeddings (kept loaded).
+CASES = {"llama": ("60KB", (0, 1, 2)), "gpt2": ("100KB", (0, 1)), "resnet18": ("3MB", (0,)),
+         "vit_ti_16": ("2MB", (0,))}
 
 
 @pytest.fixture(scope="module")
