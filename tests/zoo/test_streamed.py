@@ -3,11 +3,11 @@ bound, against the same pairs checked whole in memory.
 
 The small Llama (NNX port; 2 layers of 49 KB of float32 weights each), ResNet-18 and ViT-Ti/16
 (Linen ports), and transformers' GPT-2 against its own Flax GPT-2 (a port this project did not
-write, its head tied to its embeddings) give the same verdict streamed as loaded whole, in float32 and bfloat16 (each
-block judged by its own budget there), over several input draws; a bug put into one decoder
-layer of the port fails that layer's block and the diagnosis names the module inside it. Each
-streamed case takes 2-8 s here (measured: llama 2.8 s float32, 4.7 s bfloat16; resnet18 2.5 s,
-7.8 s; vit_ti_16 1.6 s, 3.7 s).
+write, its head tied to its embeddings) give the same verdict streamed as loaded whole, in
+float32 and bfloat16 (each block judged by its own budget there), over several input draws; a
+bug put into one decoder layer of the port fails that layer's block and the diagnosis names
+the module inside it. Each streamed case takes 2-8 s here (measured: llama 2.8 s float32,
+4.7 s bfloat16; resnet18 2.5 s, 7.8 s; vit_ti_16 1.6 s, 3.7 s).
 """
 
 from pathlib import Path
