@@ -18,6 +18,7 @@ import pytest
 from flax import nnx
 
 from pytest_parity import assert_streamed_close, registry
+from pytest_parity.compare import records
 from pytest_parity.checkpoint import save
 from pytest_parity.registry import Pair
 from pytest_parity.run import checkpoint_for, load_pair
@@ -87,15 +88,19 @@ def test_a_bug_in_one_layer_is_found_in_its_block(dtype, checkpoints, tmp_path):
     pair = Pair("llama", llama.torch_model, _one_layer_buggy(llama.flax_model), llama.mapping,
                 inputs=llama.inputs, torch_call=llama.torch_call, tolerances=llama.tolerances)
     path = save(tmp_path / "llama.h5", checkpoints("llama"))
-    with pytest.raises(AssertionError) as failure:
+    with records.collecting() as found, pytest.raises(AssertionError) as failure:
         assert_streamed_close(pair, llama.example_inputs(0), checkpoint=path, memory="160KB",
                               dtype=dtype)
+    streamed = found[-1]["streamed"]
+    # Each block on torch's inputs: the layer after the bug and the final norm pass.
+    assert [b["torch"] for b in streamed["blocks"] if not b["passed"]] == ["model.layers.1"]
+    assert streamed["first_failing_block"] == "model.layers.1"
+    assert [b["torch"] for b in streamed["blocks"]] == [
+        "model.embed_tokens", "model.layers.0", "model.layers.1", "model.norm", "lm_head"]
     text = str(failure.value)
     assert "the first failing block: torch model.layers.1 <-> flax model/layers/1" in text
-    assert "block model.layers.0" not in text.split("where it goes wrong")[0].split(
-        "the first failing block")[0] or "model.layers.0: " not in text
     culprit = text.split("the first failing block")[1]
-    assert "mlp" in culprit
+    assert "first divergent module: torch mlp <-> flax mlp" in culprit, culprit
     with pytest.raises(AssertionError):
         load_pair(pair, checkpoints("llama"), "cpu", dtype).assert_close(llama.example_inputs(0))
 
