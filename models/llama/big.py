@@ -181,7 +181,7 @@ def checkpoint_problem(path: Path, seed: int, settings: dict[str, Any] = BIG_LLA
         if tensors.source != source(seed):
             return f"its source is {tensors.source!r}, not {source(seed)!r}"
         specs = tensor_specs(settings)
-        if tensors.keys() != sorted(name for name, _, _ in specs):
+        if tensors.paths() != sorted(name for name, _, _ in specs):
             return "its tensors are not this configuration's"
         first, shape, _ = specs[0]
         stored = tensors.read([first])[first]

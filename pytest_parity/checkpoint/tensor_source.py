@@ -3,8 +3,9 @@ before it runs, and never holds the whole model.
 
 `StoredTensors` opens a canonical file as `load` does (its structure probed in a child
 process first, then checked here before any tensor is read) and reads the tensors asked for;
-each tensor is hashed as it is read, and `verify()` checks the content digest once every
-tensor has been read: a damaged file fails the check, even after its blocks passed.
+each tensor is hashed as it is read, and `verify()` checks the content digest (reading and
+hashing any tensor no block read): a damaged file fails the check, even after its blocks
+passed.
 `HeldTensors` serves a Checkpoint already in memory (a small pair's) the same way.
 """
 
@@ -31,7 +32,7 @@ class TensorSource(Protocol):
     where: str  # the file, for messages
     architecture: str
 
-    def keys(self) -> list[str]: ...
+    def paths(self) -> list[str]: ...
 
     def shape_of(self, key: str) -> tuple[int, ...]: ...
 
@@ -54,7 +55,7 @@ class HeldTensors:
         self.checkpoint, self.where, self.architecture = checkpoint, MEMORY, \
             checkpoint.architecture
 
-    def keys(self) -> list[str]:
+    def paths(self) -> list[str]:
         return sorted(self.checkpoint.arrays)
 
     def shape_of(self, key: str) -> tuple[int, ...]:
@@ -87,11 +88,14 @@ class StoredTensors:
         self.where = str(path)
         try:
             self._h5 = h5py.File(path, "r")
+        except HDF5_FAILURES as error:
+            raise _unreadable(path, error) from None
+        try:
             self._structure, problems = read_structure(self._h5, path.stat().st_size,
                                                        architecture)
         except HDF5_FAILURES as error:
-            raise CheckpointError(path, [f"not a readable HDF5 file ({type(error).__name__}: "
-                                         f"{error})"]) from None
+            self._h5.close()
+            raise _unreadable(path, error) from None
         if problems:
             self._h5.close()
             raise CheckpointError(path, problems)
@@ -100,14 +104,14 @@ class StoredTensors:
         self._seen: dict[str, _Seen] = {}
         self._digests: dict[str, bytes] = {}
 
-    def keys(self) -> list[str]:
+    def paths(self) -> list[str]:
         return sorted(self._structure.datasets)
 
     def shape_of(self, key: str) -> tuple[int, ...]:
         return tuple(self._structure.datasets[key].shape)
 
     def read(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
-        """The tensors at these canonical paths, each hashed for `finish`."""
+        """The tensors at these canonical paths, each hashed for `verify`."""
         datasets, arrays = self._structure.datasets, {}
         absent = [key for key in keys if key not in datasets]
         if absent:
@@ -127,19 +131,25 @@ class StoredTensors:
         self._h5.close()
 
     def verify(self) -> None:
-        """Where every tensor has been read, check the content digest.
+        """Check the content digest: the tensors not read yet (a module never called) are read
+        and hashed now, one at a time.
 
         Raises:
-            CheckpointError: the tensors read do not match the file's recorded digest.
+            CheckpointError: the tensors do not match the file's recorded digest.
         """
-        if set(self._seen) != set(self._structure.datasets):
-            return
+        for key in self.paths():
+            if key not in self._seen:
+                self.read([key])
         digest = combine_digests(self._seen, self._digests)
         if digest != self._structure.digest:
             raise CheckpointError(self.where, [
                 f"content digest {digest[:12]}… does not match the recorded "
                 f"{self._structure.digest[:12]}…: the file is corrupt or was edited (the "
                 "blocks were compared on what it holds now)"])
+
+
+def _unreadable(path: Path, error: Exception) -> CheckpointError:
+    return CheckpointError(path, [f"not a readable HDF5 file ({type(error).__name__}: {error})"])
 
 
 def tensor_source(checkpoint: str | Path | Checkpoint, architecture: str | None = None

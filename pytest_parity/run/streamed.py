@@ -19,6 +19,7 @@ import numpy as np
 
 from pytest_parity.compare import REFERENCE_DTYPES, Comparison, compare
 from pytest_parity.diagnose import in_layout
+from pytest_parity.errors import Prefixed
 from pytest_parity.registry import Pair, flax_module_of
 from pytest_parity.run.reference import rounded_inputs, wanted
 from pytest_parity.run.sides import flax_module_in
@@ -28,6 +29,11 @@ from pytest_parity.run.streamed_placement import Placement
 from pytest_parity.run.streamed_torch import TorchCall, TorchStream, empty_model
 
 DEFAULT_MEMORY = "1GiB"
+
+
+class UnmatchedBlock(Prefixed, AssertionError):
+    """A block the two sides cannot be compared on: the Flax side never called it, its call
+    takes none of torch's arguments, or its outputs are of other shapes."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +102,8 @@ def _block_comparison(block: Block, torch_call: TorchCall, flax_call: FlaxCall |
         what = "was not called on the Flax side" if flax_call is None else \
             "could not take torch's inputs" if flax_call.given is None else \
             "returned outputs of other shapes than torch's block"
-        raise AssertionError(f"streamed check {name}: the block {block.torch} "
-                             f"(flax {block.flax}) {what}")
+        raise UnmatchedBlock(f"streamed check {name}: the block {block.torch or '(root)'} "
+                             f"(flax {block.flax or '(root)'}) {what}")
     reference = None
     if torch_call.reference is not None and flax_call.reference is not None:
         reference = (_layout_to_torch(flax_call.reference, torch_call.reference, image_rank),
@@ -113,28 +119,28 @@ def run_streamed(pair: Pair, inputs: Any, source: Any, *, memory: int, dtype: st
     end); the result and both streams (their block calls, for the diagnosis)."""
     budget = wanted(dtype)
     torch_out, flax_out, streams = _both_sides(pair, inputs, source, memory, dtype, dtype,
-                                               device, placement, budget)
+                                               device, placement, budget, judged=True)
     output_reference = None
     if budget:
         reference = REFERENCE_DTYPES[dtype]
         torch_reference, flax_reference, _ = _both_sides(
             pair, rounded_inputs(inputs, dtype), source, memory, reference, dtype, device,
-            placement, False)
+            placement, False, judged=False)
         output_reference = (_in_torch_layout(pair, flax_reference, inputs), torch_reference)
     torch_stream, flax_stream = streams
-    image_rank = _image_rank(pair)
+    rank = image_rank(pair)
     rtol, atol = tolerance.get("rtol"), tolerance.get("atol")
     by_name = {block.torch: block for block in torch_stream.blocks}
     blocks = tuple(BlockResult(by_name[called], _block_comparison(  # in the order torch ran
-        by_name[called], torch_call, flax_stream.calls.get(called), name, image_rank,
-        rtol, atol)) for called, torch_call in torch_stream.calls.items())
+        by_name[called], torch_call, flax_stream.calls.get(called), name, rank, rtol, atol))
+        for called, torch_call in torch_stream.calls.items())
     output = compare(_in_torch_layout(pair, flax_out, inputs), torch_out, name=name,
                      reference=output_reference, padding=pair.padding(inputs), rtol=rtol,
                      atol=atol)
     return StreamedResult(name, blocks, output, memory), streams
 
 
-def _image_rank(pair: Pair) -> int | None:
+def image_rank(pair: Pair) -> int | None:
     """The rank of an image pair's input (its channels move between layouts); None for named
     inputs."""
     return None if pair.named_inputs else len(pair.input_shape)
@@ -150,10 +156,11 @@ def _in_torch_layout(pair: Pair, flax_out: dict[str, np.ndarray], inputs: Any
 
 
 def _both_sides(pair: Pair, inputs: Any, source: Any, memory: int, dtype: str, rounded: str,
-                device: str, placement: Placement, budget: bool
+                device: str, placement: Placement, budget: bool, *, judged: bool
                 ) -> tuple[Any, Any, tuple[TorchStream, FlaxStream]]:
     """Each side's output (numpy, by leaf path) computing in `dtype` on weights rounded to
-    `rounded`, and both streams; `budget`: each block also in the reference dtype."""
+    `rounded`, and both streams; `judged`: each Flax block also run on torch's arguments,
+    `budget`: and in the reference dtype."""
     model = empty_model(pair.torch_model, dtype, rounded)
     blocks, loose = plan_blocks(model, pair.mapping, memory)
     torch_stream = TorchStream(model, pair.mapping, blocks, source, dtype, rounded, budget)
@@ -165,7 +172,7 @@ def _both_sides(pair: Pair, inputs: Any, source: Any, memory: int, dtype: str, r
         flax_module_in(module, dtype),
         flax_module_in(module, REFERENCE_DTYPES[dtype]) if budget else None,
         pair.mapping, blocks, source, dtype, rounded, placement.variable, placement.input,
-        _image_rank(pair))
+        image_rank(pair), judged)
     with placement.inside():
         flax_out = flax_stream.run(pair.to_flax(inputs), torch_stream.calls,
                                    canonical_of(pair.mapping, loose), dict(pair.flax_call))

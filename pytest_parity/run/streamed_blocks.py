@@ -20,6 +20,11 @@ from pytest_parity.diagnose import aligned_modules
 from pytest_parity.errors import ParityError
 from pytest_parity.mapping import Mapping, Rule
 
+# Never called themselves: their children are, one by one.
+CONTAINERS = ("ModuleList", "ModuleDict")
+# torch modules whose forward reads a child's weights without calling the child (its hooks
+# never fire): never split. nn.MultiheadAttention reads out_proj.weight.
+READS_CHILDREN_WEIGHTS = ("MultiheadAttention",)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20,
           "gib": 2**30}
@@ -79,10 +84,26 @@ def _split(model: Any, name: str, sizes: dict[str, int], bound: int) -> list[str
     children = [f"{name}.{child}" if name else child for child, _ in module.named_children()]
     children = [child for child in children if any(_under(key, child) for key in sizes)]
     # A ModuleList or ModuleDict is never called itself: its children are run one by one.
-    container = type(module).__name__ in ("ModuleList", "ModuleDict")
-    if (held <= bound and not container) or not children:
+    container = type(module).__name__ in CONTAINERS
+    whole = type(module).__name__ in READS_CHILDREN_WEIGHTS
+    if (held <= bound and not container) or not children or whole:
         return [name]
     return [block for child in children for block in _split(model, child, sizes, bound)]
+
+
+def _outermost_alike(model: Any, name: str, sizes: dict[str, int]) -> str:
+    """The outermost module holding exactly the weights `name` holds: a wrapper and its one
+    weighted child are one block, named as the wrapper (whose Flax counterpart the alignment
+    pairs first: torchvision ViT's `heads` around `heads.head`)."""
+    held = {key for key in sizes if _under(key, name)}
+    while name:
+        parent = name.rpartition(".")[0]
+        module = model.get_submodule(parent) if parent else model
+        if {key for key in sizes if _under(key, parent)} != held or \
+                type(module).__name__ in CONTAINERS:
+            break
+        name = parent
+    return name
 
 
 def plan_blocks(model: Any, mapping: Mapping, bound: int) -> tuple[list[Block], tuple[str, ...]]:
@@ -101,13 +122,13 @@ def plan_blocks(model: Any, mapping: Mapping, bound: int) -> tuple[list[Block], 
     flax_of = {pair.torch: pair.flax for pair in aligned_modules(mapping, sizes)}
     blocks: list[Block] = []
     covered: set[str] = set()
-    for name in names:
+    for name in (_outermost_alike(model, found, sizes) for found in names):
         keys = tuple(key for key in sizes if _under(key, name))
         covered.update(keys)
         if name not in flax_of:
             raise ParityError(f"streamed check: the torch module {name or '(root)'} holds "
-                              "weights that no one Flax module holds alone; a smaller memory "
-                              "bound splits it further, or its mapping is incomplete")
+                              "weights that no one Flax module holds alone (the Flax side "
+                              "keeps them in other modules, or the mapping is incomplete)")
         canonical = tuple(path for key in keys if key in correspondence
                           for path in correspondence[key][0])
         blocks.append(Block(name, flax_of[name], keys, canonical,

@@ -7,12 +7,22 @@ from pathlib import Path
 from typing import Any
 
 from pytest_parity.checkpoint import Checkpoint, tensor_source
+from pytest_parity.compare import problem_record, records
+from pytest_parity.errors import CheckpointError, ParityError
 from pytest_parity.registry import Pair, get
 from pytest_parity.run.diagnosed import concluded
-from pytest_parity.run.streamed import DEFAULT_MEMORY, StreamedResult, run_streamed
+from pytest_parity.run.streamed import (
+    DEFAULT_MEMORY,
+    StreamedResult,
+    UnmatchedBlock,
+    image_rank,
+    run_streamed,
+)
 from pytest_parity.run.streamed_blocks import memory_bytes
 from pytest_parity.run.streamed_diagnosis import block_lines, diagnose_block
 from pytest_parity.run.streamed_placement import Placement
+
+DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 
 def assert_streamed_close(pair: Pair | str, inputs: Any, *,
@@ -36,12 +46,17 @@ def assert_streamed_close(pair: Pair | str, inputs: Any, *,
 
     Raises:
         AssertionError: the failing blocks and the output, then the first failing block's
-            diagnosis.
-        CheckpointError: a damaged checkpoint, or tensors that do not fit the model.
+            diagnosis; a block the two sides cannot be compared on.
+        CheckpointError: a damaged checkpoint (its digest is checked once the check has
+            run: tensors no block read are read and hashed then), tensors no rule of the
+            mapping names, or tensors that do not fit the model.
     """
     __tracebackhide__ = True
     pair = get(pair) if isinstance(pair, str) else pair
     pair.check_inputs(inputs)
+    if dtype not in DTYPES:
+        raise ParityError(f"streamed check {pair.name}: dtype={dtype!r}; one of "
+                          f"{', '.join(DTYPES)}")
     bound = memory_bytes(memory)
     placement = Placement(device, mesh, shardings)
     tolerance = {**pair.tolerance(dtype), **{key: value for key, value in
@@ -49,11 +64,19 @@ def assert_streamed_close(pair: Pair | str, inputs: Any, *,
                                               if value is not None}}
     source = tensor_source(checkpoint, pair.name)
     try:
-        result, (torch_stream, flax_stream) = run_streamed(
-            pair, inputs, source, memory=bound, dtype=dtype, device=device,
-            placement=placement, tolerance=tolerance, name=name or pair.name)
-        source.verify()  # every tensor was read: the blocks were judged on the file's content
-        image_rank = None if pair.named_inputs else len(pair.input_shape)
+        unnamed = [key for key in source.paths() if pair.mapping.rule_for(key) is None]
+        if unnamed:
+            raise CheckpointError(source.where, [f"{key}: no rule of the pair's mapping "
+                                                 "names this tensor" for key in unnamed])
+        try:
+            result, (torch_stream, flax_stream) = run_streamed(
+                pair, inputs, source, memory=bound, dtype=dtype, device=device,
+                placement=placement, tolerance=tolerance, name=name or pair.name)
+        except UnmatchedBlock as unmatched:
+            records.emit(problem_record(name or pair.name, unmatched.message))
+            raise
+        source.verify()  # the blocks were judged on what the file holds: is it intact?
+        rank = image_rank(pair)
 
         def diagnosis() -> Any:
             failing = result.first_failing
@@ -61,7 +84,7 @@ def assert_streamed_close(pair: Pair | str, inputs: Any, *,
                 return None
             with placement.inside():
                 found = diagnose_block(failing.block, torch_stream, flax_stream, pair.mapping,
-                                       tolerance, image_rank)
+                                       tolerance, rank)
             return _Lines(block_lines(failing.block, found), found)
 
         concluded(result.comparison(), diagnosis, record=_record(result, pair.name, bound))

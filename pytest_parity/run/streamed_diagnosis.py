@@ -15,7 +15,7 @@ from pytest_parity.calls import flax_called_with
 from pytest_parity.diagnose import Diagnosis, diagnose, torch_inputs_in_flax_call
 from pytest_parity.errors import PREFIX
 from pytest_parity.run.streamed_blocks import Block, block_mapping
-from pytest_parity.run.streamed_flax import FlaxStream, filled
+from pytest_parity.run.streamed_flax import FlaxStream, filled, is_array
 from pytest_parity.run.streamed_torch import TorchStream, empty
 
 
@@ -33,10 +33,6 @@ def as_keywords(function: Any, args: Any, kwargs: Any) -> dict[str, Any]:
     return keywords
 
 
-def _is_array(value: Any) -> bool:
-    return hasattr(value, "shape") and hasattr(value, "dtype")
-
-
 def diagnose_block(block: Block, torch_stream: TorchStream, flax_stream: FlaxStream,
                    mapping: Any, tolerance: dict[str, float], image_rank: int | None
                    ) -> Diagnosis | None:
@@ -50,18 +46,19 @@ def diagnose_block(block: Block, torch_stream: TorchStream, flax_stream: FlaxStr
     if given is None:
         return None
     module = torch_stream.model.get_submodule(block.torch) if block.torch else torch_stream.model
-    module.load_state_dict(torch_stream.state_of(block), assign=True)
+    module.load_state_dict(torch_stream.state_of(block), assign=True, strict=False)
     try:
         runner = flax_call.runner
         args, kwargs = filled(flax_call.template[0], flax_call.template[1],
                               [flax_stream.replicated(a) for a in given])
         flax_keywords = as_keywords(runner.signature, args, kwargs)
-        arrays = {k: v for k, v in flax_keywords.items() if _is_array(v)}
-        others = {k: v for k, v in flax_keywords.items() if not _is_array(v) and v is not None}
+        arrays = {k: v for k, v in flax_keywords.items() if is_array(v)}
+        others = {k: v for k, v in flax_keywords.items() if not is_array(v) and v is not None}
         return diagnose(
             mapping=block_mapping(mapping, block), torch_model=module,
             flax_module=flax_called_with(runner.module, others),
-            flax_variables=flax_stream.variables_of(block.canonical, block.flax),
+            flax_variables=flax_stream.variables_of(flax_stream.canonical_of(block),
+                                                  block.flax),
             torch_inputs=as_keywords(module.forward, torch_call.args, torch_call.kwargs),
             flax_inputs=arrays, image_rank=image_rank, tolerance=tolerance)
     finally:

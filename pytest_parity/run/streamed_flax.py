@@ -49,11 +49,10 @@ class FlaxCall:
 
 
 def _array_leaves(output: Any) -> list[Any]:
-    return [leaf for leaf in leaves(plain_outputs(output)).values()
-            if hasattr(leaf, "shape") and hasattr(leaf, "dtype")]
+    return [leaf for leaf in leaves(plain_outputs(output)).values() if is_array(leaf)]
 
 
-def _is_array(value: Any) -> bool:
+def is_array(value: Any) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype")
 
 
@@ -62,8 +61,8 @@ _SLOT = object()  # where a call's array goes in its template
 
 def _template(args: Any, kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The call with each array replaced by a slot (the arrays go in separately, in order)."""
-    return (tuple(_SLOT if _is_array(a) else a for a in args),
-            {k: _SLOT if _is_array(v) else v for k, v in kwargs.items()})
+    return (tuple(_SLOT if is_array(a) else a for a in args),
+            {k: _SLOT if is_array(v) else v for k, v in kwargs.items()})
 
 
 def filled(args: Any, kwargs: Any, arrays: list[Any]) -> tuple[list[Any], dict[str, Any]]:
@@ -88,8 +87,18 @@ class FlaxStream:
     placement: Callable[[str, np.ndarray], Any]  # (variable path, array) -> placed array
     replicated: Callable[[np.ndarray], Any]  # an input, placed
     image_rank: int | None = None
+    judged: bool = True  # each block also on torch's arguments (not in a reference run)
     calls: dict[str, FlaxCall] = field(default_factory=dict)
     _programs: dict[Any, Any] = field(default_factory=dict)
+    _inside_block: bool = False  # a block running alone: its own module calls pass through
+    _loose: tuple[str, ...] = ()  # canonical paths kept outside the blocks (tied ones too)
+
+    def canonical_of(self, block: Block) -> tuple[str, ...]:
+        """The canonical tensors a block runs on: its own, and the kept ones under its path
+        (a whole model as one block needs its tied embeddings)."""
+        prefix = f"{block.flax}/" if block.flax else ""
+        return (*block.canonical, *(path for path in self._loose if path.startswith(prefix)
+                                    and path not in block.canonical))
 
     def variables_of(self, canonical: tuple[str, ...], within: str, dtype: str | None = None
                      ) -> dict[str, Any]:
@@ -116,18 +125,20 @@ class FlaxStream:
         """The Flax model's own output on its inputs (numpy tree), every block run as it is
         called, also on the arguments torch's block received."""
         by_path = {block.flax: block for block in self.blocks}
+        self._loose = loose
         kept = self.variables_of(loose, "") if loose else {}
 
         def on_call(path: str, module: Any, own: Callable[..., Any], args: Any,
                     kwargs: Any) -> Any:
             block = by_path.get(path)
-            if block is None or block.torch in self.calls:
+            if block is None or self._inside_block:
                 return own(*args, **kwargs)
             return self._block(block, module, own, args, kwargs, torch_calls.get(block.torch))
 
         inputs = ({k: self.replicated(v) for k, v in flax_inputs.items()}
                   if isinstance(flax_inputs, dict) else self.replicated(flax_inputs))
-        with _blocks_intercepted(self.module, kept, set(by_path), on_call) as root:
+        with _blocks_intercepted(self.module, kept, set(by_path), on_call,
+                                 lambda: self._inside_block) as root:
             output = root(**inputs, **call) if isinstance(inputs, dict) else root(inputs, **call)
         return {path: np.asarray(leaf) for path, leaf in leaves(plain_outputs(output)).items()
                 if hasattr(leaf, "shape")}
@@ -147,31 +158,40 @@ class FlaxStream:
 
     def _block(self, block: Block, module: Any, own_call: Callable[..., Any], args: Any,
                kwargs: Any, torch_call: TorchCall | None) -> Any:
+        """The block run alone on its variables, read now: its output on the chain's
+        arguments, which goes on down the chain; at its first call also on torch's (a block
+        called again is run again, judged once, as torch's side keeps its first call)."""
         template = _template(args, kwargs)
-        arrays = [a for a in (*args, *kwargs.values()) if _is_array(a)]
+        arrays = [a for a in (*args, *kwargs.values()) if is_array(a)]
         runner = BlockRunner.of(module)
-        variables = self.variables_of(block.canonical, block.flax)
+        variables = self.variables_of(self.canonical_of(block), block.flax)
         program = self._program(runner, template)
-        record = FlaxCall([np.asarray(a) for a in arrays],
-                          argument_names(own_call, args, kwargs), runner=runner,
-                          template=template)
-        output = program(variables, arrays)
-        given = torch_inputs_in_flax_call(record, torch_call, self.image_rank) \
-            if torch_call is not None else None
-        if given is not None:
-            record.given = [np.asarray(leaf) for leaf in
-                            _array_leaves(program(variables, [self.replicated(a) for a in given]))]
-            if self.reference_module is not None:
-                record.reference = self._reference(block, runner, template, given)
-        self.calls[block.torch] = record
-        return output
+        self._inside_block = True
+        try:
+            output = program(variables, arrays)
+            if block.torch in self.calls or not self.judged:
+                return output
+            record = FlaxCall([np.asarray(a) for a in arrays],
+                              argument_names(own_call, args, kwargs), runner=runner,
+                              template=template)
+            self.calls[block.torch] = record
+            given = torch_inputs_in_flax_call(record, torch_call, self.image_rank) \
+                if torch_call is not None else None
+            if given is not None:
+                record.given = [np.asarray(leaf) for leaf in _array_leaves(
+                    program(variables, [self.replicated(a) for a in given]))]
+                if self.reference_module is not None:
+                    record.reference = self._reference(block, runner, template, given)
+            return output
+        finally:
+            self._inside_block = False
 
     def _reference(self, block: Block, runner: BlockRunner, template: Any,
                    given: list[np.ndarray]) -> list[np.ndarray]:
         """The block in the reference dtype on the case's rounded variables and inputs."""
         reference = REFERENCE_DTYPES[self.rounded]
         wide = runner.in_dtype(self.reference_module, block.flax, reference)
-        variables = self.variables_of(block.canonical, block.flax, reference)
+        variables = self.variables_of(self.canonical_of(block), block.flax, reference)
         widened = [self.replicated(host_input(host_input(a, self.rounded), reference))
                    for a in given]
         return [np.asarray(leaf) for leaf in
@@ -214,10 +234,12 @@ class BlockRunner:
 
 @contextlib.contextmanager
 def _blocks_intercepted(module: Any, kept: dict[str, Any], blocks: set[str],
-                        on_call: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+                        on_call: Callable[..., Any], inside_block: Callable[[], bool]
+                        ) -> Iterator[Callable[..., Any]]:
     """The root as a callable holding the `kept` variables, every module call inside it
-    handed to `on_call(path, module, own_call, args, kwargs)`. A Linen block's `setup`, which
-    would look for its variables, is skipped: the block runs alone, on its own."""
+    handed to `on_call(path, module, own_call, args, kwargs)` but while a block runs alone
+    (`inside_block()`). A Linen block's `setup`, which would look for its variables, is
+    skipped: the block runs alone, on its own."""
     if isinstance(module, NNXPort):
         root = module.partly_bound(kept)
         with intercepted_calls(root, lambda path, sub, call, args, kwargs:
@@ -228,6 +250,8 @@ def _blocks_intercepted(module: Any, kept: dict[str, Any], blocks: set[str],
 
     def intercept(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
         path = "/".join(context.module.path)
+        if inside_block():  # a block alone: its paths are its own, not the root's
+            return next_fun(*args, **kwargs)
         if context.method_name == "setup" and path in blocks:
             return None
         if context.method_name != "__call__":

@@ -106,3 +106,19 @@ def test_a_tied_parameter_is_loose_under_every_name_and_in_no_block():
     blocks, loose = plan_blocks(Tied(), tied, 500)
     assert [b.torch for b in blocks] == ["layers.0", "layers.1", "layers.2"]
     assert set(loose) == {"embed.weight", "head.weight"}
+
+
+def test_a_wrapper_and_its_one_child_are_one_block_named_as_the_wrapper():
+    class Wrapped(Net):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Sequential(torch.nn.Linear(8, 100, bias=False))
+            self.layers = torch.nn.ModuleList([torch.nn.Linear(8, 8)])
+
+    wrapped = Mapping("net", (*MAPPING.rules[:3], Rule("head/kernel", "head.0.weight", "IO")))
+    blocks, _ = plan_blocks(Wrapped(), wrapped, 1000)
+    # head.0 is split out of head (3200 > 1000), yet head holds the same weights: head, whose
+    # Flax module the alignment pairs; layers.0 alone in its list stays layers.0 (a list is
+    # never called)
+    assert [(b.torch, b.flax) for b in blocks] == [
+        ("embed", "embed"), ("layers.0", "layers/0"), ("head", "head")]

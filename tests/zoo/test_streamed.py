@@ -18,8 +18,8 @@ import pytest
 from flax import nnx
 
 from pytest_parity import assert_streamed_close, registry
-from pytest_parity.compare import records
 from pytest_parity.checkpoint import save
+from pytest_parity.compare import records
 from pytest_parity.registry import Pair
 from pytest_parity.run import checkpoint_for, load_pair
 from tests.support.requirements import require
@@ -131,16 +131,27 @@ def test_a_damaged_checkpoint_is_refused_after_streaming(checkpoints, tmp_path):
                               memory="100KB")
 
 
-def test_a_checkpoint_of_other_shapes_names_the_key_and_shapes(tmp_path):
-    """A checkpoint of a wider Llama: the first block read names its tensor and both shapes."""
+def test_a_checkpoint_of_other_shapes_names_the_key_and_shapes(checkpoints, tmp_path):
+    """A checkpoint whose token embeddings are half as wide as the model's: the first block
+    read names its torch key and both shapes."""
     from pytest_parity.checkpoint import Checkpoint
     from pytest_parity.errors import CheckpointError
 
-    llama = registry.get("llama")
-    arrays = {"model/embed_tokens/embedding": np.zeros((256, 32), np.float32)}
-    checkpoint = save(tmp_path / "llama.h5", Checkpoint("llama", arrays, {
-        "model/embed_tokens/embedding": "NTC"}))
-    with pytest.raises(CheckpointError, match=r"model/layers/0.*not in the checkpoint|"
-                                              r"model.embed_tokens.weight: shape \(256, 32\)"):
-        assert_streamed_close(llama, llama.example_inputs(0), checkpoint=checkpoint,
-                              memory="100KB")
+    llama, held = registry.get("llama"), checkpoints("llama")
+    arrays = {**held.arrays, "model/embed_tokens/embedding": np.zeros((256, 32), np.float32)}
+    path = save(tmp_path / "llama.h5", Checkpoint("llama", arrays, held.layouts))
+    with pytest.raises(CheckpointError, match=r"model.embed_tokens.weight: shape \(256, 32\) "
+                                              r"where the torch model has \(256, 64\)"):
+        assert_streamed_close(llama, llama.example_inputs(0), checkpoint=path, memory="100KB")
+
+
+@pytest.mark.parametrize(("name", "memory", "blocks"), [
+    ("vit_ti_16", "1GiB", 1), ("gpt2", "1GiB", 1), ("vit_ti_16", "100KB", 63)])
+def test_whole_or_finely_split_the_verdict_is_the_same(name, memory, blocks, checkpoints):
+    """At the default bound a small pair is one block (a Linen root run alone; GPT-2's tied
+    embeddings with it); at 100 KB ViT's attention stays whole (nn.MultiheadAttention reads
+    its out_proj's weight without calling it) and everything else is split."""
+    pair = registry.get(name)
+    result = assert_streamed_close(pair, pair.example_inputs(0), checkpoint=checkpoints(name),
+                                   memory=memory)
+    assert result.passed and len(result.blocks) == blocks
