@@ -32,7 +32,7 @@ from pytest_parity.errors import ParityError
 from pytest_parity.mapping import Mapping, MappingError, flatten, intercepted_calls, submodules
 from pytest_parity.nnx_bridge import NNXPort, is_nnx_module
 from pytest_parity.run.sides import host_input
-from pytest_parity.run.streamed_blocks import Block
+from pytest_parity.run.streamed_blocks import Block, return_freed_memory
 from pytest_parity.run.streamed_torch import TorchCall
 
 
@@ -104,6 +104,7 @@ class FlaxStream:
                      ) -> dict[str, Any]:
         """The Flax variables of these canonical tensors, relative to the module at
         `within`, placed, in the case's dtype (`dtype`: another)."""
+        return_freed_memory()  # the previous block's, before this one's are read
         try:
             nested = self.mapping.canonical_to_flax(self.source.read(canonical))
         except MappingError as error:

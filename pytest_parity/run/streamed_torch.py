@@ -25,7 +25,12 @@ from pytest_parity.diagnose import argument_names
 from pytest_parity.errors import CheckpointError, ParityError
 from pytest_parity.mapping import Mapping
 from pytest_parity.run.sides import torch_input
-from pytest_parity.run.streamed_blocks import Block, canonical_of, tied_groups
+from pytest_parity.run.streamed_blocks import (
+    Block,
+    canonical_of,
+    return_freed_memory,
+    tied_groups,
+)
 
 
 @contextlib.contextmanager
@@ -116,6 +121,7 @@ class TorchStream:
         the case's dtype (`dtype`: another)."""
         import torch
 
+        return_freed_memory()  # the previous block's, before this one's are read
         arrays = self.source.read(block.canonical)
         state = self.mapping.canonical_to_torch(arrays)
         module = self.model.get_submodule(block.torch) if block.torch else self.model

@@ -8,10 +8,11 @@ Its checkpoint is written once into pytest's cache folder, tensor by tensor
 (models.llama.big.cached_checkpoint), and served from there while it stays intact and the
 seed's: checked by reading and hashing one tensor at a time (measured here: writing 11.4 s,
 checking 2.9 s). The figures go to extra_info; the gate ([tool.parity] gates in
-pyproject.toml) holds the peak to 0.75 of the weights of one side (1.5 GB of 2 GB): the
-process's floor (torch, jax, flax and transformers imported, the torch model built with its
-parameters on the meta device, JAX's backend started) was measured at 491-529 MB, so each
-side may hold a few hundred MB of weights at once: MEMORY below.
+pyproject.toml) holds the peak to 0.6 of the weights of one side (the issue asks for 1.5 GB of
+2 GB, 0.75; measured 0.46, pyproject says why 0.6): the process's floor (torch, jax, flax and
+transformers imported, the torch model built with its parameters on the meta device, JAX's
+backend started) was measured at 491-628 MB, so each side may hold a few hundred MB of
+weights at once: MEMORY below.
 """
 
 import json
@@ -55,11 +56,18 @@ def test_streamed_check_floor(benchmark):
 
 
 @pytest.mark.slow
-def test_streamed_memory(benchmark, request):
+def test_streamed_memory(benchmark, request, tmp_path_factory):
+    """The 2.1 GB check runs where benchmarks are timed (nox -s gate, which CI runs; nox -s
+    bench), outside the test sessions, as issue 28 asks: its checkpoint alone takes 12 s to
+    write on a clean clone, and the gate is its only verdict worth the time."""
+    if request.config.getoption("benchmark_disable"):
+        pytest.skip("the 2.1 GB streamed check runs in nox -s gate (timed benchmarks only)")
     from models.llama.big import cached_checkpoint
 
     started = time.perf_counter()
-    path, write_s = cached_checkpoint(request.config.cache.mkdir(CACHE_FOLDER))
+    cache = request.config.cache  # None under -p no:cacheprovider: written for this run
+    folder = cache.mkdir(CACHE_FOLDER) if cache else tmp_path_factory.mktemp(CACHE_FOLDER)
+    path, write_s = cached_checkpoint(folder)
     ready_s = time.perf_counter() - started
     floor = _child("imports")
     figures = benchmark.pedantic(_child, args=("streamed", str(path), MEMORY),

@@ -26,14 +26,19 @@ import numpy as np  # noqa: E402
 from jax.sharding import Mesh  # noqa: E402
 
 from models.llama.mapping import llama_mapping  # noqa: E402
+from models.llama.nnx_model import LlamaConfig  # noqa: E402
 from models.llama.sharded import partition_spec, sharded_nnx_model  # noqa: E402
 from pytest_parity import assert_streamed_close  # noqa: E402
 from pytest_parity.checkpoint import checkpoint_from_torch  # noqa: E402
 from pytest_parity.inputs import Input  # noqa: E402
 from pytest_parity.registry import Pair  # noqa: E402
 from pytest_parity.run import streamed_placement  # noqa: E402
-from tests.sharded.sharded_llama_case import CONFIG  # noqa: E402
 from tests.support.sharding_bugs import sharding_bug  # noqa: E402
+
+# 16 query heads over 8 kv heads (two query heads a kv head), head_dim 8: each device holds
+# two query heads and the kv head they read, 32 MLP columns and 32 vocabulary columns.
+CONFIG = LlamaConfig(vocab_size=256, hidden_size=128, intermediate_size=256,
+                     num_hidden_layers=2, num_attention_heads=16, num_key_value_heads=8)
 
 # Each decoder layer (147,712 float32 weights, 591 KB) one block; the embedding table and the
 # head (131 KB each) blocks of their own.
