@@ -116,9 +116,9 @@ class TorchStream:
     calls: dict[str, TorchCall] = field(default_factory=dict)
     _quiet: bool = False  # the reference run: the hooks stand aside
 
-    def state_of(self, block: Block, dtype: str | None = None) -> dict[str, Any]:
-        """The block's tensors from the checkpoint as torch tensors under its own keys, in
-        the case's dtype (`dtype`: another)."""
+    def state_of(self, block: Block) -> dict[str, Any]:
+        """The block's tensors from the checkpoint as torch tensors under its own keys,
+        rounded to the case's dtype and held in the stream's."""
         import torch
 
         return_freed_memory()  # the previous block's, before this one's are read
@@ -133,7 +133,7 @@ class TorchStream:
                     and tuple(state[key].shape) != tuple(expected[key.removeprefix(prefix)].shape)]
         if problems:
             raise CheckpointError(self.source.where, problems)
-        rounded, target = getattr(torch, self.rounded), getattr(torch, dtype or self.dtype)
+        rounded, target = getattr(torch, self.rounded), getattr(torch, self.dtype)
         loaded = {}
         for full_key in block.torch_keys:
             key, value = full_key.removeprefix(prefix), state.get(full_key)
