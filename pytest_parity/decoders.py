@@ -120,7 +120,9 @@ class TransformersFlax:
         return out.logits, written["cache"]
 
     def __init__(self) -> None:
-        self._shapes: dict[tuple[int, int, int], Any] = {}
+        # By the module's id, with the module itself: an id is reused once its object is
+        # gone (a pair in float32 after one in bfloat16 read the bfloat16 cache's dtypes).
+        self._shapes: dict[tuple[int, int, int], tuple[Any, Any]] = {}
 
     def _cache_shapes(self, module: Any, batch: int, max_length: int) -> Any:
         """The cache collection's shapes, from `init(init_cache=True)` traced once per module
@@ -129,13 +131,13 @@ class TransformersFlax:
         import jax.numpy as jnp
 
         key = (id(module), batch, max_length)
-        if key not in self._shapes:
+        if key not in self._shapes or self._shapes[key][0] is not module:
             ids = jnp.ones((batch, max_length), "i4")
-            self._shapes[key] = jax.eval_shape(lambda: module.init(
+            self._shapes[key] = module, jax.eval_shape(lambda: module.init(
                 jax.random.PRNGKey(0), ids, ids,
                 jnp.broadcast_to(jnp.arange(max_length), (batch, max_length)),
                 init_cache=True))["cache"]
-        return self._shapes[key]
+        return self._shapes[key][1]
 
     def start(self, model: Any, input_ids: Any, attention_mask: Any, max_length: int
               ) -> tuple[Any, Any]:

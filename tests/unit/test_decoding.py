@@ -119,3 +119,23 @@ def test_a_pair_without_decoders_says_how_to_declare_them(gpt2):
 
     with pytest.raises(ParityError, match=r"Pair\(decoding=Decoding\(torch=..., flax=...\)\)"):
         decoding_of(Other())
+
+
+def test_cache_shapes_are_a_modules_own_even_where_its_id_was_anothers(monkeypatch):
+    """The Flax decoder keeps each module's cache shapes by the module's id; an id is reused
+    once its object is gone. A float32 module given the id a bfloat16 one had read that
+    module's bfloat16 cache (a CI run: "dynamic_update_slice ... got bfloat16, float32" in
+    the zoo's GPT-2 decoding, after the streamed tests had made and dropped GPT-2 modules)."""
+    import jax
+    import jax.numpy as jnp
+
+    from pytest_parity import decoders
+
+    monkeypatch.setattr(decoders, "id", lambda _: 7, raising=False)  # every id the same
+    module = gpt2_pair().flax_model
+    decoder = TransformersFlax()
+    low = decoder._cache_shapes(module.clone(dtype=jnp.bfloat16), 3, 20)
+    wide = decoder._cache_shapes(module.clone(dtype=jnp.float32), 3, 20)
+    dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves(wide)
+              if leaf.dtype != jnp.int32}
+    assert low is not wide and dtypes == {jnp.dtype("float32")}
