@@ -100,18 +100,26 @@ class FlaxStream:
         return (*block.canonical, *(path for path in self._loose if path.startswith(prefix)
                                     and path not in block.canonical))
 
-    def variables_of(self, canonical: tuple[str, ...], within: str, dtype: str | None = None
-                     ) -> dict[str, Any]:
-        """The Flax variables of these canonical tensors, relative to the module at
-        `within`, placed, in the case's dtype (`dtype`: another)."""
+    def variables_of(self, canonical: tuple[str, ...], within: str) -> dict[str, Any]:
+        """The Flax variables of these canonical tensors, read now, relative to the module at
+        `within`, placed, in the case's dtype."""
+        return self.placed(self.read(canonical), within)
+
+    def read(self, canonical: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """These canonical tensors from the checkpoint as Flax variables (flat, numpy)."""
         return_freed_memory()  # the previous block's, before this one's are read
         try:
-            nested = self.mapping.canonical_to_flax(self.source.read(canonical))
+            return flatten(self.mapping.canonical_to_flax(self.source.read(canonical)))
         except MappingError as error:
             raise ParityError(f"streamed check: {error.message}") from None
+
+    def placed(self, flat: dict[str, np.ndarray], within: str, dtype: str | None = None
+               ) -> dict[str, Any]:
+        """Flax variables read by `read`, relative to the module at `within`, placed, in the
+        case's dtype (`dtype`: another, from the same rounded values)."""
         prefix = f"{within}/" if within else ""
         placed: dict[str, Any] = {}
-        for name, array in flatten(nested).items():
+        for name, array in flat.items():
             collection, _, path = name.partition("/")
             cast = host_input(host_input(array, self.rounded), dtype or self.dtype)
             node = placed.setdefault(collection, {})
@@ -165,7 +173,10 @@ class FlaxStream:
         template = _template(args, kwargs)
         arrays = [a for a in (*args, *kwargs.values()) if is_array(a)]
         runner = BlockRunner.of(module)
-        variables = self.variables_of(self.canonical_of(block), block.flax)
+        read = self.read(self.canonical_of(block))
+        variables = self.placed(read, block.flax)
+        if self.reference_module is None:
+            read = {}  # let go: only a budget's reference places them again
         program = self._program(runner, template)
         self._inside_block = True
         try:
@@ -182,17 +193,18 @@ class FlaxStream:
                 record.given = [np.asarray(leaf) for leaf in _array_leaves(
                     program(variables, [self.replicated(a) for a in given]))]
                 if self.reference_module is not None:
-                    record.reference = self._reference(block, runner, template, given)
+                    record.reference = self._reference(block, runner, template, given, read)
             return output
         finally:
             self._inside_block = False
 
     def _reference(self, block: Block, runner: BlockRunner, template: Any,
-                   given: list[np.ndarray]) -> list[np.ndarray]:
-        """The block in the reference dtype on the case's rounded variables and inputs."""
+                   given: list[np.ndarray], read: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The block in the reference dtype on the case's rounded variables (those `read`
+        for its run in the case's dtype) and inputs."""
         reference = REFERENCE_DTYPES[self.rounded]
         wide = runner.in_dtype(self.reference_module, block.flax, reference)
-        variables = self.variables_of(self.canonical_of(block), block.flax, reference)
+        variables = self.placed(read, block.flax, reference)
         widened = [self.replicated(host_input(host_input(a, self.rounded), reference))
                    for a in given]
         return [np.asarray(leaf) for leaf in
